@@ -1,0 +1,265 @@
+/**
+ * Load gateway.yaml: parse YAML, replace ${VAR} / ${VAR:-default} from the
+ * environment, fill defaults, validate against the schema and the rules a schema
+ * cannot say (unique names, references), then decode durations and sizes.
+ * Every problem is reported with its path; nothing half-valid gets through.
+ */
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
+import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml'
+import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
+
+export interface ConfigProblem {
+  /** Path in the file, e.g. `routes[1].upstreams[0].weight` (empty for the whole file). */
+  path: string
+  message: string
+  /** 1-based line in the file, when known. */
+  line?: number
+}
+
+/** Thrown when a config cannot be used; lists every problem found. */
+export class ConfigError extends Error {
+  readonly problems: ConfigProblem[]
+  readonly file: string
+  constructor (file: string, problems: ConfigProblem[]) {
+    super(`${file}: ${problems.length} problem(s)\n` + problems.map((p) => '  ' + formatProblem(p)).join('\n'))
+    this.name = 'ConfigError'
+    this.file = file
+    this.problems = problems
+  }
+}
+
+export function formatProblem (p: ConfigProblem): string {
+  const where = p.path === '' ? '(file)' : p.path
+  return p.line === undefined ? `${where}: ${p.message}` : `${where}: ${p.message} (line ${p.line})`
+}
+
+export interface LoadedConfig {
+  config: GatewayConfig
+  /** sha256 of the file's bytes, short; identifies the active config in metrics and logs. */
+  hash: string
+  file: string
+}
+
+const compiled = TypeCompiler.Compile(GatewayConfigSchema)
+
+/** Read and load a config file. Throws ConfigError. */
+export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '', message: `cannot read file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }])
+  }
+  return { config: parseConfig(text, env, file), hash: hashText(text), file }
+}
+
+export function hashText (text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16)
+}
+
+/** Parse config text. Throws ConfigError listing every problem. */
+export function parseConfig (text: string, env: NodeJS.ProcessEnv = process.env, file = 'gateway.yaml'): GatewayConfig {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true })
+  if (doc.errors.length > 0) {
+    // The first few YAML errors say it all; later ones cascade from them.
+    throw new ConfigError(file, doc.errors.slice(0, 3).map((e) => ({
+      path: '',
+      message: `YAML: ${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`,
+      line: e.linePos?.[0]?.line
+    })))
+  }
+  const lineOf = (path: Array<string | number>): number | undefined => {
+    let node: unknown = doc.contents
+    let found: YamlNode | undefined
+    for (const key of path) {
+      if (isMap(node) || isSeq(node)) {
+        const next = node.get(key, true)
+        if (next === undefined) break
+        node = next
+        found = next as YamlNode
+      } else break
+    }
+    const offset = found?.range?.[0]
+    return offset === undefined ? undefined : lineCounter.linePos(offset).line
+  }
+
+  const raw: unknown = doc.toJS() ?? {}
+  const problems: ConfigProblem[] = []
+  const interpolated = interpolate(raw, [], env, problems)
+  if (typeof interpolated !== 'object' || interpolated === null || Array.isArray(interpolated)) {
+    throw new ConfigError(file, [{ path: '', message: 'must be a YAML mapping' }])
+  }
+
+  const value = Value.Default(GatewayConfigSchema, Value.Convert(GatewayConfigSchema, interpolated))
+  if (!compiled.Check(value)) {
+    // A field already reported for an unset variable needs no second message.
+    const reported = new Set(problems.map((p) => p.path))
+    for (const err of compiled.Errors(value)) {
+      const segments = pointerSegments(err.path)
+      if (reported.has(toDotted(segments))) continue
+      problems.push({ path: toDotted(segments), message: describe(err), line: lineOf(segments) })
+    }
+  }
+  if (problems.length === 0) problems.push(...crossCheck(value as unknown as RawConfig))
+  if (problems.length > 0) throw new ConfigError(file, dedupe(problems))
+  return compiled.Decode(value)
+}
+
+const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+
+/** Replace ${VAR} and ${VAR:-default} in every string; `$${` escapes a literal `${`. */
+function interpolate (v: unknown, path: Array<string | number>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): unknown {
+  if (typeof v === 'string') {
+    if (!v.includes('${')) return v
+    const parts = v.split('$${')
+    return parts.map((part) => part.replace(VAR, (_m, name: string, def: string | undefined) => {
+      const val = env[name]
+      if (val !== undefined && val !== '') return val
+      if (def !== undefined) return def
+      problems.push({ path: toDotted(path), message: `environment variable ${name} is not set (use \${${name}:-default} for a default)` })
+      return ''
+    })).join('${')
+  }
+  if (Array.isArray(v)) return v.map((item, i) => interpolate(item, [...path, i], env, problems))
+  if (typeof v === 'object' && v !== null) {
+    const out: Record<string, unknown> = {}
+    for (const [k, item] of Object.entries(v)) out[k] = interpolate(item, [...path, k], env, problems)
+    return out
+  }
+  return v
+}
+
+function pointerSegments (pointer: string): Array<string | number> {
+  if (pointer === '') return []
+  return pointer.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~')).map((s) => /^\d+$/.test(s) ? Number(s) : s)
+}
+
+export function toDotted (segments: Array<string | number>): string {
+  let out = ''
+  for (const s of segments) out += typeof s === 'number' ? `[${s}]` : (out === '' ? s : `.${s}`)
+  return out
+}
+
+function describe (err: ValueError): string {
+  const s = err.schema as Record<string, unknown>
+  switch (err.type) {
+    case ValueErrorType.ObjectAdditionalProperties: return 'unknown key'
+    case ValueErrorType.ObjectRequiredProperty: return 'is required'
+    case ValueErrorType.NumberMinimum:
+    case ValueErrorType.IntegerMinimum: return `must be >= ${String(s.minimum)}`
+    case ValueErrorType.NumberMaximum:
+    case ValueErrorType.IntegerMaximum: return `must be <= ${String(s.maximum)}`
+    case ValueErrorType.NumberExclusiveMinimum:
+    case ValueErrorType.IntegerExclusiveMinimum: return `must be > ${String(s.exclusiveMinimum)}`
+    case ValueErrorType.Integer: return 'must be an integer'
+    case ValueErrorType.Number: return 'must be a number'
+    case ValueErrorType.String: return 'must be a string'
+    case ValueErrorType.Boolean: return 'must be true or false'
+    case ValueErrorType.Array: return 'must be a list'
+    case ValueErrorType.Object: return 'must be a mapping'
+    case ValueErrorType.ArrayMinItems: return `must have at least ${String(s.minItems)} item(s)`
+    case ValueErrorType.StringMinLength: return `must be at least ${String(s.minLength)} characters`
+    case ValueErrorType.StringPattern: return patternMessage(String(s.pattern))
+    case ValueErrorType.Union: {
+      const options = (s.anyOf as Array<Record<string, unknown>> | undefined)?.map((o) => o.const).filter((c) => c !== undefined)
+      if (options !== undefined && options.length > 0) return `must be one of ${options.join(' | ')}`
+      return 'has the wrong type'
+    }
+    default: return err.message
+  }
+}
+
+function patternMessage (pattern: string): string {
+  if (pattern.includes('(ms|s|m|h|d)')) return 'must be a duration like 800ms, 30s, 15m, 2h, 7d'
+  if (pattern.includes('[kKmMgG]')) return 'must be a size like 512b, 16kb, 1mb'
+  if (pattern.startsWith('^https?://')) return 'must be an http:// or https:// URL'
+  if (pattern === '^/') return 'must start with /'
+  return `must match ${pattern}`
+}
+
+function dedupe (problems: ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>()
+  return problems.filter((p) => {
+    const k = `${p.path}\u0000${p.message}`
+    if (seen.has(k)) return false
+    seen.add(k)
+    return true
+  })
+}
+
+interface RawConfig {
+  trustProxy: boolean | string[]
+  wechat: { apps: Array<{ appId: string }> }
+  tokens: { algorithm: string, keys: Array<{ kid: string, secret?: string, privateKeyFile?: string, publicKeyFile?: string }> }
+  routes: Array<{
+    name: string
+    prefix: string
+    upstreams: Array<{ name: string, weight: number }>
+    canary?: { upstream?: string, rollback?: { upstream: string } }
+  }>
+}
+
+/** Rules the schema cannot express. Runs only on a schema-valid value. */
+function crossCheck (c: RawConfig): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const dup = (list: string[], path: (i: number) => string, what: string) => {
+    const seen = new Map<string, number>()
+    list.forEach((v, i) => {
+      if (seen.has(v)) problems.push({ path: path(i), message: `duplicate ${what} '${v}' (also at index ${String(seen.get(v))})` })
+      else seen.set(v, i)
+    })
+  }
+  dup(c.wechat.apps.map((a) => a.appId), (i) => `wechat.apps[${i}].appId`, 'appId')
+  dup(c.tokens.keys.map((k) => k.kid), (i) => `tokens.keys[${i}].kid`, 'kid')
+  c.tokens.keys.forEach((k, i) => {
+    if (c.tokens.algorithm === 'HS256') {
+      if (k.secret === undefined) problems.push({ path: `tokens.keys[${i}].secret`, message: 'is required with algorithm HS256' })
+    } else if (k.privateKeyFile === undefined && k.publicKeyFile === undefined) {
+      problems.push({ path: `tokens.keys[${i}]`, message: `needs privateKeyFile or publicKeyFile with algorithm ${c.tokens.algorithm}` })
+    } else if (i === 0 && k.privateKeyFile === undefined) {
+      problems.push({ path: 'tokens.keys[0].privateKeyFile', message: 'is required: the first key signs' })
+    }
+  })
+  if (Array.isArray(c.trustProxy)) {
+    c.trustProxy.forEach((entry, i) => {
+      const [addr, bits, extra] = entry.split('/')
+      const family = isIP(addr)
+      const max = family === 6 ? 128 : 32
+      if (family === 0 || extra !== undefined || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= max))) {
+        problems.push({ path: `trustProxy[${i}]`, message: `'${entry}' is not an IP address or CIDR` })
+      }
+    })
+  }
+  dup(c.routes.map((r) => r.name), (i) => `routes[${i}].name`, 'route name')
+  dup(c.routes.map((r) => normalisePrefix(r.prefix)), (i) => `routes[${i}].prefix`, 'prefix')
+  c.routes.forEach((r, i) => {
+    const p = normalisePrefix(r.prefix)
+    if (p === '/auth' || p.startsWith('/auth/') || p === '/.well-known' || p.startsWith('/.well-known/')) {
+      problems.push({ path: `routes[${i}].prefix`, message: `'${r.prefix}' is reserved by the gateway` })
+    }
+    if (/\/\/|\/\.\.?(\/|$)|[%;?#\\]/.test(r.prefix)) {
+      problems.push({ path: `routes[${i}].prefix`, message: 'must be a plain normalised path (no //, . or .. segments, %, ;, ?, #, \\)' })
+    }
+    dup(r.upstreams.map((u) => u.name), (j) => `routes[${i}].upstreams[${j}].name`, 'upstream name')
+    if (r.upstreams.every((u) => u.weight === 0)) {
+      problems.push({ path: `routes[${i}].upstreams`, message: 'at least one upstream needs a weight > 0' })
+    }
+    const names = new Set(r.upstreams.map((u) => u.name))
+    const ref = (name: string | undefined, path: string) => {
+      if (name !== undefined && !names.has(name)) problems.push({ path, message: `names no upstream of route '${r.name}'` })
+    }
+    ref(r.canary?.upstream, `routes[${i}].canary.upstream`)
+    ref(r.canary?.rollback?.upstream, `routes[${i}].canary.rollback.upstream`)
+  })
+  return problems
+}
+
+/** `/api/orders/` and `/api/orders` are the same prefix. */
+export function normalisePrefix (prefix: string): string {
+  return prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+}

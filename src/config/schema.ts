@@ -1,0 +1,143 @@
+/**
+ * The whole of gateway.yaml as one TypeBox schema: it validates the file, fills
+ * defaults, turns durations and sizes into numbers (Transform types, decoded
+ * once at load) and is the TypeScript type of the loaded config. It is exported
+ * as config/gateway.schema.json for editors (`npm run schema`).
+ */
+import { Type, type StaticDecode, type TSchema } from '@sinclair/typebox'
+import { BYTES_PATTERN, DURATION_PATTERN, parseBytes, parseDuration } from './units.js'
+
+/** A duration string (`800ms`, `30s`, `15m`, `7d`) decoded to milliseconds. */
+const Duration = (def: string, description: string) =>
+  Type.Transform(Type.String({ pattern: DURATION_PATTERN, default: def, description, examples: [def] }))
+    .Decode((v) => parseDuration(v))
+    .Encode((ms) => `${ms}ms`)
+
+/** A size string (`16kb`, `1mb`) decoded to bytes. */
+const Bytes = (def: string, description: string) =>
+  Type.Transform(Type.String({ pattern: BYTES_PATTERN, default: def, description, examples: [def] }))
+    .Decode((v) => parseBytes(v))
+    .Encode((n) => `${n}b`)
+
+const Strict = <T extends Parameters<typeof Type.Object>[0]>(props: T, description: string, withDefault = true) =>
+  Type.Object(props, { additionalProperties: false, description, ...(withDefault ? { default: {} } : {}) })
+
+const Port = (def: number) => Type.Integer({ minimum: 0, maximum: 65535, default: def })
+const Name = (description: string) => Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$', description })
+
+const Listen = (port: number, description: string) => Strict({
+  host: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Interface to bind' }),
+  port: Port(port)
+}, description)
+
+const RateLimitRule = (max: number, window: string, by: 'ip' | 'openid', description: string, withDefault: boolean) => Strict({
+  max: Type.Integer({ minimum: 1, default: max, description: 'Requests allowed per window' }),
+  window: Duration(window, 'Length of the fixed window'),
+  by: Type.Union([Type.Literal('ip'), Type.Literal('openid')], { default: by, description: 'What a counter is kept per: the client IP (per trustProxy) or the caller\'s openid (anonymous callers fall back to ip)' })
+}, description, withDefault)
+
+const Upstream = Strict({
+  name: Name('Upstream version name, unique within the route (e.g. stable, canary)'),
+  url: Type.String({ pattern: '^https?://[^\\s]+$', description: 'Base URL; its path, if any, is prefixed to the forwarded path' }),
+  weight: Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'Share of traffic is weight / sum of weights' })
+}, 'One upstream version', false)
+
+const Canary = Strict({
+  sticky: Type.Union([Type.Literal('none'), Type.Literal('openid'), Type.Literal('ip')], { default: 'openid', description: 'Keep the same caller on the same upstream' }),
+  header: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9-]+$', description: 'Request header whose value names an upstream to force (testers)' })),
+  upstream: Type.Optional(Name('The canary upstream for `openids` (default: the rollback upstream, else the last upstream)')),
+  openids: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Callers always routed to the canary upstream' }),
+  rollback: Type.Optional(Strict({
+    upstream: Name('The upstream watched and rolled back'),
+    errorRate: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.01, description: 'Roll back when errors / requests exceeds this' }),
+    window: Duration('1m', 'Sliding window the rate is computed over'),
+    minRequests: Type.Integer({ minimum: 1, default: 100, description: 'No decision below this many requests in the window' })
+  }, 'Automatic rollback of a failing canary', false))
+}, 'Grey release settings', false)
+
+const Route = Strict({
+  name: Name('Route name; used in logs and metric labels'),
+  prefix: Type.String({ pattern: '^/', description: 'Path prefix, matched on segment boundaries; the longest prefix wins' }),
+  auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')], { default: 'required', description: 'required: valid access token needed; optional: verified when present; public: none needed' }),
+  timeout: Duration('30s', 'Upstream response timeout (to response headers)'),
+  bodyLimit: Bytes('1mb', 'Largest request body accepted (413 beyond)'),
+  stripPrefix: Type.Boolean({ default: false, description: 'Remove the prefix before forwarding' }),
+  forwardAuthorization: Type.Boolean({ default: false, description: 'Forward the client\'s Authorization header upstream (off: identity travels only in X-OpenID/X-UnionID/X-AppID)' }),
+  rateLimit: Type.Optional(RateLimitRule(600, '1m', 'openid', 'Per-route rate limit', false)),
+  upstreams: Type.Array(Upstream, { minItems: 1, description: 'Weighted upstream versions (grey release)' }),
+  canary: Type.Optional(Canary)
+}, 'A route', false)
+
+const KeyEntry = Strict({
+  kid: Name('Key id, written to the token header'),
+  secret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 shared secret (>= 32 characters)' })),
+  privateKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key (RS256/ES256/EdDSA); needed on the signing (first) key' })),
+  publicKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256/ES256/EdDSA); derived from the private key when omitted' }))
+}, 'A signing / verification key', false)
+
+export const GatewayConfigSchema = Type.Object({
+  $schema: Type.Optional(Type.String()),
+  listen: Listen(8080, 'Public listener'),
+  admin: Listen(9091, 'Admin listener: /metrics /healthz /readyz (never on the public port)'),
+  trustProxy: Type.Union([
+    Type.Boolean(),
+    Type.Array(Type.String({ minLength: 1 }), { description: 'CIDRs / addresses of trusted load balancers' })
+  ], { default: false, description: 'Whose X-Forwarded-* headers to believe: false (nobody), true (everybody: only behind a proxy that overwrites them), or a list of CIDRs' }),
+  store: Strict({
+    type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], { default: 'memory', description: 'memory: one instance only; redis: shared by every instance' }),
+    url: Type.String({ default: 'redis://127.0.0.1:6379', description: 'Redis URL (redis:// or rediss://)' }),
+    keyPrefix: Type.String({ default: 'wegate:', pattern: '^[A-Za-z0-9:_.-]*$', description: 'Namespace for every key' }),
+    failMode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed', description: 'When the store is unreachable: closed rejects authenticated requests (503), open lets verified tokens through' }),
+    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on entries per kind' })
+  }, 'Shared state: sessions, refresh tokens, revocations, rate-limit counters'),
+  wechat: Strict({
+    baseUrl: Type.String({ pattern: '^https?://[^\\s]+$', default: 'https://api.weixin.qq.com', description: 'WeChat server API base URL' }),
+    timeout: Duration('3s', 'Per-attempt timeout of a code2Session call'),
+    retries: Type.Integer({ minimum: 0, maximum: 5, default: 2, description: 'Extra attempts for transient failures (errcode -1, reset, timeout)' }),
+    apps: Type.Array(Strict({
+      appId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Mini program appId' }),
+      secret: Type.String({ minLength: 1, description: 'Mini program AppSecret (use ${VAR})' })
+    }, 'A mini program', false), { minItems: 1, description: 'Mini programs served' })
+  }, 'WeChat server API', false),
+  tokens: Strict({
+    issuer: Type.String({ minLength: 1, default: 'wegate', description: 'iss claim' }),
+    audience: Type.String({ minLength: 1, default: 'miniprogram', description: 'aud claim' }),
+    algorithm: Type.Union([Type.Literal('HS256'), Type.Literal('RS256'), Type.Literal('ES256'), Type.Literal('EdDSA')], { default: 'HS256', description: 'Signing algorithm; the only one accepted on verification' }),
+    keys: Type.Array(KeyEntry, { minItems: 1, description: 'The first key signs; every key verifies (rotation)' }),
+    accessTtl: Duration('15m', 'Access token lifetime'),
+    refreshTtl: Duration('7d', 'Refresh token lifetime (each token)'),
+    sessionTtl: Duration('30d', 'Absolute lifetime of a login (refresh family)'),
+    refreshGrace: Duration('10s', 'Window in which re-presenting the just-spent refresh token returns the same pair instead of counting as reuse'),
+    sessionKeyTtl: Duration('3d', 'How long session_key is kept server-side'),
+    clockSkew: Duration('30s', 'Tolerance on exp / nbf')
+  }, 'Access and refresh tokens', false),
+  rateLimits: Strict({
+    login: RateLimitRule(5, '1m', 'ip', 'Limit on /auth/login (the seed: 5 per minute per IP)', true)
+  }, 'Gateway-wide rate limits'),
+  limits: Strict({
+    headerSize: Bytes('16kb', 'Largest request header block (431 beyond)'),
+    authBodyLimit: Bytes('16kb', 'Largest body on /auth/* (413 beyond)'),
+    requestTimeout: Duration('30s', 'Time to receive a whole request (408 beyond)'),
+    headersTimeout: Duration('10s', 'Time to receive request headers (408 beyond)'),
+    keepAliveTimeout: Duration('75s', 'Idle client keep-alive; keep above your load balancer\'s idle timeout')
+  }, 'Client-side limits'),
+  shutdown: Strict({
+    delay: Duration('0s', 'After SIGTERM, keep serving (not ready) this long so load balancers stop sending'),
+    timeout: Duration('20s', 'Longest wait for in-flight requests before exiting')
+  }, 'Graceful shutdown'),
+  logging: Strict({
+    level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level' })
+  }, 'Logging'),
+  routes: Type.Array(Route, { default: [], description: 'Routes; everything except /auth/* and /.well-known/* goes through one' })
+}, { additionalProperties: false, $id: 'https://wegate.dev/gateway.schema.json', title: 'wegate gateway.yaml' })
+
+export type GatewayConfig = StaticDecode<typeof GatewayConfigSchema>
+export type RouteConfig = GatewayConfig['routes'][number]
+export type UpstreamConfig = RouteConfig['upstreams'][number]
+export type CanaryConfig = NonNullable<RouteConfig['canary']>
+export type RateLimitConfig = GatewayConfig['rateLimits']['login']
+export type TokensConfig = GatewayConfig['tokens']
+export type StoreConfig = GatewayConfig['store']
+
+/** Helper for sub-schemas callers may want (e.g. tests). */
+export type Schema = TSchema
