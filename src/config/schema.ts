@@ -141,3 +141,91 @@ export type StoreConfig = GatewayConfig['store']
 
 /** Helper for sub-schemas callers may want (e.g. tests). */
 export type Schema = TSchema
+
+/**
+ * The schema as editors should see it: a key with a default is optional in the
+ * file, even though the loaded config always has it.
+ */
+export function editorSchema (): unknown {
+  const strip = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(strip)
+    if (typeof node !== 'object' || node === null) return node
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(node)) out[k] = strip(v)
+    const props = out.properties as Record<string, { default?: unknown }> | undefined
+    if (Array.isArray(out.required) && props !== undefined) {
+      const required = (out.required as string[]).filter((k) => props[k]?.default === undefined)
+      if (required.length > 0) out.required = required
+      else delete out.required
+    }
+    return out
+  }
+  return strip(JSON.parse(JSON.stringify(GatewayConfigSchema)))
+}
+
+interface SchemaNode {
+  type?: string
+  description?: string
+  default?: unknown
+  properties?: Record<string, SchemaNode>
+  items?: SchemaNode
+  anyOf?: SchemaNode[]
+  const?: unknown
+  minimum?: number
+  maximum?: number
+  pattern?: string
+}
+
+/** docs/configuration.md: every field of gateway.yaml with its type, default and meaning. */
+export function configReference (): string {
+  const rows: string[] = []
+  const typeOf = (n: SchemaNode): string => {
+    if (n.anyOf !== undefined) {
+      const consts = n.anyOf.map((o) => o.const).filter((c) => c !== undefined)
+      return consts.length === n.anyOf.length ? consts.map((c) => `\`${String(c)}\``).join(' \\| ') : n.anyOf.map(typeOf).join(' \\| ')
+    }
+    if (n.type === 'array') return `list of ${n.items === undefined ? 'any' : typeOf(n.items)}`
+    if (n.type === 'string' && n.pattern?.includes('(ms|s|m|h|d)') === true) return 'duration'
+    if (n.type === 'string' && n.pattern?.includes('[kKmMgG]') === true) return 'size'
+    if (n.type === 'object') return 'mapping'
+    return n.type ?? 'any'
+  }
+  const walk = (n: SchemaNode, path: string) => {
+    if (path !== '' && path !== '$schema') {
+      const def = n.default === undefined || (typeof n.default === 'object' && n.default !== null && !Array.isArray(n.default)) ? '' : `\`${JSON.stringify(n.default)}\``
+      const range = n.minimum !== undefined || n.maximum !== undefined ? ` (${n.minimum ?? ''}…${n.maximum ?? ''})` : ''
+      rows.push(`| \`${path}\` | ${typeOf(n)}${range} | ${def} | ${(n.description ?? '').replace(/\|/g, '\\|')} |`)
+    }
+    const obj = n.type === 'array' ? n.items : n
+    const suffix = n.type === 'array' ? '[]' : ''
+    if (obj?.properties !== undefined) {
+      for (const [k, child] of Object.entries(obj.properties)) {
+        if (k === '$schema') continue
+        walk(child, path === '' ? k : `${path}${suffix}.${k}`)
+      }
+    }
+    for (const alt of n.anyOf ?? []) {
+      if (alt.type === 'array' && alt.items?.properties !== undefined) walk(alt, path)
+    }
+  }
+  walk(JSON.parse(JSON.stringify(GatewayConfigSchema)) as SchemaNode, '')
+  return `# Configuration reference (\`gateway.yaml\`)
+
+<!-- Generated from src/config/schema.ts by \`npm run schema\`; do not edit by hand. -->
+
+wegate reads one YAML file: \`wegate serve -c gateway.yaml\` (default \`./gateway.yaml\`, or
+\`$WEGATE_CONFIG\`). \`wegate check -c file\` validates it and lists every problem with its path.
+
+- **Environment**: \`\${VAR}\` is replaced by the variable (an unset one is an error),
+  \`\${VAR:-default}\` falls back to \`default\`, and \`$\${\` writes a literal \`\${\`. Keep secrets
+  (WeChat AppSecrets, JWT keys, Redis passwords) in the environment, never in the file.
+- **Durations** are strings: \`800ms\`, \`30s\`, \`15m\`, \`2h\`, \`7d\`. **Sizes**: \`512b\`, \`16kb\`, \`1mb\`.
+- **Unknown keys are errors** (a typo never silently falls back to a default).
+- Editors: the file's first line \`# yaml-language-server: $schema=./config/gateway.schema.json\`
+  gives completion and inline checks (VS Code with the YAML extension, JetBrains, Neovim).
+
+| field | type | default | meaning |
+|---|---|---|---|
+${rows.join('\n')}
+`
+}

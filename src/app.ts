@@ -1,0 +1,194 @@
+/**
+ * buildGateway(loaded, deps) → the public and admin Fastify instances, wired
+ * but not listening. No globals: the process wrapper (cli/serve.ts) and the
+ * tests build it the same way.
+ */
+import { randomUUID } from 'node:crypto'
+import { createServer, type IncomingMessage } from 'node:http'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { GatewayError } from './errors.js'
+import type { LoadedConfig } from './config/load.js'
+import type { GatewayConfig } from './config/schema.js'
+import { handleClientError, handleError, sendError } from './http/errors.js'
+import { createMetrics, type Metrics } from './metrics/index.js'
+import { createLogger } from './log.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Name of the route that served this request ('' until matched). */
+    routeName: string
+    /** Name of the upstream chosen ('' when none). */
+    upstreamName: string
+  }
+}
+
+export interface GatewayDeps {
+  logger?: Logger
+  metrics?: Metrics
+}
+
+/** The running configuration: immutable, swapped whole on reload. */
+export interface Snapshot {
+  readonly config: GatewayConfig
+  readonly hash: string
+  readonly file: string
+}
+
+export interface Gateway {
+  readonly public: FastifyInstance
+  readonly admin: FastifyInstance
+  readonly metrics: Metrics
+  readonly logger: Logger
+  /** The snapshot requests are served from right now. */
+  snapshot: () => Snapshot
+  /** Ready: config loaded, dependencies reachable, not draining. */
+  isReady: () => boolean
+  /** Bind both listeners on the configured addresses; returns their base URLs. */
+  listen: () => Promise<{ publicUrl: string, adminUrl: string }>
+  /**
+   * Graceful stop: readiness false, keep serving `shutdown.delay`, stop accepting,
+   * let in-flight requests finish (at most `shutdown.timeout`), close.
+   */
+  shutdown: () => Promise<void>
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+
+/** Honour a sane client X-Request-Id (so traces join up); otherwise mint one. */
+function requestId (req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+}
+
+export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
+  const { config } = loaded
+  const logger = deps.logger ?? createLogger({ level: config.logging.level })
+  const metrics = deps.metrics ?? createMetrics()
+  const current: Snapshot = { config, hash: loaded.hash, file: loaded.file }
+  metrics.configInfo.set({ hash: current.hash }, 1)
+
+  let draining = false
+  let closing = false
+  let shutdownPromise: Promise<void> | undefined
+
+  const limits = config.limits
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: requestId,
+    requestIdHeader: false,
+    bodyLimit: limits.authBodyLimit,
+    return503OnClosing: false,
+    // Bodies are validated as sent: no type coercion, no silent removal of extra keys.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    forceCloseConnections: 'idle',
+    clientErrorHandler: handleClientError,
+    // Node enforces these before Fastify sees the request; clientErrorHandler answers them.
+    serverFactory: (handler) => createServer({
+      maxHeaderSize: limits.headerSize,
+      requestTimeout: limits.requestTimeout,
+      headersTimeout: limits.headersTimeout,
+      keepAliveTimeout: limits.keepAliveTimeout,
+      // Node checks the two timeouts above on this interval (default 30 s, far too coarse).
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, limits.headersTimeout / 4))
+    }, handler)
+  })
+  app.decorateRequest('routeName', '')
+  app.decorateRequest('upstreamName', '')
+  app.setErrorHandler(handleError)
+  app.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+    if (draining) reply.header('connection', 'close')
+    if (closing) throw new GatewayError('SHUTTING_DOWN')
+  })
+
+  app.addHook('onResponse', async (request, reply) => {
+    const ms = reply.elapsedTime
+    const route = request.routeName === '' ? 'none' : request.routeName
+    const upstream = request.upstreamName === '' ? 'none' : request.upstreamName
+    const status = reply.statusCode
+    metrics.requests.inc({
+      route,
+      upstream,
+      method: METHODS.has(request.method) ? request.method : 'OTHER',
+      status_class: `${Math.floor(status / 100)}xx`
+    })
+    metrics.requestDuration.observe({ route, upstream }, ms / 1000)
+    // The access line: path without the query string (queries can carry secrets).
+    request.log.info({
+      method: request.method,
+      path: pathOf(request.url),
+      route,
+      upstream,
+      status,
+      ms: Math.round(ms * 100) / 100
+    }, 'access')
+  })
+
+  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
+  admin.setErrorHandler(handleError)
+  admin.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
+  const isReady = () => !draining
+  admin.get('/healthz', async () => ({ status: 'ok' }))
+  admin.get('/readyz', async (_request, reply) => {
+    const ready = isReady()
+    reply.code(ready ? 200 : 503)
+    return { ready, draining, config: current.hash }
+  })
+  admin.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', metrics.registry.contentType)
+    return await metrics.registry.metrics()
+  })
+
+  const gateway: Gateway = {
+    public: app,
+    admin,
+    metrics,
+    logger,
+    snapshot: () => current,
+    isReady,
+    async listen () {
+      const publicUrl = await app.listen({ host: config.listen.host, port: config.listen.port })
+      const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
+      return { publicUrl, adminUrl }
+    },
+    shutdown () {
+      shutdownPromise ??= (async () => {
+        draining = true
+        const { delay, timeout } = current.config.shutdown
+        logger.info({ delayMs: delay, timeoutMs: timeout }, 'shutting down: readiness is false, draining')
+        if (delay > 0) await sleep(delay)
+        closing = true
+        // Past the timeout, cut whatever is still open rather than hang the rollout.
+        const force = setTimeout(() => {
+          logger.warn('drain timeout reached: closing remaining connections')
+          app.server.closeAllConnections()
+        }, timeout)
+        // Connections busy when closing began go idle (keep-alive) once their
+        // response is out; close them as they do, instead of waiting for the timeout.
+        const reap = setInterval(() => app.server.closeIdleConnections(), 50)
+        try {
+          await app.close()
+        } finally {
+          clearTimeout(force)
+          clearInterval(reap)
+        }
+        await admin.close()
+        logger.info('shutdown complete')
+      })()
+      return shutdownPromise
+    }
+  }
+  return gateway
+}
+
+function pathOf (url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref())

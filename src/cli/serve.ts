@@ -1,0 +1,69 @@
+/**
+ * `wegate serve`: load the config, build the gateway, listen, and own the
+ * process signals (SIGTERM/SIGINT drain and exit 0).
+ */
+import { buildGateway } from '../app.js'
+import { ConfigError, formatProblem, loadConfigFile } from '../config/load.js'
+import { createLogger } from '../log.js'
+import { startDemoUpstream } from '../demo/upstream.js'
+
+export interface ServeOptions {
+  file: string
+  /** Also run the demo upstreams (npm start). */
+  demo: boolean
+}
+
+export async function serve (opts: ServeOptions): Promise<void> {
+  let loaded
+  try {
+    loaded = await loadConfigFile(opts.file)
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e
+    process.stderr.write(`wegate: refusing to start, ${opts.file} has ${e.problems.length} problem(s):\n`)
+    for (const p of e.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
+    process.exitCode = 1
+    return
+  }
+  const logger = createLogger({ level: loaded.config.logging.level })
+  const closers: Array<() => Promise<void>> = []
+
+  if (opts.demo) {
+    const stable = await startDemoUpstream('stable', 9501)
+    const canary = await startDemoUpstream('canary', 9502)
+    closers.push(stable.close, canary.close)
+    logger.info({ stable: stable.url, canary: canary.url }, 'demo upstreams listening')
+  }
+
+  const gateway = await buildGateway(loaded, { logger })
+  const { publicUrl, adminUrl } = await gateway.listen()
+  logger.info({ publicUrl, adminUrl, config: loaded.file, hash: loaded.hash }, 'wegate listening')
+  if (opts.demo) process.stdout.write(demoBanner(publicUrl, adminUrl))
+
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal }, 'signal received')
+    gateway.shutdown()
+      .then(async () => { for (const close of closers) await close() })
+      .then(() => { logger.flush(); process.exitCode = 0 })
+      .catch((err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exitCode = 1 })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+}
+
+function demoBanner (publicUrl: string, adminUrl: string): string {
+  const base = publicUrl.replace('0.0.0.0', '127.0.0.1')
+  return `
+wegate is running (demo: memory store, WeChat emulator, demo upstreams)
+  public  ${base}
+  admin   ${adminUrl}   (/healthz /readyz /metrics)
+
+Try it:
+  # 1. log in with a wx.login code (the emulator accepts any code once)
+  curl -s -X POST ${base}/auth/login -H 'content-type: application/json' -d '{"code":"u-alice-1"}'
+  # 2. call the demo API with the accessToken from the answer
+  curl -s ${base}/api/hello -H "authorization: Bearer <accessToken>"
+`
+}

@@ -1,0 +1,104 @@
+/**
+ * One place turns every failure the gateway answers itself into the
+ * `{code, message, data}` envelope: our GatewayErrors, Fastify's own errors
+ * (bad JSON, validation, body too large, media type) and connection-level
+ * client errors (431, 408) that never reach a route.
+ */
+import type { Socket } from 'node:net'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { ErrorCatalog, GatewayError, envelopeOf, type ErrorName } from '../errors.js'
+
+const FASTIFY_CODES: Record<string, ErrorName> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_BAD_URL: 'BAD_PATH',
+  FST_ERR_ASYNC_CONSTRAINT: 'BAD_REQUEST'
+}
+
+const STATUS_NAMES: Partial<Record<number, ErrorName>> = {
+  400: 'BAD_REQUEST',
+  404: 'NO_ROUTE',
+  405: 'METHOD_NOT_ALLOWED',
+  408: 'REQUEST_TIMEOUT',
+  413: 'BODY_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  431: 'HEADERS_TOO_LARGE'
+}
+
+/** Translate anything thrown into a GatewayError; unknown errors become INTERNAL. */
+export function toGatewayError (err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err
+  const fe = err as Partial<FastifyError> & { validation?: Array<{ instancePath?: string, message?: string }>, validationContext?: string }
+  if (Array.isArray(fe.validation)) {
+    const errors = fe.validation.map((v) => ({
+      path: `${fe.validationContext ?? 'body'}${(v.instancePath ?? '').replace(/\//g, '.')}`,
+      message: v.message ?? 'is invalid'
+    }))
+    const first = errors[0]
+    return new GatewayError('VALIDATION_FAILED', {
+      message: first === undefined ? undefined : `${first.path} ${first.message}`,
+      data: { errors },
+      cause: err
+    })
+  }
+  const name = (fe.code !== undefined ? FASTIFY_CODES[fe.code] : undefined) ??
+    (typeof fe.statusCode === 'number' && fe.statusCode < 500 ? STATUS_NAMES[fe.statusCode] ?? 'BAD_REQUEST' : 'INTERNAL')
+  return new GatewayError(name, { cause: err })
+}
+
+/** Fastify error handler: log with cause for the operator, envelope for the client. */
+export function handleError (err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const ge = toGatewayError(err)
+  if (ge.statusCode >= 500) {
+    request.log.error({ err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'request failed')
+  } else if (ge.detail !== undefined) {
+    request.log.info({ code: ge.code, detail: ge.detail }, 'request rejected')
+  }
+  return sendError(reply, ge)
+}
+
+export function sendError (reply: FastifyReply, ge: GatewayError): FastifyReply {
+  reply.code(ge.statusCode)
+  if (ge.headers !== undefined) reply.headers(ge.headers)
+  reply.header('content-type', 'application/json; charset=utf-8')
+  return reply.send(envelopeOf(ge))
+}
+
+/**
+ * Errors on the raw connection (header overflow, request timeout, garbage
+ * bytes) happen before Fastify has a request: answer with an envelope on the
+ * socket and close it, as Node would, instead of Node's bare status line.
+ */
+export function handleClientError (err: NodeJS.ErrnoException & { code?: string }, socket: Socket): void {
+  if (!socket.writable) {
+    socket.destroy()
+    return
+  }
+  const name: ErrorName = err.code === 'HPE_HEADER_OVERFLOW'
+    ? 'HEADERS_TOO_LARGE'
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT'
+      ? 'REQUEST_TIMEOUT'
+      : 'BAD_REQUEST'
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
+    socket.destroy()
+    return
+  }
+  const entry = ErrorCatalog[name]
+  const body = JSON.stringify({ code: entry.code, message: entry.message, data: null })
+  socket.end(
+    `HTTP/1.1 ${entry.status} ${STATUS_TEXT[entry.status] ?? 'Bad Request'}\r\n` +
+    'Content-Type: application/json; charset=utf-8\r\n' +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    'Connection: close\r\n\r\n' + body
+  )
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large'
+}

@@ -1,0 +1,38 @@
+/**
+ * Every metric wegate exports, created on a registry the caller owns (never the
+ * global one), so several gateways can live in one process (tests) and label
+ * sets stay bounded: routes and upstreams come from config, never from requests.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** 1 ms … 10 s: a gateway's own cost is milliseconds, its upstreams' seconds. */
+export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+export type Metrics = ReturnType<typeof createMetrics>
+
+export function createMetrics (registry: Registry = new Registry()) {
+  collectDefaultMetrics({ register: registry })
+  const registers = [registry]
+  return {
+    registry,
+    requests: new Counter({
+      name: 'wegate_requests_total',
+      help: 'Requests answered, by route (or "auth" / "none"), upstream, method and status class',
+      labelNames: ['route', 'upstream', 'method', 'status_class'] as const,
+      registers
+    }),
+    requestDuration: new Histogram({
+      name: 'wegate_request_duration_seconds',
+      help: 'Time from request received to response finished, as seen by the gateway',
+      labelNames: ['route', 'upstream'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers
+    }),
+    configInfo: new Gauge({
+      name: 'wegate_config_info',
+      help: 'The active configuration: 1 for the hash of the file in use',
+      labelNames: ['hash'] as const,
+      registers
+    })
+  }
+}

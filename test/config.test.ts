@@ -1,0 +1,139 @@
+import { readFile } from 'node:fs/promises'
+import t from 'tap'
+import { stringify } from 'yaml'
+import { ConfigError, loadConfigFile, parseConfig } from '../src/config/load.js'
+import { baseConfig, merge } from './helpers/gateway.js'
+
+const problemsOf = (text: string, env: Record<string, string> = {}): string[] => {
+  try {
+    parseConfig(text, env)
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems.map((p) => `${p.path}: ${p.message}`)
+    throw e
+  }
+  return []
+}
+const yamlOf = (patch: Record<string, unknown>) => stringify(merge(baseConfig(), patch))
+
+t.test('the repository gateway.yaml is valid with no environment at all', async (t) => {
+  const { config, hash } = await loadConfigFile('gateway.yaml', {})
+  t.equal(config.store.type, 'memory')
+  t.equal(config.listen.port, 8080)
+  t.equal(config.tokens.accessTtl, 15 * 60_000, 'durations decoded to ms')
+  t.equal(config.tokens.refreshTtl, 7 * 86_400_000)
+  t.equal(config.limits.headerSize, 16 * 1024, 'sizes decoded to bytes')
+  t.ok(config.routes.length >= 1)
+  t.match(hash, /^[0-9a-f]{16}$/)
+})
+
+t.test('defaults live in the schema', async (t) => {
+  const c = parseConfig(yamlOf({ routes: [{ name: 'r', prefix: '/r', upstreams: [{ name: 'a', url: 'http://127.0.0.1:1', weight: 1 }] }] }), {})
+  t.equal(c.tokens.algorithm, 'HS256')
+  t.equal(c.tokens.clockSkew, 30_000)
+  t.equal(c.rateLimits.login.max, 5)
+  t.equal(c.rateLimits.login.window, 60_000)
+  t.equal(c.routes[0].auth, 'required')
+  t.equal(c.routes[0].timeout, 30_000)
+  t.equal(c.routes[0].bodyLimit, 1024 * 1024)
+  t.equal(c.store.failMode, 'closed')
+})
+
+t.test('${VAR} and ${VAR:-default} interpolation', async (t) => {
+  const text = yamlOf({
+    listen: { host: '127.0.0.1', port: '${PORT:-8081}' },
+    wechat: { apps: [{ appId: '${APP}', secret: 'a$${literal}b' }] }
+  })
+  const c = parseConfig(text, { APP: 'wxabc' })
+  t.equal(c.listen.port, 8081, 'default used and converted to a number')
+  t.equal(c.wechat.apps[0].appId, 'wxabc')
+  t.equal(c.wechat.apps[0].secret, 'a${literal}b', '$${ escapes a literal ${')
+  t.equal(parseConfig(text, { APP: 'wxabc', PORT: '9999' }).listen.port, 9999)
+})
+
+t.test('an unset variable is reported with its path', async (t) => {
+  const problems = problemsOf(yamlOf({ wechat: { apps: [{ appId: 'wx1', secret: '${WX_SECRET}' }] } }))
+  t.same(problems, ['wechat.apps[0].secret: environment variable WX_SECRET is not set (use ${WX_SECRET:-default} for a default)'])
+})
+
+t.test('every problem is listed with its path, not just the first', async (t) => {
+  const problems = problemsOf(yamlOf({
+    listen: { port: 70000, colour: 'blue' },
+    tokens: { accessTtl: '15 minutes', algorithm: 'HS512' },
+    routes: [
+      { name: 'ok', prefix: '/ok', upstreams: [{ name: 'a', url: 'http://127.0.0.1:1', weight: 1 }] },
+      { name: 'bad', prefix: 'api', auth: 'maybe', upstreams: [{ name: 'a', url: 'ftp://x', weight: -1 }] }
+    ]
+  }))
+  t.same(problems.sort(), [
+    'listen.colour: unknown key',
+    'listen.port: must be <= 65535',
+    'routes[1].auth: must be one of required | optional | public',
+    'routes[1].prefix: must start with /',
+    'routes[1].upstreams[0].url: must be an http:// or https:// URL',
+    'routes[1].upstreams[0].weight: must be >= 0',
+    'tokens.accessTtl: must be a duration like 800ms, 30s, 15m, 2h, 7d',
+    'tokens.algorithm: must be one of HS256 | RS256 | ES256 | EdDSA'
+  ])
+})
+
+t.test('rules the schema cannot express', async (t) => {
+  const up = (name: string, weight = 1) => ({ name, url: 'http://127.0.0.1:1', weight })
+  const problems = problemsOf(yamlOf({
+    trustProxy: ['10.0.0.0/8', '300.1.1.1', '::1/129'],
+    wechat: { apps: [{ appId: 'wx1', secret: 's' }, { appId: 'wx1', secret: 't' }] },
+    tokens: { keys: [{ kid: 'k1' }] },
+    routes: [
+      { name: 'a', prefix: '/a', upstreams: [up('s', 0)], canary: { rollback: { upstream: 'nope' } } },
+      { name: 'a', prefix: '/a/', upstreams: [up('s'), up('s')] },
+      { name: 'c', prefix: '/auth/x', upstreams: [up('s')] },
+      { name: 'd', prefix: '/d/../e', upstreams: [up('s')] }
+    ]
+  }))
+  t.same(problems.sort(), [
+    "routes[0].canary.rollback.upstream: names no upstream of route 'a'",
+    'routes[0].upstreams: at least one upstream needs a weight > 0',
+    "routes[1].name: duplicate route name 'a' (also at index 0)",
+    "routes[1].prefix: duplicate prefix '/a' (also at index 0)",
+    "routes[1].upstreams[1].name: duplicate upstream name 's' (also at index 0)",
+    "routes[2].prefix: '/auth/x' is reserved by the gateway",
+    'routes[3].prefix: must be a plain normalised path (no //, . or .. segments, %, ;, ?, #, \\)',
+    'tokens.keys[0].secret: is required with algorithm HS256',
+    "trustProxy[1]: '300.1.1.1' is not an IP address or CIDR",
+    "trustProxy[2]: '::1/129' is not an IP address or CIDR",
+    "wechat.apps[1].appId: duplicate appId 'wx1' (also at index 0)"
+  ])
+})
+
+t.test('YAML syntax errors and duplicate keys carry a line number', async (t) => {
+  const problems = problemsOf('listen:\n  port: 1\n  port: 2\n')
+  t.equal(problems.length, 1)
+  t.match(problems[0], /YAML: Map keys must be unique/)
+  try {
+    parseConfig('listen: { port: 1\nadmin: x\n', {})
+    t.fail('should throw')
+  } catch (e) {
+    t.type(e, ConfigError)
+    t.ok((e as ConfigError).problems[0].line !== undefined, 'line reported')
+  }
+  t.same(problemsOf('- just\n- a list\n'), [': must be a YAML mapping'])
+})
+
+t.test('an unreadable file is a ConfigError, not a crash', async (t) => {
+  await t.rejects(loadConfigFile('/nonexistent/gateway.yaml'), ConfigError)
+})
+
+t.test('config/gateway.schema.json is the exported schema, up to date', async (t) => {
+  const { editorSchema } = await import('../src/config/schema.js')
+  const onDisk = JSON.parse(await readFile('config/gateway.schema.json', 'utf8')) as { required?: string[] }
+  t.same(onDisk, editorSchema(), 'run `npm run schema` after changing src/config/schema.ts')
+  t.same(onDisk.required, ['wechat', 'tokens'], 'keys with defaults are optional for editors')
+})
+
+t.test('docs/configuration.md documents every field, from the schema', async (t) => {
+  const { configReference } = await import('../src/config/schema.js')
+  const doc = await readFile('docs/configuration.md', 'utf8')
+  t.equal(doc, configReference(), 'run `npm run schema` after changing src/config/schema.ts')
+  for (const field of ['routes[].canary.rollback.errorRate', 'tokens.keys[].kid', 'store.failMode', 'limits.headerSize']) {
+    t.match(doc, `| \`${field}\` |`, `${field} documented`)
+  }
+})
