@@ -149,12 +149,12 @@ t.test('html-<id> is a 502 HTML page; empty-<id> is an empty 200', async (t) => 
 t.test('slow<ms>-<id> answers only after the delay, then succeeds', async (t) => {
   const { base } = await start(t)
   let answered = false
-  const slow = login(base, 'slow300-a').then((a) => { answered = true; return a })
+  const slow = login(base, 'slow1000-a').then((a) => { answered = true; return a })
   await new Promise((resolve) => setTimeout(resolve, 100))
   t.notOk(answered, 'no answer yet after 100 ms')
   const a = await slow
   t.match(a.json.openid, /^o/)
-  assertError(t, await login(base, 'slow300-a'), 40163, 'code been used')
+  assertError(t, await login(base, 'slow1000-a'), 40163, 'code been used')
 })
 
 t.test('close() does not wait for a pending slow answer', async (t) => {
