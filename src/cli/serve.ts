@@ -6,6 +6,7 @@ import { buildGateway } from '../app.js'
 import { ConfigError, formatProblem, loadConfigFile } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { startDemoUpstream } from '../demo/upstream.js'
+import { createWeChatEmulator } from '../emulator/wechat.js'
 
 export interface ServeOptions {
   file: string
@@ -28,6 +29,11 @@ export async function serve (opts: ServeOptions): Promise<void> {
   const closers: Array<() => Promise<void>> = []
 
   if (opts.demo) {
+    // The demo: the WeChat emulator where the default gateway.yaml points, and two upstream versions.
+    const emulator = createWeChatEmulator({ apps: loaded.config.wechat.apps, logger: logger.child({ component: 'wechat-emulator' }) })
+    const emulatorUrl = await emulator.listen({ port: 9400, host: '127.0.0.1' })
+    closers.push(emulator.close)
+    logger.info({ url: emulatorUrl }, 'WeChat emulator listening')
     const stable = await startDemoUpstream('stable', 9501)
     const canary = await startDemoUpstream('canary', 9502)
     closers.push(stable.close, canary.close)
