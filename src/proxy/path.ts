@@ -67,14 +67,14 @@ const PERCENT = 0x25
 const QUESTION = 0x3f
 
 // Character classes of raw path bytes (0..127), built once at module load.
-const C_BAD = 0 // outside pchar: reject
+// 0: outside pchar, rejected
 const C_OK = 1 // pchar that needs no attention
 const C_SLASH = 2
 const C_PERCENT = 3
 const C_BACKSLASH = 4
 const C_SEMICOLON = 5
 
-const CLASS = new Uint8Array(128) // all C_BAD by default
+const CLASS = new Uint8Array(128) // all 0 (rejected) by default
 for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&\'()*+,=:@') {
   CLASS[ch.charCodeAt(0)] = C_OK
 }
@@ -90,6 +90,18 @@ for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 }
 
 const HEX_UPPER = '0123456789ABCDEF'
+
+// UTF-8 lead bytes 0x80..0xFF (RFC 3629 §4): continuation bytes that must
+// follow (0: not a lead byte) and the range of the first one, which rules out
+// overlongs (E0, F0), surrogates (ED) and code points past U+10FFFF (F4).
+const UTF8_NEED = new Uint8Array(128)
+const UTF8_LO = new Uint8Array(128).fill(0x80)
+const UTF8_HI = new Uint8Array(128).fill(0xbf)
+for (let b = 0xc2; b <= 0xf4; b++) UTF8_NEED[b - 0x80] = b <= 0xdf ? 1 : b <= 0xef ? 2 : 3
+UTF8_LO[0xe0 - 0x80] = 0xa0
+UTF8_HI[0xed - 0x80] = 0x9f
+UTF8_LO[0xf0 - 0x80] = 0x90
+UTF8_HI[0xf4 - 0x80] = 0x8f
 
 /** Value of a hex digit, or -1. */
 function hexValue (c: number): number {
@@ -203,10 +215,10 @@ function decodeSegment (raw: string, from: number, to: number): string | Rejecte
       lo = 0x80
       hi = 0xbf
     } else if (v >= 0x80) {
-      if (v >= 0xc2 && v <= 0xdf) need = 1
-      else if (v === 0xe0) { need = 2; lo = 0xa0 } else if (v === 0xed) { need = 2; hi = 0x9f } else if (v >= 0xe1 && v <= 0xef) need = 2
-      else if (v === 0xf0) { need = 3; lo = 0x90 } else if (v >= 0xf1 && v <= 0xf3) need = 3
-      else if (v === 0xf4) { need = 3; hi = 0x8f } else return REJECT['bad-utf8']
+      need = UTF8_NEED[v - 0x80]
+      if (need === 0) return REJECT['bad-utf8']
+      lo = UTF8_LO[v - 0x80]
+      hi = UTF8_HI[v - 0x80]
     } else if (v === SLASH || v === 0x5c) {
       return REJECT['encoded-slash']
     } else if (v < 0x20 || v === 0x7f) {
