@@ -150,6 +150,8 @@ t.test('rollBack moves traffic off the upstream until the table is rebuilt', asy
     canary: { sticky: 'none', openids: [], rollback: { upstream: 'canary', errorRate: 0.01, window: 60_000, minRequests: 100 } }
   })]
   const r = buildRouteTable(routes).routes[0]
+  t.equal(r.rollbackUpstream?.index, 1)
+  t.equal(buildRouteTable([route('plain', '/p')]).routes[0].rollbackUpstream, undefined)
   t.equal(r.picker.pick({ ip: 'x', random: 0.1 }), 1, 'canary owns the low half')
   t.equal(r.rollBack(1), true)
   t.equal(r.rollBack(1), false, 'already rolled back')
@@ -167,7 +169,8 @@ t.test('a route set the loader should have refused throws with its path', async 
     [[route('a', '/x', { upstreams: [{ name: 's', url: 'http://h:1/p?q=1', weight: 1 }] })], 'routes[0].upstreams[0].url'],
     [[route('a', '/x', { upstreams: [{ name: 's', url: 'http://h:1/#f', weight: 1 }] })], 'routes[0].upstreams[0].url'],
     [[route('a', '/x', { upstreams: [{ name: 's', url: 'http://u:p@h:1', weight: 1 }] })], 'routes[0].upstreams[0].url'],
-    [[route('a', '/x', { upstreams: [{ name: 's', url: 'http://h:99999', weight: 1 }] })], 'routes[0].upstreams[0].url']
+    [[route('a', '/x', { upstreams: [{ name: 's', url: 'http://h:99999', weight: 1 }] })], 'routes[0].upstreams[0].url'],
+    [[route('a', '/x', { canary: { sticky: 'none', openids: [], rollback: { upstream: 'ghost', errorRate: 0.01, window: 60_000, minRequests: 100 } } })], 'routes[0].canary.rollback.upstream']
   ]
   for (const [routes, path] of bad) {
     t.throws(() => buildRouteTable(routes), new RouteTableError(path, ''), path)

@@ -34,6 +34,8 @@ export interface CompiledRoute {
   /** The route as configured (timeout, bodyLimit, rateLimit, …). */
   readonly config: RouteConfig
   readonly upstreams: readonly CompiledUpstream[]
+  /** The upstream `canary.rollback` watches, or undefined when the route has no rollback. */
+  readonly rollbackUpstream: CompiledUpstream | undefined
   /**
    * The current picker. It starts from the configured weights and changes only
    * through `rollBack`; a config reload builds a new table, which ends rollbacks.
@@ -96,6 +98,11 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
   // stripping `/` removes nothing.
   const strip = r.stripPrefix && prefix !== '/' ? prefix.length : 0
   let picker = createPicker(r.upstreams, r.canary)
+  const watched = r.canary?.rollback?.upstream
+  const rollbackUpstream = watched === undefined ? undefined : upstreams.find((u) => u.name === watched)
+  if (watched !== undefined && rollbackUpstream === undefined) {
+    throw new RouteTableError(`${where}.canary.rollback.upstream`, `names no upstream of route '${r.name}'`)
+  }
   return {
     index,
     name: r.name,
@@ -104,6 +111,7 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
     stripPrefix: r.stripPrefix,
     config: r,
     upstreams,
+    rollbackUpstream,
     get picker () { return picker },
     rollBack (i: number): boolean {
       if (picker.rolledBack[i] === true) return false
