@@ -28,6 +28,19 @@ export function createMetrics (registry: Registry = new Registry()) {
       buckets: LATENCY_BUCKETS,
       registers
     }),
+    upstreamDuration: new Histogram({
+      name: 'wegate_upstream_duration_seconds',
+      help: 'Time from forwarding a request to the upstream\'s response headers',
+      labelNames: ['route', 'upstream'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers
+    }),
+    upstreamErrors: new Counter({
+      name: 'wegate_upstream_errors_total',
+      help: 'Forwarding failures by kind: timeout, refused, reset, client_abort, other',
+      labelNames: ['route', 'upstream', 'kind'] as const,
+      registers
+    }),
     configInfo: new Gauge({
       name: 'wegate_config_info',
       help: 'The active configuration: 1 for the hash of the file in use',

@@ -17,6 +17,8 @@ export interface CompiledUpstream {
   readonly url: string
   /** `scheme://host[:port]`, what the HTTP client connects to. */
   readonly origin: string
+  /** `host[:port]`: the Host header the upstream receives. */
+  readonly host: string
   /** The URL's path without a trailing slash (`''` when none): prefixed to every forwarded path. */
   readonly basePath: string
   /** Configured weight. */
@@ -87,7 +89,7 @@ function compileUpstream (u: RouteConfig['upstreams'][number], index: number, wh
   if (url.username !== '' || url.password !== '') throw new RouteTableError(`${where}.url`, 'must not carry credentials')
   const basePath = url.pathname === '/' ? '' : normalisePrefix(url.pathname)
   if (basePath.includes('//')) throw new RouteTableError(`${where}.url`, 'path must not contain //')
-  return { index, name: u.name, url: u.url, origin: url.origin, basePath, weight: u.weight }
+  return { index, name: u.name, url: u.url, origin: url.origin, host: url.host, basePath, weight: u.weight }
 }
 
 function compileRoute (r: RouteConfig, index: number): CompiledRoute {

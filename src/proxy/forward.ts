@@ -1,0 +1,162 @@
+/**
+ * The data path for every non-/auth request: normalise the path, match a route,
+ * authenticate per the route's mode, pick an upstream (weights, stickiness,
+ * overrides), forward over a keep-alive undici pool with bodies streamed both
+ * ways, and translate transport failures at this boundary (refused/reset → 502,
+ * no headers in time → 504). Upstream answers, 4xx/5xx included, pass untouched.
+ *
+ * undici directly rather than @fastify/reply-from: reply-from builds a URL and a
+ * JSON cache key per request and copies headers twice; here the per-request work
+ * is one header pass and one pool lookup (docs/performance.md has the figures).
+ */
+import { Transform, type TransformCallback } from 'node:stream'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { errors as undiciErrors, type Dispatcher } from 'undici'
+import { GatewayError } from '../errors.js'
+import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
+import { normalisePath } from './path.js'
+import type { CompiledRoute, CompiledUpstream, RouteTable } from './routes.js'
+import type { Metrics } from '../metrics/index.js'
+
+/** Who the caller is, from a verified, unrevoked access token. */
+export interface Caller {
+  openid: string
+  unionid?: string | undefined
+  appid: string
+}
+
+/**
+ * Turn an Authorization header into a Caller. Returns undefined only when no
+ * credentials were sent and `required` is false; throws GatewayError (TOKEN_*)
+ * otherwise.
+ */
+export type Authenticate = (authorization: string | undefined, required: boolean) => Caller | undefined
+
+/** What the proxy needs from the current config snapshot. */
+export interface ProxySnapshot {
+  readonly routes: RouteTable
+  readonly authenticate: Authenticate
+}
+
+export interface UpstreamPools {
+  get: (origin: string) => Dispatcher
+}
+
+/** Outcome of one forwarded request, for rollback tracking and metrics. */
+export type UpstreamOutcome = 'ok' | 'error'
+
+export interface ProxyOptions {
+  snapshot: () => ProxySnapshot
+  pools: UpstreamPools
+  metrics: Metrics
+  /** Is this socket peer a trusted proxy (trustProxy)? */
+  trusted: (address: string) => boolean
+  /** Called once per forwarded request with the upstream's outcome (5xx, refused, timeout → error). */
+  onOutcome?: (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void
+}
+
+/** Register the catch-all proxy route (in its own encapsulated context: raw bodies, no parsing). */
+export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Promise<void> {
+  const { snapshot, pools, metrics, trusted, onOutcome } = opts
+
+  // Bodies are streamed to the upstream as they arrive: never parsed, never buffered.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
+
+  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const snap = snapshot()
+    const target = normalisePath(request.url)
+    if (!target.ok) throw new GatewayError('BAD_PATH', { detail: `path rejected: ${target.reason}` })
+    const route = snap.routes.match(target.path)
+    if (route === undefined) throw new GatewayError('NO_ROUTE')
+    request.routeName = route.name
+
+    const caller = route.auth === 'public' ? undefined : snap.authenticate(request.headers.authorization, route.auth === 'required')
+
+    const raw = request.raw
+    const limit = route.config.bodyLimit
+    const length = raw.headers['content-length']
+    if (length !== undefined && Number(length) > limit) throw new GatewayError('BODY_TOO_LARGE')
+    const chunked = raw.headers['transfer-encoding'] !== undefined
+    const body = chunked ? raw.pipe(new BodyLimit(limit)) : (length !== undefined && length !== '0' ? raw : null)
+
+    const picker = route.picker
+    const headerName = picker.headerName
+    const forced = headerName === undefined ? undefined : raw.headers[headerName]
+    const upstream = route.upstreams[picker.pick({
+      openid: caller?.openid,
+      ip: request.ip,
+      headerValue: typeof forced === 'string' ? forced : undefined
+    })]
+    request.upstreamName = upstream.name
+
+    const remote = raw.socket.remoteAddress ?? ''
+    const headers = upstreamRequestHeaders(raw.headers, {
+      remoteAddress: remote,
+      remoteTrusted: trusted(remote),
+      requestId: request.id,
+      upstreamHost: upstream.host,
+      forwardAuthorization: route.config.forwardAuthorization,
+      identity: caller
+    })
+
+    const started = performance.now()
+    let res: Dispatcher.ResponseData
+    try {
+      res = await pools.get(upstream.origin).request({
+        method: request.method as Dispatcher.HttpMethod,
+        path: route.upstreamPath(target.path, upstream) + target.query,
+        headers,
+        body,
+        headersTimeout: route.config.timeout,
+        bodyTimeout: route.config.timeout
+      })
+    } catch (err) {
+      if (err instanceof BodyTooLarge || (err as { cause?: unknown }).cause instanceof BodyTooLarge) throw new GatewayError('BODY_TOO_LARGE')
+      const kind = errorKind(err)
+      metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
+      onOutcome?.(route, upstream, 'error')
+      if (kind === 'client_abort') throw new GatewayError('BAD_REQUEST', { detail: 'client aborted the request body' })
+      throw new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
+        detail: `upstream ${route.name}/${upstream.name} ${kind}`,
+        cause: err
+      })
+    }
+    metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
+    onOutcome?.(route, upstream, res.statusCode >= 500 ? 'error' : 'ok')
+    reply.code(res.statusCode)
+    reply.headers(clientResponseHeaders(res.headers))
+    return await reply.send(res.body)
+  }
+
+  app.route({ method: ALL_METHODS, url: '/', handler })
+  app.route({ method: ALL_METHODS, url: '/*', handler })
+}
+
+const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
+
+export type UpstreamErrorKind = 'timeout' | 'refused' | 'reset' | 'client_abort' | 'other'
+
+/** Classify a transport failure for metrics and the 502/504 decision. */
+export function errorKind (err: unknown): UpstreamErrorKind {
+  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError) return 'timeout'
+  if (err instanceof undiciErrors.RequestAbortedError) return 'client_abort'
+  const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code
+  if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'refused'
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') return 'reset'
+  if (code === 'ERR_STREAM_PREMATURE_CLOSE') return 'client_abort'
+  return 'other'
+}
+
+class BodyTooLarge extends Error {}
+
+/** Counts a chunked body on its way through; past the limit the upstream request is aborted (413). */
+class BodyLimit extends Transform {
+  private seen = 0
+  constructor (private readonly limit: number) { super() }
+  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length
+    if (this.seen > this.limit) cb(new BodyTooLarge('body too large'))
+    else cb(null, chunk)
+  }
+}

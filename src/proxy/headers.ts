@@ -1,0 +1,112 @@
+/**
+ * What crosses the gateway in headers, both ways. The upstream trusts
+ * X-OpenID / X-UnionID / X-AppID, so no client-sent copy may survive — in any
+ * case, any number of copies, or the underscore spelling that nginx/CGI-style
+ * servers fold into the same variable (X_OpenID → HTTP_X_OPENID).
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+
+export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid'] as const
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus the proxy-* ones. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  'proxy-authorization', 'proxy-authenticate', 'http2-settings'
+])
+
+/** Headers the gateway sets itself on the way upstream; client copies are dropped. */
+const GATEWAY_SET = new Set([
+  'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip'
+])
+
+/** True for header names that are, or could be read as, an identity header. */
+export function isIdentityHeader (lowerName: string): boolean {
+  // Cheap first filter: every identity header is `x?open`/`x?union`/`x?app`-shaped and 7-9 chars.
+  if (lowerName.length < 7 || lowerName.length > 9 || lowerName.charCodeAt(0) !== 0x78 /* x */) return false
+  const n = lowerName.charCodeAt(1) === 0x5f /* _ */ ? 'x-' + lowerName.slice(2) : lowerName
+  return n === 'x-openid' || n === 'x-unionid' || n === 'x-appid'
+}
+
+/** Header names listed in `Connection` (lower-cased), excluding ones the gateway sets itself. */
+function connectionListed (value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined
+  const text = Array.isArray(value) ? value.join(',') : value
+  if (text.indexOf(',') === -1 && (text.length === 5 || text.length === 10)) {
+    // `close` / `keep-alive`: the common cases list nothing worth tracking
+    const t = text.toLowerCase()
+    if (t === 'close' || t === 'keep-alive') return undefined
+  }
+  const out = new Set<string>()
+  for (const part of text.split(',')) {
+    const name = part.trim().toLowerCase()
+    if (name !== '') out.add(name)
+  }
+  return out
+}
+
+export interface ForwardContext {
+  /** The client's address as the socket sees it. */
+  remoteAddress: string
+  /** Whether that address is a trusted proxy (per trustProxy). */
+  remoteTrusted: boolean
+  requestId: string
+  /** Upstream `host[:port]`. */
+  upstreamHost: string
+  forwardAuthorization: boolean
+  identity: { openid: string, unionid?: string | undefined, appid: string } | undefined
+}
+
+/** Build the upstream request headers from the client's. */
+export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: ForwardContext): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const listed = connectionListed(incoming.connection)
+  for (const name in incoming) {
+    const value = incoming[name]
+    if (value === undefined) continue
+    if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || isIdentityHeader(name)) continue
+    if (name === 'authorization' && !ctx.forwardAuthorization) continue
+    if (listed !== undefined && listed.has(name)) continue
+    out[name] = value
+  }
+  const originalHost = incoming.host ?? ''
+  const priorFor = incoming['x-forwarded-for']
+  // Forwarding headers from the client are believed only when it is a trusted proxy.
+  if (ctx.remoteTrusted) {
+    out['x-forwarded-for'] = priorFor === undefined ? ctx.remoteAddress : `${Array.isArray(priorFor) ? priorFor.join(', ') : priorFor}, ${ctx.remoteAddress}`
+    out['x-forwarded-proto'] = firstValue(incoming['x-forwarded-proto']) ?? 'http'
+    out['x-forwarded-host'] = firstValue(incoming['x-forwarded-host']) ?? originalHost
+  } else {
+    out['x-forwarded-for'] = ctx.remoteAddress
+    out['x-forwarded-proto'] = 'http'
+    out['x-forwarded-host'] = originalHost
+  }
+  out.host = ctx.upstreamHost
+  out['x-request-id'] = ctx.requestId
+  const id = ctx.identity
+  if (id !== undefined) {
+    out['x-openid'] = id.openid
+    out['x-appid'] = id.appid
+    if (id.unionid !== undefined) out['x-unionid'] = id.unionid
+  }
+  return out
+}
+
+/** Copy upstream response headers for the client, minus hop-by-hop ones. */
+export function clientResponseHeaders (incoming: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const listed = connectionListed(incoming.connection)
+  for (const name in incoming) {
+    const value = incoming[name]
+    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    if (listed !== undefined && listed.has(name)) continue
+    out[name] = value
+  }
+  return out
+}
+
+function firstValue (v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined
+  const s = Array.isArray(v) ? v[0] : v
+  const comma = s.indexOf(',')
+  return (comma === -1 ? s : s.slice(0, comma)).trim()
+}
