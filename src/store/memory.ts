@@ -1,0 +1,266 @@
+/**
+ * In-process Store: same semantics as the Redis store, for one instance and
+ * development. Every map is bounded by `maxEntries` (oldest inserted evicted
+ * first) and expired entries are swept, so memory never grows without bound.
+ */
+import { GatewayError } from '../errors.js'
+import type { StoreConfig } from '../config/schema.js'
+import type {
+  RefreshRecord, RevocationSubject, RotateInput, RotateResult, Store, StoreLogger, StoreOptions
+} from './types.js'
+
+// 60 s: how often expired entries are swept (they are also ignored on read)
+const SWEEP_INTERVAL_MS = 60_000
+
+/** Key for per-user maps; \t cannot occur in an appId or openid. */
+export function userKey (appid: string, openid: string): string {
+  return appid + '\t' + openid
+}
+
+/** Insert and keep the map within `max` entries, evicting the oldest insertion. */
+function boundedSet<K, V> (map: Map<K, V>, key: K, value: V, max: number): boolean {
+  map.delete(key) // re-insert at the end: the entry is the newest again
+  map.set(key, value)
+  if (map.size <= max) return false
+  const oldest = map.keys().next()
+  if (!oldest.done) map.delete(oldest.value)
+  return true
+}
+
+/**
+ * The deny lists the hot-path check reads: revoked jtis, revoked families and
+ * per-user cutoffs, each entry kept until its `until` (ms). Used as the whole
+ * revocation state by the memory store and as the local mirror by the Redis store.
+ */
+export class RevocationSet {
+  readonly jtis = new Map<string, number>()
+  readonly fids = new Map<string, number>()
+  readonly users = new Map<string, { cutoff: number, until: number }>()
+  private readonly max: number
+  private readonly onEvict: (kind: string) => void
+
+  constructor (max: number, onEvict: (kind: string) => void = () => {}) {
+    this.max = max
+    this.onEvict = onEvict
+  }
+
+  addJti (jti: string, until: number): void {
+    const prev = this.jtis.get(jti)
+    if (boundedSet(this.jtis, jti, Math.max(prev ?? 0, until), this.max)) this.onEvict('jti')
+  }
+
+  addFid (fid: string, until: number): void {
+    const prev = this.fids.get(fid)
+    if (boundedSet(this.fids, fid, Math.max(prev ?? 0, until), this.max)) this.onEvict('fid')
+  }
+
+  addUser (key: string, cutoff: number, until: number): void {
+    const prev = this.users.get(key)
+    const next = prev === undefined
+      ? { cutoff, until }
+      : { cutoff: Math.max(prev.cutoff, cutoff), until: Math.max(prev.until, until) }
+    if (boundedSet(this.users, key, next, this.max)) this.onEvict('user')
+  }
+
+  /** Cutoff (ms) of the user's last logout-all, or 0. */
+  userCutoff (appid: string, openid: string): number {
+    return this.users.get(userKey(appid, openid))?.cutoff ?? 0
+  }
+
+  /** The hot check: three Map lookups, no allocation. */
+  has (s: RevocationSubject): boolean {
+    if (this.jtis.has(s.jti) || this.fids.has(s.fid)) return true
+    const u = this.users.get(userKey(s.appid, s.openid))
+    return u !== undefined && s.iatMs < u.cutoff
+  }
+
+  /** Drop entries whose `until` has passed. */
+  sweep (now: number): void {
+    for (const [k, until] of this.jtis) if (until <= now) this.jtis.delete(k)
+    for (const [k, until] of this.fids) if (until <= now) this.fids.delete(k)
+    for (const [k, u] of this.users) if (u.until <= now) this.users.delete(k)
+  }
+
+  clear (): void {
+    this.jtis.clear()
+    this.fids.clear()
+    this.users.clear()
+  }
+}
+
+interface Family {
+  openid: string
+  unionid: string | undefined
+  appid: string
+  familyExpiresAt: number
+  createdAt: number
+  revoked: boolean
+  /** The one live token of the family (rotation is linear) and its expiry. */
+  cur: string | null
+  curExp: number
+  /** Spent token hash → its own expiry: presenting one after grace is reuse. */
+  spent: Map<string, number>
+  /** Spent token hash → the child it produced, for graceMs after spending. */
+  grace: Map<string, { child: string, childExp: number, payload: string, spentAt: number }>
+}
+
+function recordOf (fid: string, f: Family, expiresAt: number): RefreshRecord {
+  const r: RefreshRecord = {
+    fid, openid: f.openid, appid: f.appid, expiresAt, familyExpiresAt: f.familyExpiresAt, createdAt: f.createdAt
+  }
+  if (f.unionid !== undefined) r.unionid = f.unionid
+  return r
+}
+
+/** Create the in-memory store (single instance only: state is not shared). */
+export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opts: StoreOptions = {}): Store {
+  const now = opts.now ?? Date.now
+  const max = config.maxEntries
+  const sessionKeys = new Map<string, { value: string, expiresAt: number }>()
+  const families = new Map<string, Family>()
+  const revocations = new RevocationSet(max, (kind) => {
+    logger.warn({ kind, maxEntries: max }, 'memory store full: oldest revocation evicted')
+  })
+  let closed = false
+
+  const sweep = (): void => {
+    const t = now()
+    for (const [k, v] of sessionKeys) if (v.expiresAt <= t) sessionKeys.delete(k)
+    for (const [k, f] of families) if (f.familyExpiresAt <= t) families.delete(k)
+    revocations.sweep(t)
+  }
+  const timer = setInterval(sweep, SWEEP_INTERVAL_MS)
+  timer.unref()
+
+  const check = (): void => {
+    if (closed) throw new GatewayError('STORE_UNAVAILABLE', { detail: 'memory store is closed' })
+  }
+
+  /** Kill a family's refresh tokens (the family entry stays, marked, until its absolute expiry). */
+  const killFamily = (f: Family): void => {
+    f.revoked = true
+    f.cur = null
+    f.spent.clear()
+    f.grace.clear()
+  }
+
+  const rotate = (input: RotateInput): RotateResult => {
+    const t = input.nowMs
+    const f = families.get(input.fid)
+    if (f === undefined) return { status: 'invalid' }
+    if (f.revoked) return { status: 'revoked' }
+    if (f.cur === input.hash) {
+      if (t >= f.curExp || t >= f.familyExpiresAt) return { status: 'expired' }
+      const childExp = Math.min(t + input.refreshTtlMs, f.familyExpiresAt)
+      for (const [h, exp] of f.spent) if (exp <= t) f.spent.delete(h)
+      for (const [h, g] of f.grace) if (g.spentAt + input.graceMs < t) f.grace.delete(h)
+      f.spent.set(input.hash, f.curExp)
+      if (input.graceMs > 0) f.grace.set(input.hash, { child: input.nextHash, childExp, payload: input.grace, spentAt: t })
+      f.cur = input.nextHash
+      f.curExp = childExp
+      return { status: 'rotated', record: recordOf(input.fid, f, childExp) }
+    }
+    const g = f.grace.get(input.hash)
+    if (g !== undefined && t - g.spentAt <= input.graceMs) {
+      if (t >= f.familyExpiresAt) return { status: 'expired' }
+      return { status: 'grace', record: recordOf(input.fid, f, g.childExp), grace: g.payload }
+    }
+    const spentExp = f.spent.get(input.hash)
+    if (spentExp !== undefined && spentExp > t) {
+      killFamily(f)
+      revocations.addFid(input.fid, t + input.denyMs)
+      return { status: 'reused', fid: input.fid }
+    }
+    return { status: 'invalid' }
+  }
+
+  return {
+    kind: 'memory',
+
+    async setSessionKey (appId, openid, sessionKey, ttlMs) {
+      check()
+      boundedSet(sessionKeys, userKey(appId, openid), { value: sessionKey, expiresAt: now() + ttlMs }, max)
+    },
+
+    async getSessionKey (appId, openid) {
+      check()
+      const e = sessionKeys.get(userKey(appId, openid))
+      if (e === undefined) return null
+      if (e.expiresAt <= now()) {
+        sessionKeys.delete(userKey(appId, openid))
+        return null
+      }
+      return e.value
+    },
+
+    async createFamily (hash, record) {
+      check()
+      const evicted = boundedSet(families, record.fid, {
+        openid: record.openid,
+        unionid: record.unionid,
+        appid: record.appid,
+        familyExpiresAt: record.familyExpiresAt,
+        createdAt: record.createdAt,
+        revoked: false,
+        cur: hash,
+        curExp: record.expiresAt,
+        spent: new Map(),
+        grace: new Map()
+      }, max)
+      if (evicted) logger.warn({ maxEntries: max }, 'memory store full: oldest refresh family evicted')
+    },
+
+    async rotateRefresh (input) {
+      check()
+      const res = rotate(input)
+      // logout-all ends every family born before the cutoff
+      if ((res.status === 'rotated' || res.status === 'grace') &&
+        res.record.createdAt < revocations.userCutoff(res.record.appid, res.record.openid)) {
+        const f = families.get(input.fid)
+        if (f !== undefined) killFamily(f)
+        revocations.addFid(input.fid, input.nowMs + input.denyMs)
+        return { status: 'revoked' }
+      }
+      return res
+    },
+
+    async revokeFamily (fid, untilMs) {
+      check()
+      const f = families.get(fid)
+      if (f !== undefined) killFamily(f)
+      revocations.addFid(fid, untilMs)
+    },
+
+    async revokeAccessToken (jti, untilMs) {
+      check()
+      revocations.addJti(jti, untilMs)
+    },
+
+    async revokeUserBefore (appId, openid, cutoffMs, untilMs) {
+      check()
+      revocations.addUser(userKey(appId, openid), cutoffMs, untilMs)
+    },
+
+    isRevoked (subject) {
+      return revocations.has(subject)
+    },
+
+    async ping () {
+      check()
+      return 0
+    },
+
+    healthy () {
+      return !closed
+    },
+
+    async ready () {
+      check()
+    },
+
+    async close () {
+      closed = true
+      clearInterval(timer)
+    }
+  }
+}

@@ -1,0 +1,368 @@
+/**
+ * Redis Store: shared by every gateway instance.
+ *
+ * - Refresh families live under one hash tag `{fam:<fid>}` (meta hash, spent
+ *   zset, short-lived grace keys), so each family operation is ONE Lua script
+ *   (registered once with defineCommand) that stays valid on Redis Cluster.
+ * - Revocations are three sorted sets (`{rv}:jti`, `{rv}:fid`, `{rv}:user`,
+ *   score = until ms) plus a pub/sub message per revocation. Every instance keeps
+ *   a local mirror (RevocationSet) fed by the channel and fully reloaded after
+ *   every (re)connect, so the per-request check is a synchronous Map lookup.
+ * - Redis unreachable: commands fail at once (no offline queue, 1 s command
+ *   timeout) with STORE_UNAVAILABLE; ioredis reconnects in the background.
+ * Every key has a TTL. Times are ms; Lua gets `now` from the caller.
+ */
+import { performance } from 'node:perf_hooks'
+import { Redis, type RedisOptions } from 'ioredis'
+import { GatewayError } from '../errors.js'
+import type { StoreConfig } from '../config/schema.js'
+import { RevocationSet, userKey } from './memory.js'
+import type { RefreshRecord, RotateResult, Store, StoreLogger, StoreOptions } from './types.js'
+
+// 1 s: a command that has not answered by then fails (STORE_UNAVAILABLE) instead of hanging the request
+const COMMAND_TIMEOUT_MS = 1000
+// 2 s: TCP connect timeout
+const CONNECT_TIMEOUT_MS = 2000
+// 1 s: heartbeat on both connections; a silent failure marks the mirror stale within ~1 s
+const HEARTBEAT_MS = 1000
+// 60 s: sweep expired entries from the local mirror
+const SWEEP_MS = 60_000
+
+// KEYS: meta, spent. ARGV: hash, curExp, fexp, openid, unionid, appid, created
+const CREATE_LUA = `
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'curExp', ARGV[2], 'fexp', ARGV[3],
+  'openid', ARGV[4], 'unionid', ARGV[5], 'appid', ARGV[6], 'created', ARGV[7])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1`
+
+// KEYS: meta, spent, grace key of the presented hash.
+// ARGV: hash, nextHash, payload, now, refreshTtl, graceMs
+// Returns {status, openid, unionid, appid, expiresAt, fexp, created[, payload]}
+const ROTATE_LUA = `
+local m = redis.call('HMGET', KEYS[1], 'cur', 'curExp', 'fexp', 'revoked', 'openid', 'unionid', 'appid', 'created')
+if not m[3] then return {'invalid'} end
+if m[4] then return {'revoked'} end
+local now = tonumber(ARGV[4])
+local fexp = tonumber(m[3])
+local graceMs = tonumber(ARGV[6])
+if m[1] == ARGV[1] then
+  local curExp = tonumber(m[2])
+  if now >= curExp or now >= fexp then return {'expired'} end
+  local childExp = math.min(now + tonumber(ARGV[5]), fexp)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('ZADD', KEYS[2], m[2], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[2], m[3])
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'curExp', string.format('%d', childExp))
+  if graceMs > 0 then
+    redis.call('SET', KEYS[3], ARGV[4] .. ':' .. string.format('%d', childExp) .. ':' .. ARGV[2] .. ':' .. ARGV[3], 'PX', graceMs)
+  end
+  return {'rotated', m[5], m[6], m[7], string.format('%d', childExp), m[3], m[8]}
+end
+local g = redis.call('GET', KEYS[3])
+if g then
+  local a = string.find(g, ':', 1, true)
+  local b = string.find(g, ':', a + 1, true)
+  local c = string.find(g, ':', b + 1, true)
+  if now - tonumber(string.sub(g, 1, a - 1)) <= graceMs then
+    if now >= fexp then return {'expired'} end
+    return {'grace', m[5], m[6], m[7], string.sub(g, a + 1, b - 1), m[3], m[8], string.sub(g, c + 1)}
+  end
+end
+local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if s and tonumber(s) > now then
+  redis.call('HSET', KEYS[1], 'revoked', '1')
+  redis.call('HDEL', KEYS[1], 'cur', 'curExp')
+  redis.call('DEL', KEYS[2])
+  return {'reused'}
+end
+return {'invalid'}`
+
+// KEYS: meta, spent
+const KILL_FAMILY_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'revoked', '1')
+  redis.call('HDEL', KEYS[1], 'cur', 'curExp')
+end
+redis.call('DEL', KEYS[2])
+return 1`
+
+// KEYS: deny zset. ARGV: member, until, now, channel, message.
+// Keeps the highest `until`, drops past entries, keeps the key's TTL >= the longest entry, then tells every instance.
+const DENY_LUA = `
+local untilMs = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not cur or tonumber(cur) < untilMs then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local want = untilMs - now
+if want > 0 and redis.call('PTTL', KEYS[1]) < want then redis.call('PEXPIRE', KEYS[1], want) end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1`
+
+interface Scripts {
+  wgCreate (meta: string, spent: string, ...argv: string[]): Promise<number>
+  wgRotate (meta: string, spent: string, grace: string, ...argv: string[]): Promise<string[]>
+  wgKill (meta: string, spent: string): Promise<number>
+  wgDeny (zset: string, ...argv: string[]): Promise<number>
+}
+
+type Message = ['j', string, number] | ['f', string, number] | ['u', string, string, number, number]
+
+function parseMessage (raw: string): Message | null {
+  let m: unknown
+  try { m = JSON.parse(raw) } catch { return null }
+  if (!Array.isArray(m)) return null
+  if ((m[0] === 'j' || m[0] === 'f') && m.length === 3 && typeof m[1] === 'string' && typeof m[2] === 'number') {
+    return m as Message
+  }
+  if (m[0] === 'u' && m.length === 5 && typeof m[1] === 'string' && typeof m[2] === 'string' &&
+    typeof m[3] === 'number' && typeof m[4] === 'number') {
+    return m as Message
+  }
+  return null
+}
+
+function errText (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+/** Create the Redis store; it connects in the background (await `ready()` to wait for it). */
+export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts: StoreOptions = {}): Store {
+  const now = opts.now ?? Date.now
+  const p = config.keyPrefix
+  const failOpen = config.failMode === 'open'
+  const channel = `${p}revocations`
+  const denyKey = { jti: `${p}{rv}:jti`, fid: `${p}{rv}:fid`, user: `${p}{rv}:user` }
+  const famKeys = (fid: string) => [`${p}{fam:${fid}}:meta`, `${p}{fam:${fid}}:spent`] as const
+  const sessionKeyOf = (appid: string, openid: string) => `${p}{u:${appid}:${openid}}:sk`
+
+  const redisOptions: RedisOptions = {
+    enableOfflineQueue: false, // fail fast while disconnected: no request waits for a reconnect
+    maxRetriesPerRequest: 1,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    commandTimeout: COMMAND_TIMEOUT_MS,
+    autoResubscribe: false, // we subscribe on every 'ready' ourselves, then reload the mirror
+    // reconnect forever, backing off 100 ms → 2 s
+    retryStrategy: (times: number) => Math.min(times * 100, 2000)
+  }
+  const main = new Redis(config.url, redisOptions)
+  const sub = main.duplicate()
+  const cmd = main as Redis & Scripts
+  main.defineCommand('wgCreate', { numberOfKeys: 2, lua: CREATE_LUA })
+  main.defineCommand('wgRotate', { numberOfKeys: 3, lua: ROTATE_LUA })
+  main.defineCommand('wgKill', { numberOfKeys: 2, lua: KILL_FAMILY_LUA })
+  main.defineCommand('wgDeny', { numberOfKeys: 1, lua: DENY_LUA })
+
+  const mirror = new RevocationSet(Number.MAX_SAFE_INTEGER) // Redis holds the truth; the mirror only mirrors it
+  let closed = false
+  let subscribed = false
+  let synced = false
+  // bumped whenever a connection is lost: a reload started before the loss must not mark the mirror fresh
+  let generation = 0
+  let waiters: Array<() => void> = []
+
+  const markStale = (why: string): void => {
+    generation++
+    if (synced) logger.warn({ why }, 'redis store: revocation mirror stale')
+    synced = false
+  }
+
+  const apply = (m: Message): void => {
+    if (m[0] === 'j') mirror.addJti(m[1], m[2])
+    else if (m[0] === 'f') mirror.addFid(m[1], m[2])
+    else mirror.addUser(userKey(m[1], m[2]), m[3], m[4])
+  }
+
+  /** Full reload of the deny lists into the mirror (additive: revocations are never undone early). */
+  const resync = async (): Promise<void> => {
+    if (closed || synced || main.status !== 'ready' || !subscribed) return
+    const gen = generation
+    try {
+      const t = String(now())
+      const [jtis, fids, users] = await Promise.all([
+        main.zrangebyscore(denyKey.jti, t, '+inf', 'WITHSCORES'),
+        main.zrangebyscore(denyKey.fid, t, '+inf', 'WITHSCORES'),
+        main.zrangebyscore(denyKey.user, t, '+inf', 'WITHSCORES')
+      ])
+      if (gen !== generation || closed) return
+      for (let i = 0; i + 1 < jtis.length; i += 2) mirror.addJti(jtis[i], Number(jtis[i + 1]))
+      for (let i = 0; i + 1 < fids.length; i += 2) mirror.addFid(fids[i], Number(fids[i + 1]))
+      for (let i = 0; i + 1 < users.length; i += 2) {
+        const [appid, openid, cutoff] = users[i].split('\t')
+        if (openid !== undefined && cutoff !== undefined) mirror.addUser(userKey(appid, openid), Number(cutoff), Number(users[i + 1]))
+      }
+      synced = true
+      logger.info({ jtis: jtis.length / 2, fids: fids.length / 2, users: users.length / 2 }, 'redis store: revocation mirror synchronised')
+      const w = waiters
+      waiters = []
+      for (const fn of w) fn()
+    } catch (err) {
+      logger.warn({ err: errText(err) }, 'redis store: mirror reload failed; will retry')
+    }
+  }
+
+  let lastError = ''
+  const onError = (err: Error): void => {
+    // ioredis emits an error per reconnect attempt: log each distinct one once
+    if (err.message !== lastError) logger.warn({ err: err.message }, 'redis store: connection error')
+    lastError = err.message
+  }
+  main.on('error', onError)
+  sub.on('error', onError)
+  main.on('close', () => markStale('main connection closed'))
+  sub.on('close', () => { subscribed = false; markStale('subscriber connection closed') })
+  main.on('ready', () => { lastError = ''; resync().catch(() => {}) })
+  sub.on('ready', () => {
+    sub.subscribe(channel).then(() => {
+      subscribed = true
+      return resync()
+    }).catch((err: unknown) => logger.warn({ err: errText(err) }, 'redis store: subscribe failed'))
+  })
+  sub.on('message', (ch: string, raw: string) => {
+    if (ch !== channel) return
+    const m = parseMessage(raw)
+    if (m !== null) apply(m)
+  })
+
+  // A half-open socket never emits 'close': ping both connections, treat a failure as a loss.
+  const heartbeat = setInterval(() => {
+    if (closed) return
+    Promise.all([main.ping(), sub.ping()]).then(() => resync()).catch((err: unknown) => {
+      if (synced) markStale('heartbeat failed: ' + errText(err))
+    })
+  }, HEARTBEAT_MS)
+  heartbeat.unref()
+  const sweeper = setInterval(() => mirror.sweep(now()), SWEEP_MS)
+  sweeper.unref()
+
+  /** Run one Redis operation; any failure becomes STORE_UNAVAILABLE (the cause is for the log only). */
+  const op = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    if (closed) throw new GatewayError('STORE_UNAVAILABLE', { detail: 'redis store is closed' })
+    try {
+      return await fn()
+    } catch (err) {
+      throw new GatewayError('STORE_UNAVAILABLE', { detail: `redis ${name}: ${errText(err)}`, cause: err })
+    }
+  }
+
+  const deny = (zset: string, member: string, untilMs: number, message: Message): Promise<number> =>
+    cmd.wgDeny(zset, member, String(untilMs), String(now()), channel, JSON.stringify(message))
+
+  const toRecord = (fid: string, r: string[]): RefreshRecord => {
+    const rec: RefreshRecord = {
+      fid,
+      openid: r[1],
+      appid: r[3],
+      expiresAt: Number(r[4]),
+      familyExpiresAt: Number(r[5]),
+      createdAt: Number(r[6])
+    }
+    if (r[2] !== '' && r[2] !== undefined && r[2] !== null) rec.unionid = r[2]
+    return rec
+  }
+
+  const revokeFamily = async (fid: string, untilMs: number): Promise<void> => {
+    const [meta, spent] = famKeys(fid)
+    await op('revokeFamily', async () => {
+      await cmd.wgKill(meta, spent)
+      await deny(denyKey.fid, fid, untilMs, ['f', fid, untilMs])
+    })
+    mirror.addFid(fid, untilMs) // at once on this instance, whatever pub/sub does
+  }
+
+  return {
+    kind: 'redis',
+
+    async setSessionKey (appId, openid, sessionKey, ttlMs) {
+      await op('setSessionKey', () => main.set(sessionKeyOf(appId, openid), sessionKey, 'PX', Math.max(1, Math.round(ttlMs))))
+    },
+
+    async getSessionKey (appId, openid) {
+      return await op('getSessionKey', () => main.get(sessionKeyOf(appId, openid)))
+    },
+
+    async createFamily (hash, record) {
+      const [meta, spent] = famKeys(record.fid)
+      await op('createFamily', () => cmd.wgCreate(meta, spent, hash, String(record.expiresAt), String(record.familyExpiresAt),
+        record.openid, record.unionid ?? '', record.appid, String(record.createdAt)))
+    },
+
+    async rotateRefresh (input) {
+      const [meta, spent] = famKeys(input.fid)
+      const graceKey = `${p}{fam:${input.fid}}:grace:${input.hash}`
+      const r = await op('rotateRefresh', () => cmd.wgRotate(meta, spent, graceKey, input.hash, input.nextHash, input.grace,
+        String(input.nowMs), String(input.refreshTtlMs), String(input.graceMs)))
+      let res: RotateResult
+      switch (r[0]) {
+        case 'rotated': res = { status: 'rotated', record: toRecord(input.fid, r) }; break
+        case 'grace': res = { status: 'grace', record: toRecord(input.fid, r), grace: r[7] }; break
+        case 'reused':
+          await revokeFamily(input.fid, input.nowMs + input.denyMs)
+          return { status: 'reused', fid: input.fid }
+        case 'expired': return { status: 'expired' }
+        case 'revoked': return { status: 'revoked' }
+        default: return { status: 'invalid' }
+      }
+      // logout-all ends every family born before the cutoff (read from the local mirror)
+      if (res.record.createdAt < mirror.userCutoff(res.record.appid, res.record.openid)) {
+        await revokeFamily(input.fid, input.nowMs + input.denyMs)
+        return { status: 'revoked' }
+      }
+      return res
+    },
+
+    revokeFamily,
+
+    async revokeAccessToken (jti, untilMs) {
+      await op('revokeAccessToken', () => deny(denyKey.jti, jti, untilMs, ['j', jti, untilMs]))
+      mirror.addJti(jti, untilMs)
+    },
+
+    async revokeUserBefore (appId, openid, cutoffMs, untilMs) {
+      const member = `${appId}\t${openid}\t${cutoffMs}`
+      await op('revokeUserBefore', () => deny(denyKey.user, member, untilMs, ['u', appId, openid, cutoffMs, untilMs]))
+      mirror.addUser(userKey(appId, openid), cutoffMs, untilMs)
+    },
+
+    isRevoked (subject) {
+      if (!synced && !failOpen) {
+        throw new GatewayError('STORE_UNAVAILABLE', { detail: 'revocation mirror not synchronised with redis' })
+      }
+      return mirror.has(subject)
+    },
+
+    async ping () {
+      return await op('ping', async () => {
+        const t0 = performance.now()
+        await main.ping()
+        return performance.now() - t0
+      })
+    },
+
+    healthy () {
+      return !closed && synced && main.status === 'ready'
+    },
+
+    ready (timeoutMs = 5000) {
+      if (synced) return Promise.resolve()
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w !== done)
+          reject(new GatewayError('STORE_UNAVAILABLE', { detail: `redis not ready after ${timeoutMs} ms` }))
+        }, timeoutMs)
+        const done = (): void => { clearTimeout(timer); resolve() }
+        waiters.push(done)
+      })
+    },
+
+    async close () {
+      if (closed) return
+      closed = true
+      clearInterval(heartbeat)
+      clearInterval(sweeper)
+      sub.disconnect()
+      main.disconnect()
+    }
+  }
+}

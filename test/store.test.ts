@@ -1,0 +1,313 @@
+// One behavioural suite, run against the memory store and a real redis-server.
+import t, { type Test as Tap } from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createHash, randomBytes } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { createStore } from '../src/store/index.js'
+import type { RefreshRecord, RotateInput, Store, StoreLogger } from '../src/store/types.js'
+import type { StoreConfig } from '../src/config/schema.js'
+import { GatewayError } from '../src/errors.js'
+import { startRedis } from './helpers/redis.js'
+
+const silent: StoreLogger = { info () {}, warn () {}, error () {} }
+const MIN = 60_000
+const h = (s: string) => createHash('sha256').update(s).digest('hex')
+const id = () => randomBytes(8).toString('hex')
+
+/** A frozen clock the test moves by hand (starts at real time so Redis key TTLs stay sensible). */
+function clock () {
+  let t = Date.now()
+  return { now: () => t, advance (ms: number) { t += ms } }
+}
+
+function record (now: number, over: Partial<RefreshRecord> = {}): RefreshRecord {
+  return {
+    fid: id(), openid: 'o-' + id(), unionid: 'u-1', appid: 'wxapp', expiresAt: now + 7 * MIN, familyExpiresAt: now + 30 * MIN, createdAt: now, ...over
+  }
+}
+
+function rotation (rec: RefreshRecord, hash: string, nextHash: string, nowMs: number, over: Partial<RotateInput> = {}): RotateInput {
+  return { fid: rec.fid, hash, nextHash, grace: 'payload-of-' + nextHash, nowMs, refreshTtlMs: 7 * MIN, graceMs: 10_000, denyMs: 16 * MIN, ...over }
+}
+
+type Make = (t: Tap, cfg?: Partial<StoreConfig>, now?: () => number) => Promise<Store>
+
+let prefixes = 0
+function suite (name: string, make: Make, redisUrl?: () => string) {
+  t.test(name, async (t) => {
+    t.test('session_key is overwritten at each login and expires', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      await s.setSessionKey('wxapp', 'o1', 'sk-first', MIN)
+      await s.setSessionKey('wxapp', 'o1', 'sk-second', MIN)
+      t.equal(await s.getSessionKey('wxapp', 'o1'), 'sk-second')
+      t.equal(await s.getSessionKey('wxapp', 'o2'), null, 'another user has none')
+      t.equal(await s.getSessionKey('wxother', 'o1'), null, 'keyed per app too')
+      await s.setSessionKey('wxapp', 'o3', 'sk-short', 50)
+      c.advance(100)
+      await sleep(120) // Redis expires in real time
+      t.equal(await s.getSessionKey('wxapp', 'o3'), null, 'gone after its TTL')
+    })
+
+    t.test('rotation spends the token and mints a child of the same family', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now())
+      await s.createFamily(h('t0'), rec)
+      const r1 = await s.rotateRefresh(rotation(rec, h('t0'), h('t1'), c.now()))
+      t.equal(r1.status, 'rotated')
+      if (r1.status !== 'rotated') return
+      t.match(r1.record, { fid: rec.fid, openid: rec.openid, unionid: 'u-1', appid: 'wxapp', familyExpiresAt: rec.familyExpiresAt, createdAt: rec.createdAt })
+      t.equal(r1.record.expiresAt, c.now() + 7 * MIN, 'child lives refreshTtl')
+      c.advance(1000)
+      const r2 = await s.rotateRefresh(rotation(rec, h('t1'), h('t2'), c.now()))
+      t.equal(r2.status, 'rotated', 'the child rotates in turn')
+      t.same(await s.rotateRefresh(rotation(rec, h('nope'), h('x'), c.now())), { status: 'invalid' }, 'unknown token')
+      t.same(await s.rotateRefresh({ ...rotation(rec, h('t2'), h('x'), c.now()), fid: 'other' }), { status: 'invalid' }, 'unknown family')
+      const noUnion = record(c.now(), { unionid: undefined })
+      await s.createFamily(h('n0'), noUnion)
+      const r3 = await s.rotateRefresh(rotation(noUnion, h('n0'), h('n1'), c.now()))
+      t.ok(r3.status === 'rotated' && !('unionid' in r3.record), 'no unionid stays absent')
+    })
+
+    t.test('reuse after the grace window revokes the whole family, latest child included', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now())
+      await s.createFamily(h('t0'), rec)
+      t.equal((await s.rotateRefresh(rotation(rec, h('t0'), h('t1'), c.now()))).status, 'rotated')
+      t.equal((await s.rotateRefresh(rotation(rec, h('t1'), h('t2'), c.now()))).status, 'rotated')
+      c.advance(11_000) // past the 10 s grace
+      t.same(await s.rotateRefresh(rotation(rec, h('t0'), h('a'), c.now())), { status: 'reused', fid: rec.fid })
+      t.same(await s.rotateRefresh(rotation(rec, h('t2'), h('b'), c.now())), { status: 'revoked' }, 'the live child is dead too')
+      t.ok(s.isRevoked({ jti: 'j', fid: rec.fid, appid: rec.appid, openid: rec.openid, iatMs: c.now() }), 'its access tokens are denied')
+      t.notOk(s.isRevoked({ jti: 'j', fid: 'another', appid: rec.appid, openid: rec.openid, iatMs: c.now() }), 'other logins unaffected')
+    })
+
+    t.test('a retry within the grace window gets the same child', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now())
+      await s.createFamily(h('t0'), rec)
+      const first = await s.rotateRefresh(rotation(rec, h('t0'), h('t1'), c.now()))
+      c.advance(3000)
+      const retry = await s.rotateRefresh(rotation(rec, h('t0'), h('t1-other'), c.now()))
+      t.equal(retry.status, 'grace')
+      if (retry.status !== 'grace' || first.status !== 'rotated') return
+      t.equal(retry.grace, 'payload-of-' + h('t1'), 'payload stored by the first rotation')
+      t.same(retry.record, first.record, 'same child record')
+      t.equal((await s.rotateRefresh(rotation(rec, h('t1'), h('t2'), c.now()))).status, 'rotated', 'the child is live')
+      t.equal((await s.rotateRefresh(rotation(rec, h('t1-other'), h('t3'), c.now()))).status, 'invalid', 'the retry minted nothing')
+    })
+
+    t.test('10 concurrent rotations of one token: one rotated, the rest grace with the same child', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now())
+      await s.createFamily(h('t0'), rec)
+      const results = await Promise.all(Array.from({ length: 10 }, (_, i) =>
+        s.rotateRefresh(rotation(rec, h('t0'), h('child' + i), c.now()))))
+      const rotated = results.filter((r) => r.status === 'rotated')
+      const grace = results.filter((r) => r.status === 'grace')
+      t.equal(rotated.length, 1, 'exactly one rotation')
+      t.equal(grace.length, 9, 'the rest are grace hits')
+      const winner = results.findIndex((r) => r.status === 'rotated')
+      t.ok(grace.every((r) => r.status === 'grace' && r.grace === 'payload-of-' + h('child' + winner)), 'all return the winner\'s child')
+      t.equal((await s.rotateRefresh(rotation(rec, h('child' + winner), h('next'), c.now()))).status, 'rotated')
+    })
+
+    t.test('token and family lifetimes end in expired', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now(), { familyExpiresAt: c.now() + 5000 })
+      await s.createFamily(h('t0'), rec)
+      const r = await s.rotateRefresh(rotation(rec, h('t0'), h('t1'), c.now()))
+      t.ok(r.status === 'rotated' && r.record.expiresAt === rec.familyExpiresAt, 'child capped at the family\'s absolute expiry')
+      c.advance(6000)
+      t.same(await s.rotateRefresh(rotation(rec, h('t1'), h('t2'), c.now())), { status: 'expired' }, 'family over')
+
+      const short = record(c.now(), { expiresAt: c.now() + 1000 })
+      await s.createFamily(h('s0'), short)
+      c.advance(2000)
+      t.same(await s.rotateRefresh(rotation(short, h('s0'), h('s1'), c.now())), { status: 'expired' }, 'token over')
+    })
+
+    t.test('logout revokes a family: its refresh tokens and access tokens', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now())
+      await s.createFamily(h('t0'), rec)
+      await s.revokeFamily(rec.fid, c.now() + 16 * MIN)
+      t.same(await s.rotateRefresh(rotation(rec, h('t0'), h('t1'), c.now())), { status: 'revoked' })
+      t.ok(s.isRevoked({ jti: 'j1', fid: rec.fid, appid: 'wxapp', openid: rec.openid, iatMs: c.now() }))
+    })
+
+    t.test('revoking one access token by jti', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const subj = { jti: 'jti-' + id(), fid: 'f', appid: 'wxapp', openid: 'o', iatMs: c.now() }
+      t.notOk(s.isRevoked(subj))
+      await s.revokeAccessToken(subj.jti, c.now() + 15 * MIN)
+      t.ok(s.isRevoked(subj))
+      t.notOk(s.isRevoked({ ...subj, jti: 'another' }), 'other tokens of the same login still work')
+    })
+
+    t.test('logout-all: older access tokens and families die, newer ones live', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const old = record(c.now(), { openid: 'o-all' })
+      await s.createFamily(h('old0'), old)
+      c.advance(1000)
+      const cutoff = c.now()
+      await s.revokeUserBefore('wxapp', 'o-all', cutoff, cutoff + 30 * MIN)
+      const subj = { jti: 'j', fid: old.fid, appid: 'wxapp', openid: 'o-all', iatMs: cutoff - 1000 }
+      t.ok(s.isRevoked(subj), 'token issued before the cutoff')
+      t.notOk(s.isRevoked({ ...subj, fid: 'new', iatMs: cutoff + 1000 }), 'token issued after')
+      t.notOk(s.isRevoked({ ...subj, fid: 'x', openid: 'someone-else' }), 'other users unaffected')
+      t.notOk(s.isRevoked({ ...subj, fid: 'x', appid: 'wxother' }), 'same openid in another app unaffected')
+      t.same(await s.rotateRefresh(rotation(old, h('old0'), h('old1'), c.now())), { status: 'revoked' }, 'older family ended')
+      c.advance(1000)
+      const fresh = record(c.now(), { openid: 'o-all' })
+      await s.createFamily(h('new0'), fresh)
+      t.equal((await s.rotateRefresh(rotation(fresh, h('new0'), h('new1'), c.now()))).status, 'rotated', 'a later login works')
+    })
+
+    if (redisUrl !== undefined) {
+      t.test('every Redis key has a TTL after a full scenario', async (t) => {
+        const c = clock()
+        const prefix = `ttl${++prefixes}:`
+        const s = await make(t, { keyPrefix: prefix }, c.now)
+        const rec = record(c.now())
+        await s.setSessionKey('wxapp', rec.openid, 'sk', MIN)
+        await s.createFamily(h('t0'), rec)
+        await s.rotateRefresh(rotation(rec, h('t0'), h('t1'), c.now()))
+        await s.rotateRefresh(rotation(rec, h('t1'), h('t2'), c.now()))
+        const other = record(c.now())
+        await s.createFamily(h('o0'), other)
+        await s.rotateRefresh(rotation(other, h('o0'), h('o1'), c.now()))
+        c.advance(11_000)
+        await s.rotateRefresh(rotation(other, h('o0'), h('o2'), c.now())) // reuse
+        await s.revokeFamily(rec.fid, c.now() + 16 * MIN)
+        await s.revokeAccessToken('jti1', c.now() + 15 * MIN)
+        await s.revokeUserBefore('wxapp', 'ox', c.now(), c.now() + 30 * MIN)
+        const r = new Redis(redisUrl())
+        t.teardown(() => r.disconnect())
+        const keys: string[] = []
+        let cursor = '0'
+        do {
+          const [next, batch] = await r.scan(cursor, 'MATCH', prefix + '*', 'COUNT', 1000)
+          cursor = next
+          keys.push(...batch)
+        } while (cursor !== '0')
+        t.ok(keys.length >= 8, `scenario wrote keys (${keys.length})`)
+        for (const k of keys) t.ok(await r.pttl(k) > 0, `TTL on ${k}`)
+        t.notOk(keys.some((k) => k.includes(h('t2')) && !k.includes('grace')), 'tokens are never keys by themselves')
+        const dump = (await Promise.all(keys.map((k) => r.type(k)))).join()
+        t.ok(dump.length > 0)
+      })
+    } else {
+      t.test('memory store is bounded by maxEntries', async (t) => {
+        const c = clock()
+        const s = await make(t, { maxEntries: 100 }, c.now)
+        const first = record(c.now())
+        await s.createFamily(h('first'), first)
+        for (let i = 0; i < 100; i++) await s.createFamily(h('f' + i), record(c.now()))
+        t.same(await s.rotateRefresh(rotation(first, h('first'), h('x'), c.now())), { status: 'invalid' }, 'oldest family evicted')
+        for (let i = 0; i < 150; i++) await s.revokeAccessToken('j' + i, c.now() + MIN)
+        t.notOk(s.isRevoked({ jti: 'j0', fid: 'f', appid: 'a', openid: 'o', iatMs: 0 }), 'oldest revocation evicted')
+        t.ok(s.isRevoked({ jti: 'j149', fid: 'f', appid: 'a', openid: 'o', iatMs: 0 }))
+      })
+    }
+  })
+}
+
+const memoryConfig = (over: Partial<StoreConfig> = {}): StoreConfig =>
+  ({ type: 'memory', url: '', keyPrefix: 'wegate:', failMode: 'closed', maxEntries: 100_000, ...over })
+
+suite('memory store', async (t, cfg = {}, now) => {
+  const s = createStore(memoryConfig(cfg), silent, { now })
+  t.teardown(() => s.close())
+  return s
+})
+
+const redis = await startRedis()
+t.teardown(redis.stop)
+suite('redis store', async (t, cfg = {}, now) => {
+  const s = createStore(memoryConfig({ type: 'redis', url: redis.url, keyPrefix: `t${++prefixes}:`, ...cfg }), silent, { now })
+  t.teardown(() => s.close())
+  await s.ready()
+  return s
+}, () => redis.url)
+
+t.test('redis: a revocation on one instance is seen by another within 1 s', async (t) => {
+  const cfg = memoryConfig({ type: 'redis', url: redis.url, keyPrefix: 'multi:' })
+  const a = createStore(cfg, silent)
+  const b = createStore(cfg, silent)
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  await Promise.all([a.ready(), b.ready()])
+  for (const [kind, revoke, subj] of [
+    ['jti', () => a.revokeAccessToken('jti-x', Date.now() + MIN), { jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }],
+    ['family', () => a.revokeFamily('fid-x', Date.now() + MIN), { jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }],
+    ['user', () => a.revokeUserBefore('wx', 'o-x', Date.now(), Date.now() + MIN), { jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 1000 }]
+  ] as const) {
+    t.notOk(b.isRevoked(subj), `${kind}: not revoked before`)
+    const t0 = performance.now()
+    await revoke()
+    let seen = false
+    while (performance.now() - t0 < 1000) {
+      if (b.isRevoked(subj)) { seen = true; break }
+      await sleep(2)
+    }
+    t.ok(seen, `${kind} revocation reached the other instance within 1 s`)
+    t.comment(`${kind} revocation propagated in ${(performance.now() - t0).toFixed(1)} ms`)
+  }
+  // a third instance started afterwards loads the existing revocations at connect
+  const c = createStore(cfg, silent)
+  t.teardown(() => c.close())
+  await c.ready()
+  t.ok(c.isRevoked({ jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }), 'full reload at connect')
+  t.ok(c.isRevoked({ jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }))
+  t.ok(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 5000 }))
+})
+
+t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
+  const own = await startRedis()
+  t.teardown(own.stop)
+  const closedCfg = memoryConfig({ type: 'redis', url: own.url, keyPrefix: 'down:' })
+  const s = createStore(closedCfg, silent)
+  const open = createStore({ ...closedCfg, failMode: 'open' }, silent)
+  t.teardown(() => Promise.all([s.close(), open.close()]))
+  await Promise.all([s.ready(), open.ready()])
+  await s.revokeAccessToken('before', Date.now() + MIN)
+  t.ok(s.healthy())
+  await own.stop()
+  // wait until the client noticed (socket close), not a timing assertion
+  while (s.healthy() || open.healthy()) await sleep(10)
+  const rec = record(Date.now())
+  const unavailable = { errorName: 'STORE_UNAVAILABLE', code: 50010, statusCode: 503 }
+  const t0 = performance.now()
+  await t.rejects(s.setSessionKey('wx', 'o', 'sk', MIN), unavailable)
+  await t.rejects(s.getSessionKey('wx', 'o'), unavailable)
+  await t.rejects(s.createFamily(h('x'), rec), unavailable)
+  await t.rejects(s.rotateRefresh(rotation(rec, h('x'), h('y'), Date.now())), unavailable)
+  await t.rejects(s.revokeFamily('f', Date.now() + MIN), unavailable)
+  await t.rejects(s.revokeAccessToken('j', Date.now() + MIN), unavailable)
+  await t.rejects(s.revokeUserBefore('wx', 'o', Date.now(), Date.now() + MIN), unavailable)
+  await t.rejects(s.ping(), unavailable)
+  t.comment(`8 failed store calls took ${(performance.now() - t0).toFixed(1)} ms in all`)
+  const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  t.throws(() => s.isRevoked(subj), unavailable, 'failMode closed: the hot check refuses')
+  t.equal(open.isRevoked(subj), true, 'failMode open: answers from the last known mirror')
+  t.equal(open.isRevoked({ ...subj, jti: 'other' }), false)
+  try { s.isRevoked(subj) } catch (err) {
+    t.ok(err instanceof GatewayError && err.message === 'Session store is unavailable', 'catalog message, no library text')
+  }
+
+  await own.restart()
+  await s.ready(10_000)
+  t.ok(s.healthy(), 'reconnected by itself')
+  t.ok(s.isRevoked(subj), 'revocations known before the outage are kept')
+  await s.setSessionKey('wx', 'o', 'sk2', MIN)
+  t.equal(await s.getSessionKey('wx', 'o'), 'sk2')
+  t.ok(await s.ping() >= 0)
+})
