@@ -8,8 +8,13 @@ import { createServer, type IncomingMessage } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
+import proxyAddr from '@fastify/proxy-addr'
+import { Pool, type Dispatcher } from 'undici'
 import type { LoadedConfig } from './config/load.js'
-import type { GatewayConfig } from './config/schema.js'
+import { authPlugin } from './auth/routes.js'
+import { proxyPlugin } from './proxy/forward.js'
+import { buildSnapshot, type Snapshot } from './runtime.js'
+import { createStore, type Store } from './store/index.js'
 import { handleClientError, handleError, sendError } from './http/errors.js'
 import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
@@ -26,20 +31,18 @@ declare module 'fastify' {
 export interface GatewayDeps {
   logger?: Logger
   metrics?: Metrics
+  /** Shared state; default: created from `store` in the config (and closed on shutdown). */
+  store?: Store
 }
 
-/** The running configuration: immutable, swapped whole on reload. */
-export interface Snapshot {
-  readonly config: GatewayConfig
-  readonly hash: string
-  readonly file: string
-}
+export type { Snapshot } from './runtime.js'
 
 export interface Gateway {
   readonly public: FastifyInstance
   readonly admin: FastifyInstance
   readonly metrics: Metrics
   readonly logger: Logger
+  readonly store: Store
   /** The snapshot requests are served from right now. */
   snapshot: () => Snapshot
   /** Ready: config loaded, dependencies reachable, not draining. */
@@ -66,8 +69,31 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   const { config } = loaded
   const logger = deps.logger ?? createLogger({ level: config.logging.level })
   const metrics = deps.metrics ?? createMetrics()
-  const current: Snapshot = { config, hash: loaded.hash, file: loaded.file }
+  const ownStore = deps.store === undefined
+  const store = deps.store ?? createStore(config.store, logger.child({ component: 'store' }))
+  const current: Snapshot = await buildSnapshot(loaded, { store, metrics, logger })
   metrics.configInfo.set({ hash: current.hash }, 1)
+
+  // One keep-alive pool per upstream origin, shared by every snapshot that names it.
+  const pools = new Map<string, Pool>()
+  const poolFor = (origin: string): Dispatcher => {
+    let pool = pools.get(origin)
+    if (pool === undefined) {
+      pool = new Pool(origin, {
+        connections: 256,
+        // below Node's default 5 s server keep-alive, so we never reuse a socket the upstream is closing
+        keepAliveTimeout: 4_000,
+        keepAliveMaxTimeout: 60_000,
+        connect: { timeout: 5_000 }
+      })
+      pools.set(origin, pool)
+    }
+    return pool
+  }
+  const ensurePools = (snap: Snapshot) => { for (const r of snap.routes.routes) for (const u of r.upstreams) poolFor(u.origin) }
+  ensurePools(current)
+  const trustProxy = config.trustProxy
+  const trustFn = typeof trustProxy === 'boolean' ? () => trustProxy : proxyAddr.compile(trustProxy)
 
   let draining = false
   let closing = false
@@ -85,6 +111,8 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     forceCloseConnections: 'idle',
     clientErrorHandler: handleClientError,
+    // request.ip is the real client per trustProxy (restart to change: it shapes the server)
+    trustProxy,
     // Node enforces these before Fastify sees the request; clientErrorHandler answers them.
     serverFactory: (handler) => createServer({
       maxHeaderSize: limits.headerSize,
@@ -129,15 +157,23 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     }, 'access')
   })
 
+  await app.register(authPlugin, { snapshot: () => current, store, metrics })
+  await app.register(proxyPlugin, {
+    snapshot: () => current,
+    pools: { get: (origin) => pools.get(origin) ?? poolFor(origin) },
+    metrics,
+    trusted: (address) => trustFn(address, 0)
+  })
+
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(handleError)
   admin.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
-  const isReady = () => !draining
+  const isReady = () => !draining && store.healthy()
   admin.get('/healthz', async () => ({ status: 'ok' }))
   admin.get('/readyz', async (_request, reply) => {
     const ready = isReady()
     reply.code(ready ? 200 : 503)
-    return { ready, draining, config: current.hash }
+    return { ready, draining, store: store.healthy() ? 'up' : 'down', config: current.hash }
   })
   admin.get('/metrics', async (_request, reply) => {
     reply.header('content-type', metrics.registry.contentType)
@@ -149,6 +185,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     admin,
     metrics,
     logger,
+    store,
     snapshot: () => current,
     isReady,
     async listen () {
@@ -178,6 +215,9 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
           clearInterval(reap)
         }
         await admin.close()
+        await Promise.allSettled([...pools.values()].map(async (p) => await p.close()))
+        await current.wechat.close()
+        if (ownStore) await store.close()
         logger.info('shutdown complete')
       })()
       return shutdownPromise

@@ -41,6 +41,30 @@ export function createMetrics (registry: Registry = new Registry()) {
       labelNames: ['route', 'upstream', 'kind'] as const,
       registers
     }),
+    tokenRejections: new Counter({
+      name: 'wegate_token_rejections_total',
+      help: 'Requests refused by the token guard, by reason',
+      labelNames: ['reason'] as const,
+      registers
+    }),
+    logins: new Counter({
+      name: 'wegate_logins_total',
+      help: 'Logins by app, result (success|failure) and WeChat errcode (0 on success, none when WeChat gave none)',
+      labelNames: ['app', 'result', 'errcode'] as const,
+      registers
+    }),
+    refreshes: new Counter({
+      name: 'wegate_refreshes_total',
+      help: 'Refresh attempts by result: rotated, grace, reused, expired, invalid',
+      labelNames: ['result'] as const,
+      registers
+    }),
+    revocations: new Counter({
+      name: 'wegate_revocations_total',
+      help: 'Revocations by kind: token (one access token), family (one login), user (logout-all)',
+      labelNames: ['kind'] as const,
+      registers
+    }),
     configInfo: new Gauge({
       name: 'wegate_config_info',
       help: 'The active configuration: 1 for the hash of the file in use',

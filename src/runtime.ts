@@ -1,0 +1,62 @@
+/**
+ * A snapshot is everything a request needs that comes from gateway.yaml: route
+ * table and pickers, token keys and verifiers, the WeChat apps and client.
+ * It is built whole (and validated) before it serves anything, and handlers
+ * read the current one once per request, so a reload swaps it in one step and
+ * in-flight requests finish on the snapshot they started with.
+ */
+import type { LoadedConfig } from './config/load.js'
+import type { GatewayConfig } from './config/schema.js'
+import { createGuard, type Guard } from './auth/guard.js'
+import { createTokenService, type TokenService } from './auth/tokens.js'
+import { createWeChatClient, type WeChatApp, type WeChatClient } from './auth/wechat.js'
+import type { Metrics } from './metrics/index.js'
+import { buildRouteTable, type RouteTable } from './proxy/routes.js'
+import type { Authenticate } from './proxy/forward.js'
+import type { Store } from './store/index.js'
+import type { Logger } from 'pino'
+
+export interface Snapshot {
+  readonly config: GatewayConfig
+  readonly hash: string
+  readonly file: string
+  readonly loadedAt: number
+  readonly routes: RouteTable
+  readonly tokens: TokenService
+  readonly guard: Guard
+  readonly authenticate: Authenticate
+  readonly wechat: WeChatClient
+  readonly apps: ReadonlyMap<string, WeChatApp>
+}
+
+export interface SnapshotDeps {
+  store: Store
+  metrics: Metrics
+  logger: Logger
+}
+
+/** Build a complete snapshot from a loaded config. Throws (ConfigError for key problems) without side effects. */
+export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): Promise<Snapshot> {
+  const { config } = loaded
+  const tokens = await createTokenService(config.tokens)
+  const routes = buildRouteTable(config.routes)
+  const guard = createGuard(tokens, deps.store, deps.metrics)
+  const wechat = createWeChatClient({
+    baseUrl: config.wechat.baseUrl,
+    timeoutMs: config.wechat.timeout,
+    retries: config.wechat.retries,
+    logger: deps.logger.child({ component: 'wechat' })
+  })
+  return {
+    config,
+    hash: loaded.hash,
+    file: loaded.file,
+    loadedAt: Date.now(),
+    routes,
+    tokens,
+    guard,
+    authenticate: guard.authenticate,
+    wechat,
+    apps: new Map(config.wechat.apps.map((a) => [a.appId, a]))
+  }
+}
