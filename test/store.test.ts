@@ -201,9 +201,6 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
         } while (cursor !== '0')
         t.ok(keys.length >= 8, `scenario wrote keys (${keys.length})`)
         for (const k of keys) t.ok(await r.pttl(k) > 0, `TTL on ${k}`)
-        t.notOk(keys.some((k) => k.includes(h('t2')) && !k.includes('grace')), 'tokens are never keys by themselves')
-        const dump = (await Promise.all(keys.map((k) => r.type(k)))).join()
-        t.ok(dump.length > 0)
       })
     } else {
       t.test('memory store is bounded by maxEntries', async (t) => {
