@@ -201,6 +201,9 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
         } while (cursor !== '0')
         t.ok(keys.length >= 8, `scenario wrote keys (${keys.length})`)
         for (const k of keys) t.ok(await r.pttl(k) > 0, `TTL on ${k}`)
+        const graceKeys = keys.filter((k) => k.includes(':grace:'))
+        t.ok(graceKeys.length > 0, 'grace payloads were written')
+        for (const k of graceKeys) t.ok(await r.pttl(k) <= 10_000, `grace payload ${k} lives at most refreshGrace`)
       })
     } else {
       t.test('memory store is bounded by maxEntries', async (t) => {
