@@ -13,7 +13,7 @@ import type {
 const SWEEP_INTERVAL_MS = 60_000
 
 /** Key for per-user maps; \t cannot occur in an appId or openid. */
-export function userKey (appid: string, openid: string): string {
+function userKey (appid: string, openid: string): string {
   return appid + '\t' + openid
 }
 
@@ -35,7 +35,9 @@ function boundedSet<K, V> (map: Map<K, V>, key: K, value: V, max: number): boole
 export class RevocationSet {
   readonly jtis = new Map<string, number>()
   readonly fids = new Map<string, number>()
-  readonly users = new Map<string, { cutoff: number, until: number }>()
+  /** appid → openid → latest logout-all cutoff and how long to keep it (nested: no key building per check). */
+  readonly users = new Map<string, Map<string, { cutoff: number, until: number }>>()
+  private userCount = 0
   private readonly max: number
   private readonly onEvict: (kind: string) => void
 
@@ -54,23 +56,46 @@ export class RevocationSet {
     if (boundedSet(this.fids, fid, Math.max(prev ?? 0, until), this.max)) this.onEvict('fid')
   }
 
-  addUser (key: string, cutoff: number, until: number): void {
-    const prev = this.users.get(key)
-    const next = prev === undefined
-      ? { cutoff, until }
-      : { cutoff: Math.max(prev.cutoff, cutoff), until: Math.max(prev.until, until) }
-    if (boundedSet(this.users, key, next, this.max)) this.onEvict('user')
+  addUser (appid: string, openid: string, cutoff: number, until: number): void {
+    let app = this.users.get(appid)
+    if (app === undefined) {
+      app = new Map()
+      this.users.set(appid, app)
+    }
+    const prev = app.get(openid)
+    if (prev === undefined) {
+      app.set(openid, { cutoff, until })
+      if (++this.userCount > this.max) this.evictUser()
+    } else {
+      app.set(openid, { cutoff: Math.max(prev.cutoff, cutoff), until: Math.max(prev.until, until) })
+    }
+  }
+
+  /** Drop the entry that ends first (rare: only when maxEntries users logged out everywhere). */
+  private evictUser (): void {
+    let victim: [Map<string, { cutoff: number, until: number }>, string] | null = null
+    let soonest = Infinity
+    for (const app of this.users.values()) {
+      for (const [openid, u] of app) {
+        if (u.until < soonest) { soonest = u.until; victim = [app, openid] }
+      }
+    }
+    if (victim !== null) {
+      victim[0].delete(victim[1])
+      this.userCount--
+      this.onEvict('user')
+    }
   }
 
   /** Cutoff (ms) of the user's last logout-all, or 0. */
   userCutoff (appid: string, openid: string): number {
-    return this.users.get(userKey(appid, openid))?.cutoff ?? 0
+    return this.users.get(appid)?.get(openid)?.cutoff ?? 0
   }
 
-  /** The hot check: three Map lookups, no allocation. */
+  /** The hot check: a few Map lookups, no allocation. */
   has (s: RevocationSubject): boolean {
     if (this.jtis.has(s.jti) || this.fids.has(s.fid)) return true
-    const u = this.users.get(userKey(s.appid, s.openid))
+    const u = this.users.get(s.appid)?.get(s.openid)
     return u !== undefined && s.iatMs < u.cutoff
   }
 
@@ -78,13 +103,12 @@ export class RevocationSet {
   sweep (now: number): void {
     for (const [k, until] of this.jtis) if (until <= now) this.jtis.delete(k)
     for (const [k, until] of this.fids) if (until <= now) this.fids.delete(k)
-    for (const [k, u] of this.users) if (u.until <= now) this.users.delete(k)
-  }
-
-  clear (): void {
-    this.jtis.clear()
-    this.fids.clear()
-    this.users.clear()
+    for (const [appid, app] of this.users) {
+      for (const [openid, u] of app) {
+        if (u.until <= now) { app.delete(openid); this.userCount-- }
+      }
+      if (app.size === 0) this.users.delete(appid)
+    }
   }
 }
 
@@ -238,7 +262,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
 
     async revokeUserBefore (appId, openid, cutoffMs, untilMs) {
       check()
-      revocations.addUser(userKey(appId, openid), cutoffMs, untilMs)
+      revocations.addUser(appId, openid, cutoffMs, untilMs)
     },
 
     isRevoked (subject) {

@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks'
 import { Redis, type RedisOptions } from 'ioredis'
 import { GatewayError } from '../errors.js'
 import type { StoreConfig } from '../config/schema.js'
-import { RevocationSet, userKey } from './memory.js'
+import { RevocationSet } from './memory.js'
 import type { RefreshRecord, RotateResult, Store, StoreLogger, StoreOptions } from './types.js'
 
 // 1 s: a command that has not answered by then fails (STORE_UNAVAILABLE) instead of hanging the request
@@ -130,6 +130,7 @@ function errText (err: unknown): string {
 /** Create the Redis store; it connects in the background (await `ready()` to wait for it). */
 export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts: StoreOptions = {}): Store {
   const now = opts.now ?? Date.now
+  const observe = opts.observe
   const p = config.keyPrefix
   const failOpen = config.failMode === 'open'
   const channel = `${p}revocations`
@@ -164,6 +165,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
 
   const markStale = (why: string): void => {
     generation++
+    if (closed) return
     if (synced) logger.warn({ why }, 'redis store: revocation mirror stale')
     synced = false
   }
@@ -171,7 +173,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const apply = (m: Message): void => {
     if (m[0] === 'j') mirror.addJti(m[1], m[2])
     else if (m[0] === 'f') mirror.addFid(m[1], m[2])
-    else mirror.addUser(userKey(m[1], m[2]), m[3], m[4])
+    else mirror.addUser(m[1], m[2], m[3], m[4])
   }
 
   /** Full reload of the deny lists into the mirror (additive: revocations are never undone early). */
@@ -190,7 +192,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
       for (let i = 0; i + 1 < fids.length; i += 2) mirror.addFid(fids[i], Number(fids[i + 1]))
       for (let i = 0; i + 1 < users.length; i += 2) {
         const [appid, openid, cutoff] = users[i].split('\t')
-        if (openid !== undefined && cutoff !== undefined) mirror.addUser(userKey(appid, openid), Number(cutoff), Number(users[i + 1]))
+        if (openid !== undefined && cutoff !== undefined) mirror.addUser(appid, openid, Number(cutoff), Number(users[i + 1]))
       }
       synced = true
       logger.info({ jtis: jtis.length / 2, fids: fids.length / 2, users: users.length / 2 }, 'redis store: revocation mirror synchronised')
@@ -239,9 +241,13 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   /** Run one Redis operation; any failure becomes STORE_UNAVAILABLE (the cause is for the log only). */
   const op = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     if (closed) throw new GatewayError('STORE_UNAVAILABLE', { detail: 'redis store is closed' })
+    const t0 = performance.now()
     try {
-      return await fn()
+      const v = await fn()
+      observe?.(name, (performance.now() - t0) / 1000, true)
+      return v
     } catch (err) {
+      observe?.(name, (performance.now() - t0) / 1000, false)
       throw new GatewayError('STORE_UNAVAILABLE', { detail: `redis ${name}: ${errText(err)}`, cause: err })
     }
   }
@@ -322,7 +328,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     async revokeUserBefore (appId, openid, cutoffMs, untilMs) {
       const member = `${appId}\t${openid}\t${cutoffMs}`
       await op('revokeUserBefore', () => deny(denyKey.user, member, untilMs, ['u', appId, openid, cutoffMs, untilMs]))
-      mirror.addUser(userKey(appId, openid), cutoffMs, untilMs)
+      mirror.addUser(appId, openid, cutoffMs, untilMs)
     },
 
     isRevoked (subject) {

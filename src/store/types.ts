@@ -119,4 +119,9 @@ export interface StoreLogger {
 export interface StoreOptions {
   /** Clock, for tests; default Date.now. */
   now?: () => number
+  /**
+   * Called after every backing-store operation (Redis only) with its name and duration in
+   * seconds: wire it to wegate_store_operation_duration_seconds{op}.
+   */
+  observe?: (op: string, seconds: number, ok: boolean) => void
 }
