@@ -120,6 +120,24 @@ t.test('ConfigMap: the ..data swap alone is detected, before the old dir is remo
   await waitFor(() => h.last() === 'v2', 'v2 after the ..data swap')
 })
 
+t.test('a symlink to a file in another directory: replacing the target is seen', async (t) => {
+  const dir = await tempDir(t)
+  await mkdir(join(dir, 'etc'))
+  await mkdir(join(dir, 'srv'))
+  const target = join(dir, 'srv', 'gateway.yaml')
+  await writeFile(target, 'v1')
+  await symlink(target, join(dir, 'etc', 'gateway.yaml'))
+  // Nothing happens in etc/: only the watch on the file (re-armed on each new inode) can tell.
+  const h = watchHarness(t, join(dir, 'etc', 'gateway.yaml'))
+  for (let i = 2; i <= 4; i++) {
+    await writeFile(join(dir, 'srv', 'tmp'), `v${i}`)
+    await rename(join(dir, 'srv', 'tmp'), target)
+    await waitFor(() => h.last() === `v${i}`, `v${i} after replacing the target`)
+  }
+  await writeFile(target, 'v5')
+  await waitFor(() => h.last() === 'v5', 'v5 written in place')
+})
+
 t.test('a burst of 10 writes is coalesced, and the final content is seen', async (t) => {
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
