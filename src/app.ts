@@ -10,7 +10,9 @@ import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
 import proxyAddr from '@fastify/proxy-addr'
 import { Pool, type Dispatcher } from 'undici'
-import type { LoadedConfig } from './config/load.js'
+import { ConfigError, formatProblem, loadConfigFile, type LoadedConfig } from './config/load.js'
+import { registerRateLimits } from './http/ratelimit.js'
+import { createCanaryControl } from './proxy/canary.js'
 import { authPlugin } from './auth/routes.js'
 import { proxyPlugin } from './proxy/forward.js'
 import { buildSnapshot, type Snapshot } from './runtime.js'
@@ -47,6 +49,11 @@ export interface Gateway {
   snapshot: () => Snapshot
   /** Ready: config loaded, dependencies reachable, not draining. */
   isReady: () => boolean
+  /**
+   * Load `file` again and, when it is valid and different, swap in a new snapshot.
+   * A refused file changes nothing; every problem is logged and counted.
+   */
+  reload: (file?: string) => Promise<ReloadResult>
   /** Bind both listeners on the configured addresses; returns their base URLs. */
   listen: () => Promise<{ publicUrl: string, adminUrl: string }>
   /**
@@ -55,6 +62,14 @@ export interface Gateway {
    */
   shutdown: () => Promise<void>
 }
+
+export type ReloadResult =
+  | { status: 'applied', hash: string, restartRequired: string[] }
+  | { status: 'unchanged', hash: string }
+  | { status: 'refused', problems: string[] }
+
+/** Settings that shape listeners, the server or the store: they change only with a restart. */
+const RESTART_ONLY = ['listen', 'admin', 'store', 'trustProxy', 'limits'] as const
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
@@ -70,9 +85,23 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   const logger = deps.logger ?? createLogger({ level: config.logging.level })
   const metrics = deps.metrics ?? createMetrics()
   const ownStore = deps.store === undefined
-  const store = deps.store ?? createStore(config.store, logger.child({ component: 'store' }))
-  const current: Snapshot = await buildSnapshot(loaded, { store, metrics, logger })
-  metrics.configInfo.set({ hash: current.hash }, 1)
+  const store = deps.store ?? createStore(config.store, logger.child({ component: 'store' }), {
+    observe: (op, seconds) => metrics.storeDuration.observe({ op }, seconds)
+  })
+  let current: Snapshot = await buildSnapshot(loaded, { store, metrics, logger })
+  metrics.storeUp.set(store.healthy() ? 1 : 0)
+  const storeUpTimer = setInterval(() => metrics.storeUp.set(store.healthy() ? 1 : 0), 1000)
+  storeUpTimer.unref()
+  const canary = createCanaryControl({ store, metrics, logger, current: () => current })
+  const installMetrics = (snap: Snapshot) => {
+    metrics.configInfo.reset()
+    metrics.configInfo.set({ hash: snap.hash }, 1)
+    metrics.configLastSuccess.set(snap.loadedAt / 1000)
+  }
+  metrics.configReloads.inc({ result: 'success' }, 0)
+  metrics.configReloads.inc({ result: 'failure' }, 0)
+  installMetrics(current)
+  canary.install(current)
 
   // One keep-alive pool per upstream origin, shared by every snapshot that names it.
   const pools = new Map<string, Pool>()
@@ -157,12 +186,20 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     }, 'access')
   })
 
-  await app.register(authPlugin, { snapshot: () => current, store, metrics })
+  const limiters = await registerRateLimits(app, {
+    store,
+    keyPrefix: config.store.keyPrefix,
+    metrics,
+    loginRule: () => current.config.rateLimits.login
+  })
+  await app.register(authPlugin, { snapshot: () => current, store, metrics, loginLimiter: limiters.login })
   await app.register(proxyPlugin, {
     snapshot: () => current,
     pools: { get: (origin) => pools.get(origin) ?? poolFor(origin) },
     metrics,
-    trusted: (address) => trustFn(address, 0)
+    trusted: (address) => trustFn(address, 0),
+    onOutcome: canary.record,
+    rateLimiter: limiters.route
   })
 
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
@@ -188,6 +225,35 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     store,
     snapshot: () => current,
     isReady,
+    async reload (file = current.file) {
+      let next: Snapshot
+      try {
+        const fresh = await loadConfigFile(file)
+        if (fresh.hash === current.hash) return { status: 'unchanged', hash: current.hash }
+        next = await buildSnapshot(fresh, { store, metrics, logger })
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems.map(formatProblem) : [err instanceof Error ? err.message : String(err)]
+        metrics.configReloads.inc({ result: 'failure' })
+        logger.error({ file, problems }, `config reload refused: ${problems.length} problem(s); still serving ${current.hash}`)
+        return { status: 'refused', problems }
+      }
+      const restartRequired = RESTART_ONLY.filter((k) => JSON.stringify(current.config[k]) !== JSON.stringify(next.config[k]))
+      const previous = current
+      ensurePools(next)
+      // The swap: requests read `current` once, so in-flight ones finish on the old snapshot.
+      current = next
+      canary.install(next)
+      installMetrics(next)
+      metrics.configReloads.inc({ result: 'success' })
+      logger.level = next.config.logging.level
+      logger.info({ file, from: previous.hash, to: next.hash, routes: next.routes.routes.length }, 'config reloaded')
+      if (restartRequired.length > 0) {
+        logger.warn({ settings: restartRequired }, 'these settings only change on restart; the running values stay until then')
+      }
+      // Requests still on the old snapshot may be mid-login: close its WeChat pool later.
+      setTimeout(() => { previous.wechat.close().catch(() => {}) }, 60_000).unref()
+      return { status: 'applied', hash: next.hash, restartRequired }
+    },
     async listen () {
       const publicUrl = await app.listen({ host: config.listen.host, port: config.listen.port })
       const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
@@ -215,6 +281,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
           clearInterval(reap)
         }
         await admin.close()
+        clearInterval(storeUpTimer)
         await Promise.allSettled([...pools.values()].map(async (p) => await p.close()))
         await current.wechat.close()
         if (ownStore) await store.close()

@@ -4,7 +4,7 @@
  * tokens → send the access token as Bearer → on a 20004 (expired) call
  * /auth/refresh once and retry → on any other 2xxxx, log in again.
  */
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { GatewayError, ok } from '../errors.js'
 import type { GatewayConfig } from '../config/schema.js'
 import type { Metrics } from '../metrics/index.js'
@@ -28,6 +28,8 @@ export interface AuthOptions {
   metrics: Metrics
   /** Clock (ms), for tests. */
   now?: () => number
+  /** The /auth/login rate limiter (rateLimits.login). */
+  loginLimiter?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 }
 
 interface TokenPair {
@@ -117,7 +119,12 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     return pair
   }
 
-  app.post<{ Body: { code: string, appId?: string } }>('/auth/login', { schema: loginSchema }, async (request) => {
+  app.post<{ Body: { code: string, appId?: string } }>('/auth/login', {
+    schema: loginSchema,
+    // Before the body is read: a flood of logins costs one counter each.
+    ...(opts.loginLimiter !== undefined ? { onRequest: opts.loginLimiter } : {})
+  }, async (request) => {
+    request.routeName = 'auth_login'
     const snap = snapshot()
     const { code, appId } = request.body
     let wxApp: WeChatApp | undefined
@@ -164,6 +171,7 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
   })
 
   app.post<{ Body: { refreshToken: string } }>('/auth/refresh', { schema: refreshSchema }, async (request) => {
+    request.routeName = 'auth_refresh'
     const snap = snapshot()
     const presented = request.body.refreshToken
     const fid = snap.tokens.refreshFamily(presented)
@@ -212,6 +220,7 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
   })
 
   app.post<{ Body: { refreshToken?: string, all?: boolean } | null | undefined }>('/auth/logout', { schema: logoutSchema }, async (request) => {
+    request.routeName = 'auth_logout'
     const snap = snapshot()
     const claims = snap.guard.authenticate(request.headers.authorization, true)
     if (claims === undefined) throw new GatewayError('TOKEN_MISSING')

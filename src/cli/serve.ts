@@ -6,6 +6,7 @@ import { buildGateway } from '../app.js'
 import { ConfigError, formatProblem, loadConfigFile } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { startDemoUpstream } from '../demo/upstream.js'
+import { watchConfig } from '../config/watch.js'
 import { createWeChatEmulator } from '../emulator/wechat.js'
 
 export interface ServeOptions {
@@ -45,11 +46,23 @@ export async function serve (opts: ServeOptions): Promise<void> {
   logger.info({ publicUrl, adminUrl, config: loaded.file, hash: loaded.hash }, 'wegate listening')
   if (opts.demo) process.stdout.write(demoBanner(publicUrl, adminUrl))
 
+  // Hot reload: file changes (in place, rename, ConfigMap symlink swap) and SIGHUP share one queue.
+  const watcher = watchConfig({
+    file: opts.file,
+    logger: logger.child({ component: 'config-watch' }),
+    onChange: async () => { await gateway.reload(opts.file) }
+  })
+  process.on('SIGHUP', () => {
+    logger.info({ signal: 'SIGHUP' }, 'reloading config')
+    watcher.trigger()
+  })
+
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) return
     stopping = true
     logger.info({ signal }, 'signal received')
+    watcher.close()
     gateway.shutdown()
       .then(async () => { for (const close of closers) await close() })
       .then(() => { logger.flush(); process.exitCode = 0 })

@@ -65,6 +65,47 @@ export function createMetrics (registry: Registry = new Registry()) {
       labelNames: ['kind'] as const,
       registers
     }),
+    rateLimited: new Counter({
+      name: 'wegate_rate_limited_total',
+      help: 'Requests refused with 429, by route (auth_login for the login limit)',
+      labelNames: ['route'] as const,
+      registers
+    }),
+    upstreamWeight: new Gauge({
+      name: 'wegate_upstream_weight',
+      help: 'Effective weight of each upstream (the configured weight, 0 after an automatic rollback)',
+      labelNames: ['route', 'upstream'] as const,
+      registers
+    }),
+    canaryRollbacks: new Counter({
+      name: 'wegate_canary_rollbacks_total',
+      help: 'Automatic canary rollbacks applied on this instance (decided here or announced by another instance)',
+      labelNames: ['route', 'upstream'] as const,
+      registers
+    }),
+    configReloads: new Counter({
+      name: 'wegate_config_reloads_total',
+      help: 'Config reloads by result: success, failure (refused; the last good config keeps serving)',
+      labelNames: ['result'] as const,
+      registers
+    }),
+    configLastSuccess: new Gauge({
+      name: 'wegate_config_last_reload_success_timestamp_seconds',
+      help: 'When the active config was loaded (Unix time)',
+      registers
+    }),
+    storeUp: new Gauge({
+      name: 'wegate_store_up',
+      help: '1 when the store is reachable and (Redis) the revocation mirror is synchronised',
+      registers
+    }),
+    storeDuration: new Histogram({
+      name: 'wegate_store_operation_duration_seconds',
+      help: 'Store round trips by operation',
+      labelNames: ['op'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers
+    }),
     configInfo: new Gauge({
       name: 'wegate_config_info',
       help: 'The active configuration: 1 for the hash of the file in use',

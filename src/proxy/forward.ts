@@ -53,11 +53,13 @@ export interface ProxyOptions {
   trusted: (address: string) => boolean
   /** Called once per forwarded request with the upstream's outcome (5xx, refused, timeout → error). */
   onOutcome?: (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void
+  /** The per-route rate limiter (an @fastify/rate-limit hook), run for routes with `rateLimit`. */
+  rateLimiter?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 }
 
 /** Register the catch-all proxy route (in its own encapsulated context: raw bodies, no parsing). */
 export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { snapshot, pools, metrics, trusted, onOutcome } = opts
+  const { snapshot, pools, metrics, trusted, onOutcome, rateLimiter } = opts
 
   // Bodies are streamed to the upstream as they arrive: never parsed, never buffered.
   app.removeAllContentTypeParsers()
@@ -72,6 +74,12 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     request.routeName = route.name
 
     const caller = route.auth === 'public' ? undefined : snap.authenticate(request.headers.authorization, route.auth === 'required')
+    const rule = route.config.rateLimit
+    if (rule !== undefined && rateLimiter !== undefined) {
+      request.rateRule = rule
+      request.callerOpenid = caller?.openid ?? ''
+      await rateLimiter(request, reply)
+    }
 
     const raw = request.raw
     const limit = route.config.bodyLimit

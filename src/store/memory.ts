@@ -198,8 +198,20 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     return { status: 'invalid' }
   }
 
+  // One instance: a rollback announced here is already everywhere it needs to be.
+  const rollbackKeys = new Set<string>()
+
   return {
     kind: 'memory',
+
+    async announceRollback (key) {
+      check()
+      rollbackKeys.add(key)
+    },
+
+    rollbacks: () => rollbackKeys,
+
+    onRollback () {},
 
     async setSessionKey (appId, openid, sessionKey, ttlMs) {
       check()

@@ -107,13 +107,13 @@ interface Scripts {
   wgDeny (zset: string, ...argv: string[]): Promise<number>
 }
 
-type Message = ['j', string, number] | ['f', string, number] | ['u', string, string, number, number]
+type Message = ['j', string, number] | ['f', string, number] | ['r', string, number] | ['u', string, string, number, number]
 
 function parseMessage (raw: string): Message | null {
   let m: unknown
   try { m = JSON.parse(raw) } catch { return null }
   if (!Array.isArray(m)) return null
-  if ((m[0] === 'j' || m[0] === 'f') && m.length === 3 && typeof m[1] === 'string' && typeof m[2] === 'number') {
+  if ((m[0] === 'j' || m[0] === 'f' || m[0] === 'r') && m.length === 3 && typeof m[1] === 'string' && typeof m[2] === 'number') {
     return m as Message
   }
   if (m[0] === 'u' && m.length === 5 && typeof m[1] === 'string' && typeof m[2] === 'string' &&
@@ -134,7 +134,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const p = config.keyPrefix
   const failOpen = config.failMode === 'open'
   const channel = `${p}revocations`
-  const denyKey = { jti: `${p}{rv}:jti`, fid: `${p}{rv}:fid`, user: `${p}{rv}:user` }
+  const denyKey = { jti: `${p}{rv}:jti`, fid: `${p}{rv}:fid`, user: `${p}{rv}:user`, rollback: `${p}{rv}:rollback` }
   const famKeys = (fid: string) => [`${p}{fam:${fid}}:meta`, `${p}{fam:${fid}}:spent`] as const
   const sessionKeyOf = (appid: string, openid: string) => `${p}{u:${appid}:${openid}}:sk`
 
@@ -156,6 +156,14 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   main.defineCommand('wgDeny', { numberOfKeys: 1, lua: DENY_LUA })
 
   const mirror = new RevocationSet(Number.MAX_SAFE_INTEGER) // Redis holds the truth; the mirror only mirrors it
+  // Canary rollbacks in force (few: one per rolled-back upstream and config).
+  const rollbackKeys = new Set<string>()
+  const rollbackListeners: Array<(key: string) => void> = []
+  const addRollback = (key: string): void => {
+    if (rollbackKeys.has(key)) return
+    rollbackKeys.add(key)
+    for (const fn of rollbackListeners) fn(key)
+  }
   let closed = false
   let subscribed = false
   let synced = false
@@ -173,6 +181,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const apply = (m: Message): void => {
     if (m[0] === 'j') mirror.addJti(m[1], m[2])
     else if (m[0] === 'f') mirror.addFid(m[1], m[2])
+    else if (m[0] === 'r') addRollback(m[1])
     else mirror.addUser(m[1], m[2], m[3], m[4])
   }
 
@@ -182,12 +191,14 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     const gen = generation
     try {
       const t = String(now())
-      const [jtis, fids, users] = await Promise.all([
+      const [jtis, fids, users, rolled] = await Promise.all([
         main.zrangebyscore(denyKey.jti, t, '+inf', 'WITHSCORES'),
         main.zrangebyscore(denyKey.fid, t, '+inf', 'WITHSCORES'),
-        main.zrangebyscore(denyKey.user, t, '+inf', 'WITHSCORES')
+        main.zrangebyscore(denyKey.user, t, '+inf', 'WITHSCORES'),
+        main.zrangebyscore(denyKey.rollback, t, '+inf')
       ])
       if (gen !== generation || closed) return
+      for (const key of rolled) addRollback(key)
       for (let i = 0; i + 1 < jtis.length; i += 2) mirror.addJti(jtis[i], Number(jtis[i + 1]))
       for (let i = 0; i + 1 < fids.length; i += 2) mirror.addFid(fids[i], Number(fids[i + 1]))
       for (let i = 0; i + 1 < users.length; i += 2) {
@@ -330,6 +341,19 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
       await op('revokeUserBefore', () => deny(denyKey.user, member, untilMs, ['u', appId, openid, cutoffMs, untilMs]))
       mirror.addUser(appId, openid, cutoffMs, untilMs)
     },
+
+    async announceRollback (key, untilMs) {
+      await op('announceRollback', () => deny(denyKey.rollback, key, untilMs, ['r', key, untilMs]))
+      addRollback(key)
+    },
+
+    rollbacks: () => rollbackKeys,
+
+    onRollback (listener) {
+      rollbackListeners.push(listener)
+    },
+
+    redis: main,
 
     isRevoked (subject) {
       if (!synced && !failOpen) {

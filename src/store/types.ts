@@ -100,6 +100,19 @@ export interface Store {
    */
   isRevoked (subject: RevocationSubject): boolean
 
+  /**
+   * Tell every instance that a canary was rolled back. `key` names the config and
+   * upstream (`<config hash>/<route>/<upstream>`), so a config change ends it; kept until `untilMs`.
+   */
+  announceRollback (key: string, untilMs: number): Promise<void>
+  /** Rollback keys announced by any instance and still in force (local view, like isRevoked). */
+  rollbacks (): ReadonlySet<string>
+  /** Called for each rollback key announced elsewhere (or on resync) after this call. */
+  onRollback (listener: (key: string) => void): void
+
+  /** The Redis connection, for features that share it (rate-limit counters); absent for memory. */
+  readonly redis?: import('ioredis').Redis
+
   /** Round trip to the backing store, in ms (0 for memory). */
   ping (): Promise<number>
   /** Reachable and (for Redis) the revocation mirror synchronised. */
