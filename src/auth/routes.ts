@@ -72,6 +72,11 @@ const logoutSchema = {
   }
 } as const
 
+/** Named before the limiter runs, so a refused login is still counted under auth_login. */
+async function nameLogin (request: FastifyRequest): Promise<void> {
+  request.routeName = 'auth_login'
+}
+
 /** Same-code logins within this window share one code2Session exchange (a client retrying a slow login). */
 const SAME_CODE_WINDOW_MS = 30_000
 const SAME_CODE_MAX = 10_000
@@ -122,9 +127,8 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
   app.post<{ Body: { code: string, appId?: string } }>('/auth/login', {
     schema: loginSchema,
     // Before the body is read: a flood of logins costs one counter each.
-    ...(opts.loginLimiter !== undefined ? { onRequest: opts.loginLimiter } : {})
+    onRequest: opts.loginLimiter !== undefined ? [nameLogin, opts.loginLimiter] : [nameLogin]
   }, async (request) => {
-    request.routeName = 'auth_login'
     const snap = snapshot()
     const { code, appId } = request.body
     let wxApp: WeChatApp | undefined

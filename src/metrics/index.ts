@@ -12,6 +12,11 @@ export type Metrics = ReturnType<typeof createMetrics>
 
 export function createMetrics (registry: Registry = new Registry()) {
   collectDefaultMetrics({ register: registry })
+  // Gauges named like counters: `promtool check metrics` rejects them, and the
+  // per-type families (nodejs_active_resources{type}, …) carry the same numbers.
+  for (const name of ['nodejs_active_resources_total', 'nodejs_active_handles_total', 'nodejs_active_requests_total']) {
+    registry.removeSingleMetric(name)
+  }
   const registers = [registry]
   return {
     registry,

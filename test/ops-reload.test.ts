@@ -1,0 +1,120 @@
+/**
+ * Hot reload through the real `wegate serve` process: weights changed by an
+ * in-place write, by an atomic rename and by SIGHUP while traffic flows, with
+ * zero failed requests; broken files refused while the old config keeps serving.
+ */
+import { spawn } from 'node:child_process'
+import { mkdtemp, rename, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import t from 'tap'
+import { request } from 'undici'
+import { stringify } from 'yaml'
+import { baseConfig, merge } from './helpers/gateway.js'
+import { startUpstream } from './helpers/upstream.js'
+
+t.test('weights follow the file under continuous traffic; bad files are refused', async (t) => {
+  const a = await startUpstream(t, 'a')
+  const b = await startUpstream(t, 'b')
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-reload-'))
+  const file = join(dir, 'gateway.yaml')
+  const configWith = (wa: number, wb: number) => stringify(merge(baseConfig(), {
+    routes: [{
+      name: 'pub',
+      prefix: '/pub',
+      auth: 'public',
+      upstreams: [{ name: 'a', url: a.url, weight: wa }, { name: 'b', url: b.url, weight: wb }],
+      canary: { sticky: 'none' }
+    }]
+  }))
+  await writeFile(file, configWith(1, 0))
+
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '-c', file], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const lines: Array<Record<string, unknown>> = []
+  const waiters: Array<() => void> = []
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    try { lines.push(JSON.parse(line) as Record<string, unknown>) } catch { return }
+    for (const w of waiters.splice(0)) w()
+  })
+  const waitLog = async (pred: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
+    for (;;) {
+      const hit = lines.find(pred)
+      if (hit !== undefined) return hit
+      await new Promise<void>((resolve) => waiters.push(resolve))
+    }
+  }
+  const listening = await waitLog((l) => l.msg === 'wegate listening')
+  const url = String(listening.publicUrl)
+  const adminUrl = String(listening.adminUrl)
+
+  // Continuous traffic: 4 workers, every answer recorded.
+  const traffic = { running: true }
+  let failures = 0
+  let total = 0
+  const recent: string[] = []
+  const worker = async () => {
+    while (traffic.running) {
+      try {
+        const res = await request(`${url}/pub/x`)
+        const body = await res.body.json() as { upstream?: string }
+        total++
+        if (res.statusCode !== 200) failures++
+        else recent.push(body.upstream ?? '?')
+        if (recent.length > 20) recent.shift()
+      } catch {
+        failures++
+      }
+    }
+  }
+  const workers = [worker(), worker(), worker(), worker()]
+  const settledOn = async (name: string) => {
+    // Every one of the last 20 answers came from `name`.
+    for (;;) {
+      if (recent.length === 20 && recent.every((u) => u === name)) return
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+
+  await settledOn('a')
+  t.pass('serving a')
+
+  await writeFile(file, configWith(0, 1)) // in place
+  await settledOn('b')
+  t.pass('in-place write applied')
+
+  await writeFile(join(dir, 'tmp.yaml'), configWith(1, 0))
+  await rename(join(dir, 'tmp.yaml'), file) // atomic rename, as editors and sed -i do
+  await settledOn('a')
+  t.pass('atomic rename applied')
+
+  await writeFile(join(dir, 'tmp.yaml'), configWith(0, 1))
+  await rename(join(dir, 'tmp.yaml'), file)
+  child.kill('SIGHUP')
+  await waitLog((l) => l.msg === 'reloading config' && l.signal === 'SIGHUP')
+  await settledOn('b')
+  t.pass('SIGHUP reload applied')
+
+  await writeFile(file, 'routes:\n  - name: pub\n    prefix: /pub\n    upstreams: [ { name: a, url: ') // half-written
+  await waitLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload refused'))
+  await writeFile(file, configWith(-1, 1))
+  const refused = await waitLog((l) => Array.isArray(l.problems) && (l.problems as string[]).some((p) => p.startsWith('routes[0].upstreams[0].weight: must be >= 0')))
+  t.match(refused.msg, /still serving [0-9a-f]{16}/, 'the log says the old config keeps serving')
+  recent.length = 0
+  await settledOn('b')
+  t.pass('traffic continues on the last good config')
+
+  const metrics = await (await request(`${adminUrl}/metrics`)).body.text()
+  t.match(metrics, /^wegate_config_reloads_total\{result="success"\} 3$/m)
+  t.match(metrics, /^wegate_config_reloads_total\{result="failure"\} 2$/m)
+  t.match(metrics, /^wegate_upstream_weight\{route="pub",upstream="b"\} 1$/m)
+
+  traffic.running = false
+  await Promise.all(workers)
+  t.equal(failures, 0, `zero failed requests out of ${total}`)
+  t.ok(total > 100, 'traffic really flowed')
+  child.kill('SIGTERM')
+  const [code] = await new Promise<[number | null]>((resolve) => child.once('exit', (c) => resolve([c])))
+  t.equal(code, 0, 'SIGTERM: drained and exited 0')
+})
