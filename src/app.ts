@@ -140,6 +140,8 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     forceCloseConnections: 'idle',
     clientErrorHandler: handleClientError,
+    // Router-level failures (a malformed URL, e.g. `/%zz`) get the envelope too.
+    frameworkErrors: (err, request, reply) => { handleError(err, request, reply) },
     // request.ip is the real client per trustProxy (restart to change: it shapes the server)
     trustProxy,
     // Node enforces these before Fastify sees the request; clientErrorHandler answers them.
