@@ -3,15 +3,14 @@
  * in-place write, by an atomic rename and by SIGHUP while traffic flows, with
  * zero failed requests; broken files refused while the old config keeps serving.
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, rename, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import t from 'tap'
 import { request } from 'undici'
 import { stringify } from 'yaml'
 import { baseConfig, merge } from './helpers/gateway.js'
+import { startGatewayProcess } from './helpers/process.js'
 import { startUpstream } from './helpers/upstream.js'
 
 t.test('weights follow the file under continuous traffic; bad files are refused', async (t) => {
@@ -30,24 +29,8 @@ t.test('weights follow the file under continuous traffic; bad files are refused'
   }))
   await writeFile(file, configWith(1, 0))
 
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '-c', file], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { child.kill('SIGKILL') })
-  const lines: Array<Record<string, unknown>> = []
-  const waiters: Array<() => void> = []
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    try { lines.push(JSON.parse(line) as Record<string, unknown>) } catch { return }
-    for (const w of waiters.splice(0)) w()
-  })
-  const waitLog = async (pred: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
-    for (;;) {
-      const hit = lines.find(pred)
-      if (hit !== undefined) return hit
-      await new Promise<void>((resolve) => waiters.push(resolve))
-    }
-  }
-  const listening = await waitLog((l) => l.msg === 'wegate listening')
-  const url = String(listening.publicUrl)
-  const adminUrl = String(listening.adminUrl)
+  const gw = await startGatewayProcess(t, file)
+  const { url, adminUrl, waitLog, child } = gw
 
   // Continuous traffic: 4 workers, every answer recorded.
   const traffic = { running: true }
@@ -114,7 +97,5 @@ t.test('weights follow the file under continuous traffic; bad files are refused'
   await Promise.all(workers)
   t.equal(failures, 0, `zero failed requests out of ${total}`)
   t.ok(total > 100, 'traffic really flowed')
-  child.kill('SIGTERM')
-  const [code] = await new Promise<[number | null]>((resolve) => child.once('exit', (c) => resolve([c])))
-  t.equal(code, 0, 'SIGTERM: drained and exited 0')
+  t.equal(await gw.stop(), 0, 'SIGTERM: drained and exited 0')
 })
