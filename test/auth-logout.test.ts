@@ -115,3 +115,26 @@ t.test('a tampered access token is rejected with bad signature, and counted', as
   t.equal(a.json?.code, 20003)
   t.equal(await metric(adminUrl, 'wegate_token_rejections_total', { reason: 'bad_signature' }) - before, 1)
 })
+
+t.test('regression: logout with a forged refreshToken (another user\'s family id, made-up secret) does not end that user\'s session', async (t) => {
+  const victim = await login(url, 'u-victim-1')
+  const attacker = await login(url, 'u-attacker-1')
+  // The family id is no secret: it is the `fid` claim of every access token of the login.
+  const fid = (JSON.parse(Buffer.from(victim.accessToken.split('.')[1] as string, 'base64url').toString('utf8')) as { fid: string }).fid
+  t.equal(victim.refreshToken.split('.')[0], fid, 'the refresh token starts with the family id')
+  const forged = `${fid}.${'A'.repeat(43)}`
+  const out = await logout(attacker.accessToken, { refreshToken: forged })
+  t.equal(out.status, 200, 'the attacker\'s own logout succeeds')
+  t.equal((await api(victim.accessToken)).status, 200, 'the victim\'s access token still works')
+  t.equal((await refresh(victim.refreshToken)).status, 200, 'the victim\'s refresh token still works')
+})
+
+t.test('logout with a refresh token of another login of the caller ends that login too (proof of possession)', async (t) => {
+  const d = await login(url, 'u-pop-1')
+  const other = await login(url, 'u-pop-2')
+  const spent = (await refresh(other.refreshToken)).json?.data // rotate once: the body carries the live child
+  const out = await logout(d.accessToken, { refreshToken: spent.refreshToken })
+  t.equal(out.status, 200)
+  t.equal((await refresh(spent.refreshToken)).json?.code, 20010)
+  t.equal((await api(spent.accessToken)).json?.code, 20006)
+})

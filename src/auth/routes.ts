@@ -227,8 +227,25 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     if (body.refreshToken !== undefined) {
       const other = snap.tokens.refreshFamily(body.refreshToken)
       if (other !== null && other !== claims.fid) {
-        await store.revokeFamily(other, familyDeny)
-        metrics.revocations.inc({ kind: 'family' })
+        // The family id is no proof (it is in every access token): only a token the
+        // caller really holds may end its family. Spending it is the check — it dies
+        // with the family anyway; a made-up secret is 'invalid' and changes nothing.
+        const held = await store.rotateRefresh({
+          fid: other,
+          hash: snap.tokens.hashRefresh(body.refreshToken),
+          nextHash: snap.tokens.newRefreshToken(other).hash,
+          grace: '',
+          nowMs: t,
+          refreshTtlMs: cfg.refreshTtl,
+          graceMs: 0,
+          denyMs: cfg.accessTtl + cfg.clockSkew
+        })
+        if (held.status === 'rotated' || held.status === 'grace' || held.status === 'expired') {
+          await store.revokeFamily(other, familyDeny)
+          metrics.revocations.inc({ kind: 'family' })
+        } else if (held.status === 'reused') {
+          metrics.revocations.inc({ kind: 'family' }) // the store revoked it (reuse detection)
+        }
       }
     }
     if (body.all === true) {
