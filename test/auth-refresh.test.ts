@@ -137,3 +137,20 @@ t.test('an expired access token is 20004; refresh gives a working one', async (t
   t.equal(r.status, 200)
   t.equal((await get(short.url + '/api/me', bearer(r.json?.data.accessToken))).status, 200)
 })
+
+t.test('a refresh token past its lifetime is 20012 (expired): log in again', async (t) => {
+  const echo = await startEcho(t)
+  const short = await startAuthGateway(t, {
+    wechatUrl: wx.url,
+    echoUrl: echo,
+    redisUrl: redis.url,
+    patch: { tokens: { keys: [{ kid: 'k1', secret: 'refresh-test-secret-0123456789abcdef' }], refreshTtl: '1s' } }
+  })
+  const d = await login(short.url, 'rexp-1')
+  t.ok(d.refreshExpiresIn <= 1, 'refreshExpiresIn follows refreshTtl')
+  await sleep(1100) // refresh expiry has millisecond precision
+  const r = await post(short.url + '/auth/refresh', { refreshToken: d.refreshToken })
+  t.equal(r.status, 401)
+  t.equal(r.json?.code, 20012)
+  t.equal(await metric(short.adminUrl, 'wegate_refreshes_total', { result: 'expired' }), 1)
+})
