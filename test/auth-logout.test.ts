@@ -97,7 +97,11 @@ t.test('logout needs a valid access token; bad bodies are 400', async (t) => {
   const plain = await post(url + '/auth/logout', 'bye', { ...bearer(d.accessToken), 'content-type': 'text/plain' }, true)
   t.equal(plain.status, 415)
 
-  // No body at all (what wx.request sends for a bare POST) is a plain logout.
+  const empty = await post(url + '/auth/logout', '', { ...bearer(d.accessToken), 'content-type': 'application/json' }, true)
+  t.equal(empty.status, 400, 'an empty body that claims to be JSON is refused (docs/auth.md: send {})')
+  t.equal(empty.json?.code, 40000)
+
+  // No body and no Content-Type at all is a plain logout.
   const res = await fetch(url + '/auth/logout', { method: 'POST', headers: bearer(d.accessToken) })
   t.equal(res.status, 200)
   t.equal((await api(d.accessToken)).json?.code, 20006)

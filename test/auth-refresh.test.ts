@@ -133,6 +133,8 @@ t.test('an expired access token is 20004; refresh gives a working one', async (t
   t.equal(a.status, 401)
   t.equal(a.json?.code, 20004, 'TOKEN_EXPIRED: the client should refresh')
   t.equal(await metric(short.adminUrl, 'wegate_token_rejections_total', { reason: 'expired' }), 1)
+  const out = await post(short.url + '/auth/logout', {}, bearer(d.accessToken))
+  t.equal(out.json?.code, 20004, 'an expired access token cannot log out (docs/auth.md)')
   const r = await post(short.url + '/auth/refresh', { refreshToken: d.refreshToken })
   t.equal(r.status, 200)
   t.equal((await get(short.url + '/api/me', bearer(r.json?.data.accessToken))).status, 200)
