@@ -54,6 +54,12 @@ t.test('the access token opens a required-auth route; upstream learns who the ca
   t.equal(seen.headers['x-appid'], APP_A.appId)
   t.ok(seen.headers['x-request-id'], 'X-Request-Id set')
   t.notOk(seen.headers.authorization, 'the bearer token is not forwarded by default')
+
+  const plain = await login(url, 'no-union-1')
+  const res2 = await fetch(url + '/api/whoami', { headers: { ...bearer(plain.accessToken), 'x-unionid': 'oEvil', 'X-UNIONID': 'oEvil2' } })
+  const seen2 = await res2.json() as { headers: Record<string, string> }
+  t.equal(seen2.headers['x-openid'], plain.openid)
+  t.notOk('x-unionid' in seen2.headers, 'no X-UnionID for a user without one, and the client\'s copies are gone')
 })
 
 t.test('session_key never appears in a response, a token or a log line; it is kept in the store', async (t) => {

@@ -39,6 +39,10 @@ t.test('rotation: a refresh returns a new pair of the same shape; the new access
 
   const r2 = await refresh(d.refreshToken)
   t.equal(r2.status, 200, 'the child rotates in turn')
+
+  const plain = await login(url, 'rot-plain-1')
+  const p = await refresh(plain.refreshToken)
+  t.same(Object.keys(p.json?.data).sort(), ['accessToken', 'expiresIn', 'openid', 'refreshExpiresIn', 'refreshToken', 'tokenType'], 'no unionid key when the user has none')
 })
 
 t.test('reuse after the grace window revokes the family, including the latest child and its access tokens', async (t) => {
