@@ -5,7 +5,7 @@
  */
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { bearer, get, login, post, redisFor, startAuthGateway, startEcho, startWeChat, type Answer } from './helpers/auth.js'
+import { APP_A, bearer, get, login, metric, post, redisFor, startAuthGateway, startEcho, startWeChat, type Answer } from './helpers/auth.js'
 
 const redis = await redisFor(t)
 const wx = await startWeChat(t)
@@ -25,9 +25,12 @@ t.test('Redis killed: login, refresh and logout answer 503 / 50010; they do not 
   t.equal((await get(url + '/api/me', bearer(d.accessToken))).status, 200)
   await redis.stop()
 
+  const failures = await metric(adminUrl, 'wegate_logins_total', { app: APP_A.appId, result: 'failure', errcode: 'none' })
   const l = await timed(t, 'login', () => post(url + '/auth/login', { code: 'u-down-2' }))
   t.equal(l.status, 503)
   t.equal(l.json?.code, 50010)
+  t.equal(await metric(adminUrl, 'wegate_logins_total', { app: APP_A.appId, result: 'failure', errcode: 'none' }) - failures, 1,
+    'regression: a login lost to the store is counted as a failed login')
   const r = await timed(t, 'refresh', () => post(url + '/auth/refresh', { refreshToken: d.refreshToken }))
   t.equal(r.status, 503)
   t.equal(r.json?.code, 50010)

@@ -148,16 +148,22 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     const t = now()
     const refresh = snap.tokens.newRefreshToken()
     const expiresAt = t + Math.min(cfg.refreshTtl, cfg.sessionTtl)
-    await store.setSessionKey(wxApp.appId, session.openid, session.sessionKey, cfg.sessionKeyTtl)
-    await store.createFamily(refresh.hash, {
-      fid: refresh.fid,
-      openid: session.openid,
-      ...(session.unionid !== undefined ? { unionid: session.unionid } : {}),
-      appid: wxApp.appId,
-      expiresAt,
-      familyExpiresAt: t + cfg.sessionTtl,
-      createdAt: t
-    })
+    try {
+      await store.setSessionKey(wxApp.appId, session.openid, session.sessionKey, cfg.sessionKeyTtl)
+      await store.createFamily(refresh.hash, {
+        fid: refresh.fid,
+        openid: session.openid,
+        ...(session.unionid !== undefined ? { unionid: session.unionid } : {}),
+        appid: wxApp.appId,
+        expiresAt,
+        familyExpiresAt: t + cfg.sessionTtl,
+        createdAt: t
+      })
+    } catch (err) {
+      // A login lost to the store (50010) is a failed login too: count it.
+      metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: 'none' })
+      throw err
+    }
     metrics.logins.inc({ app: wxApp.appId, result: 'success', errcode: '0' })
     request.log.info({ appid: wxApp.appId, openid: session.openid, fid: refresh.fid }, 'login')
     return ok(await issue(snap, { openid: session.openid, unionid: session.unionid, appid: wxApp.appId }, { token: refresh.token, expiresAt }, refresh.fid))
