@@ -75,3 +75,13 @@ t.test('a retry on B within the grace window gets A\'s child; a reuse on B after
   t.equal(last.json?.code, 20006, 'A denies every access token of the family')
   t.equal((await post(a.url + '/auth/refresh', { refreshToken: child.refreshToken })).json?.code, 20010, 'the latest child is dead on A')
 })
+
+t.test('concurrent refreshes of one token spread over both instances: one rotation, one child for all', async (t) => {
+  const d = await login(a.url, 'u-m5-1')
+  const all = await Promise.all(Array.from({ length: 10 }, (_, i) =>
+    post((i % 2 === 0 ? a : b).url + '/auth/refresh', { refreshToken: d.refreshToken })))
+  t.same(all.map((x) => x.status), Array(10).fill(200))
+  t.equal(new Set(all.map((x) => x.json?.data.refreshToken)).size, 1, 'every caller holds the same child')
+  const child = all[0]?.json?.data.refreshToken as string
+  t.equal((await post(b.url + '/auth/refresh', { refreshToken: child })).status, 200, 'and it rotates')
+})
