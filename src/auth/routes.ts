@@ -159,16 +159,22 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     const t = now()
     const refresh = snap.tokens.newRefreshToken()
     const expiresAt = t + Math.min(cfg.refreshTtl, cfg.sessionTtl)
-    await store.setSessionKey(wxApp.appId, session.openid, session.sessionKey, cfg.sessionKeyTtl)
-    await store.createFamily(refresh.hash, {
-      fid: refresh.fid,
-      openid: session.openid,
-      ...(session.unionid !== undefined ? { unionid: session.unionid } : {}),
-      appid: wxApp.appId,
-      expiresAt,
-      familyExpiresAt: t + cfg.sessionTtl,
-      createdAt: t
-    })
+    try {
+      await store.setSessionKey(wxApp.appId, session.openid, session.sessionKey, cfg.sessionKeyTtl)
+      await store.createFamily(refresh.hash, {
+        fid: refresh.fid,
+        openid: session.openid,
+        ...(session.unionid !== undefined ? { unionid: session.unionid } : {}),
+        appid: wxApp.appId,
+        expiresAt,
+        familyExpiresAt: t + cfg.sessionTtl,
+        createdAt: t
+      })
+    } catch (err) {
+      // A login lost to the store (50010) is a failed login too: count it.
+      metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: 'none' })
+      throw err
+    }
     metrics.logins.inc({ app: wxApp.appId, result: 'success', errcode: '0' })
     request.log.info({ appid: wxApp.appId, openid: session.openid, fid: refresh.fid }, 'login')
     return ok(await issue(snap, { openid: session.openid, unionid: session.unionid, appid: wxApp.appId }, { token: refresh.token, expiresAt }, refresh.fid))
@@ -240,8 +246,25 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     if (body.refreshToken !== undefined) {
       const other = snap.tokens.refreshFamily(body.refreshToken)
       if (other !== null && other !== claims.fid) {
-        await store.revokeFamily(other, familyDeny)
-        metrics.revocations.inc({ kind: 'family' })
+        // The family id is no proof (it is in every access token): only a token the
+        // caller really holds may end its family. Spending it is the check — it dies
+        // with the family anyway; a made-up secret is 'invalid' and changes nothing.
+        const held = await store.rotateRefresh({
+          fid: other,
+          hash: snap.tokens.hashRefresh(body.refreshToken),
+          nextHash: snap.tokens.newRefreshToken(other).hash,
+          grace: '',
+          nowMs: t,
+          refreshTtlMs: cfg.refreshTtl,
+          graceMs: 0,
+          denyMs: cfg.accessTtl + cfg.clockSkew
+        })
+        if (held.status === 'rotated' || held.status === 'grace' || held.status === 'expired') {
+          await store.revokeFamily(other, familyDeny)
+          metrics.revocations.inc({ kind: 'family' })
+        } else if (held.status === 'reused') {
+          metrics.revocations.inc({ kind: 'family' }) // the store revoked it (reuse detection)
+        }
       }
     }
     if (body.all === true) {
