@@ -77,8 +77,10 @@ async function nameLogin (request: FastifyRequest): Promise<void> {
   request.routeName = 'auth_login'
 }
 
-/** Same-code logins within this window share one code2Session exchange (a client retrying a slow login). */
-const SAME_CODE_WINDOW_MS = 30_000
+// Same-code logins within this window share one code2Session exchange (a client retrying a slow login).
+// 10 s: long enough for a client retrying a lost answer, short enough that a code seen
+// in transit is not a reusable credential for long.
+const SAME_CODE_WINDOW_MS = 10_000
 const SAME_CODE_MAX = 10_000
 
 export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Promise<void> {
