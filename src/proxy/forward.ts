@@ -9,6 +9,7 @@
  * JSON cache key per request and copies headers twice; here the per-request work
  * is one header pass and one pool lookup (docs/performance.md has the figures).
  */
+import type { IncomingHttpHeaders } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { errors as undiciErrors, type Dispatcher } from 'undici'
@@ -80,14 +81,7 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     const chunked = raw.headers['transfer-encoding'] !== undefined
     const body = chunked ? raw.pipe(new BodyLimit(limit)) : (length !== undefined && length !== '0' ? raw : null)
 
-    const picker = route.picker
-    const headerName = picker.headerName
-    const forced = headerName === undefined ? undefined : raw.headers[headerName]
-    const upstream = route.upstreams[picker.pick({
-      openid: caller?.openid,
-      ip: request.ip,
-      headerValue: typeof forced === 'string' ? forced : undefined
-    })]
+    const upstream = pickUpstream(route, caller, request.ip, raw.headers)
     request.upstreamName = upstream.name
 
     const remote = raw.socket.remoteAddress ?? ''
@@ -131,6 +125,18 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
 
   app.route({ method: ALL_METHODS, url: '/', handler })
   app.route({ method: ALL_METHODS, url: '/*', handler })
+}
+
+/** The upstream for this caller: tester header override, tester openids, sticky weighted split (same for HTTP and WebSocket). */
+export function pickUpstream (route: CompiledRoute, caller: Caller | undefined, ip: string, headers: IncomingHttpHeaders): CompiledUpstream {
+  const picker = route.picker
+  const headerName = picker.headerName
+  const forced = headerName === undefined ? undefined : headers[headerName]
+  return route.upstreams[picker.pick({
+    openid: caller?.openid,
+    ip,
+    headerValue: typeof forced === 'string' ? forced : undefined
+  })]
 }
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
