@@ -105,7 +105,7 @@ t.test('X-Forwarded-* from an untrusted client are replaced (trustProxy: false)'
 
 t.test('X-Forwarded-* from a trusted proxy are extended (trustProxy: [127.0.0.1/32])', async (t) => {
   const { url: gw } = await startGateway(t, { trustProxy: ['127.0.0.1/32'], routes })
-  const res = await rawRequest(gw, `GET /pub/x HTTP/1.1\r\nHost: gw.internal\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example.com\r\n\r\n`)
+  const res = await rawRequest(gw, 'GET /pub/x HTTP/1.1\r\nHost: gw.internal\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example.com\r\n\r\n')
   const echo = JSON.parse(res.body) as Echo
   t.equal(echo.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1')
   t.equal(echo.headers['x-forwarded-proto'], 'https')

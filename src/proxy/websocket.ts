@@ -27,7 +27,7 @@ export interface WebSocketProxyOptions {
   trusted: (address: string) => boolean
   /** Access and rejection lines go here; default: not logged. */
   logger?: Logger | undefined
-  /** The request id for a handshake (the gateway's genReqId); default: a random UUID. */
+  /** The request id for a handshake (pass the gateway's genReqId); default: a sane client X-Request-Id, else a random UUID. */
   requestId?: ((req: IncomingMessage) => string) | undefined
   /** True while the gateway is closing: new handshakes get 503. */
   closing?: (() => boolean) | undefined
@@ -45,7 +45,7 @@ export interface WebSocketProxy {
 /** Handle WebSocket upgrades on `server` (the gateway's public listener). */
 export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOptions): WebSocketProxy {
   const { snapshot, metrics, trusted, logger, onOutcome } = opts
-  const requestId = opts.requestId ?? (() => randomUUID())
+  const requestId = opts.requestId ?? defaultRequestId
   const closing = opts.closing ?? (() => false)
   const tunnels = new Set<Duplex>()
   // proxy-addr walks X-Forwarded-For from the right while hops are trusted: the same client IP Fastify computes.
@@ -165,6 +165,8 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
       }
       socket.write(text + 'Connection: close\r\n\r\n')
       res.on('error', () => { socket.destroy() })
+      // The server socket is half-open capable: do not wait for the client's FIN.
+      socket.once('finish', () => socket.destroy())
       res.pipe(socket)
       log(status)
     })
@@ -212,12 +214,21 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
   }
 }
 
+// Same rule as app.ts: an id safe to log and echo (1-128 of [A-Za-z0-9._:@-]) is kept so traces join up.
+const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
+function defaultRequestId (req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+}
+
 /** An envelope answer on a socket that never became an HTTP response, then close. */
 function writeEnvelope (socket: Duplex, ge: GatewayError, requestId: string): void {
   if (!socket.writable) {
     socket.destroy()
     return
   }
+  // The server socket is half-open capable: do not wait for the client's FIN.
+  socket.once('finish', () => socket.destroy())
   const body = JSON.stringify(envelopeOf(ge))
   let extra = ''
   if (ge.headers !== undefined) for (const [k, v] of Object.entries(ge.headers)) extra += `${k}: ${v}\r\n`
