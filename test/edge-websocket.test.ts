@@ -259,3 +259,24 @@ t.test('shutdown with an open tunnel completes and closes the client', async (t)
 async function waitFor (cond: () => boolean): Promise<void> {
   for (let i = 0; i < 100 && !cond(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
 }
+
+t.test('regression: an idle tunnel outlives the route timeout and the client request timeouts', async (t) => {
+  const own = await startGateway(t, {
+    limits: { headersTimeout: '300ms', requestTimeout: '500ms', keepAliveTimeout: '300ms' },
+    routes: [{ name: 'live', prefix: '/', auth: 'public', timeout: '300ms', upstreams: [{ name: 's', url: stable.url, weight: 1 }] }]
+  }, {
+    before: (gw) => {
+      if (gw.public.server.listenerCount('upgrade') > 0) return
+      const proxy = attachWebSocketProxy(gw.public.server, { snapshot: () => gw.snapshot(), metrics: gw.metrics, trusted: () => false })
+      gw.public.addHook('preClose', async () => { proxy.close() })
+    }
+  })
+  const ws = new WebSocket(own.url.replace('http://', 'ws://') + '/idle')
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  let closed = false
+  ws.once('close', () => { closed = true })
+  await new Promise((resolve) => setTimeout(resolve, 1200))
+  t.notOk(closed, 'still open after 1.2 s idle')
+  t.equal(await roundTrip(ws, 'later'), 'stable:later')
+  await closeWs(ws)
+})

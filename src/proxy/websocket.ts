@@ -129,6 +129,7 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
     let timedOut = false
     // Until the upstream answers the handshake; once upgraded, tunnels may idle as long as both ends like.
     upstreamReq.setTimeout(route.config.timeout, () => {
+      if (done) return
       timedOut = true
       upstreamReq.destroy()
     })
@@ -178,6 +179,9 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
       metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
       onOutcome?.(route, upstream, 'ok')
       upstreamSocket.on('error', () => { upstreamSocket.destroy() })
+      // The handshake timeout must not become an idle timeout of the tunnel.
+      upstreamSocket.setTimeout(0)
+      upstreamSocket.setNoDelay(true)
       let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
       const raw = res.rawHeaders
       for (let i = 0; i < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`
