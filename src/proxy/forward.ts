@@ -9,7 +9,7 @@
  * JSON cache key per request and copies headers twice; here the per-request work
  * is one header pass and one pool lookup (docs/performance.md has the figures).
  */
-import type { IncomingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { errors as undiciErrors, type Dispatcher } from 'undici'
@@ -79,7 +79,7 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     const length = raw.headers['content-length']
     if (length !== undefined && Number(length) > limit) throw new GatewayError('BODY_TOO_LARGE')
     const chunked = raw.headers['transfer-encoding'] !== undefined
-    const body = chunked ? raw.pipe(new BodyLimit(limit)) : (length !== undefined && length !== '0' ? raw : null)
+    const body = chunked ? limitedBody(raw, limit) : (length !== undefined && length !== '0' ? raw : null)
 
     const upstream = pickUpstream(route, caller, request.ip, raw.headers)
     request.upstreamName = upstream.name
@@ -155,6 +155,21 @@ export function errorKind (err: unknown): UpstreamErrorKind {
 }
 
 class BodyTooLarge extends Error {}
+
+/**
+ * The chunked body through a BodyLimit. `pipe` alone would leave the limiter
+ * open when the client goes away mid-upload, and the upstream request (and its
+ * pooled connection) waiting for the rest forever; so a client abort ends it
+ * with an error. Not `pipeline`: a limiter error must not destroy the client
+ * socket before the 413 is written.
+ */
+function limitedBody (raw: IncomingMessage, limit: number): BodyLimit {
+  const limiter = new BodyLimit(limit)
+  raw.once('close', () => {
+    if (!raw.complete) limiter.destroy(Object.assign(new Error('client aborted the request body'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+  })
+  return raw.pipe(limiter)
+}
 
 /** Counts a chunked body on its way through; past the limit the upstream request is aborted (413). */
 class BodyLimit extends Transform {
