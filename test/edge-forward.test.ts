@@ -4,12 +4,13 @@
  * through untouched; refused/reset → 502 envelope; no answer in time → 504.
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import t from 'tap'
 import { request } from 'undici'
 import { ErrorCatalog } from '../src/errors.js'
 import { startGateway } from './helpers/gateway.js'
-import { closedPort, startEcho, startServer, type Echo } from './helpers/upstream.js'
+import { closedPort, envelope, rawRequest, startEcho, startServer, type Echo } from './helpers/upstream.js'
 
 const echo = await startEcho(t, 'echo')
 const MB = 1024 * 1024
@@ -46,6 +47,11 @@ const midReset = await startServer(t, (req, res) => {
   setTimeout(() => req.socket.destroy(), 20)
 })
 const refusedPort = await closedPort()
+// Answers every request with bytes that are not HTTP.
+const garbage = createNetServer((s) => { s.on('error', () => {}); s.on('data', () => { s.end('garbage\r\n\r\n') }) })
+await new Promise<void>((resolve) => garbage.listen(0, '127.0.0.1', resolve))
+t.teardown(() => { garbage.close() })
+const garbagePort = (garbage.address() as AddressInfo).port
 
 const up = (name: string, url: string, extra: Record<string, unknown> = {}) =>
   ({ name, prefix: `/${name}`, auth: 'public', upstreams: [{ name, url, weight: 1 }], ...extra })
@@ -57,7 +63,8 @@ const { url, logs } = await startGateway(t, {
     up('slow', slow.url, { timeout: '300ms' }),
     up('reset', reset.url),
     up('midreset', midReset.url),
-    up('refused', `http://127.0.0.1:${refusedPort}`)
+    up('refused', `http://127.0.0.1:${refusedPort}`),
+    up('garbage', `http://127.0.0.1:${garbagePort}`)
   ]
 })
 
@@ -134,6 +141,21 @@ t.test('connection reset before an answer → 502 envelope', async (t) => {
   const r = await gatewayError('/reset/x')
   t.equal(r.status, 502)
   t.equal((r.body as { code: number }).code, ErrorCatalog.UPSTREAM_UNAVAILABLE.code)
+})
+
+t.test('an upstream answering with something that is not HTTP → 502 envelope', async (t) => {
+  const r = await gatewayError('/garbage/x')
+  t.equal(r.status, 502)
+  t.equal((r.body as { code: number }).code, ErrorCatalog.UPSTREAM_UNAVAILABLE.code)
+  t.notMatch(r.text, /parse|HPE_|Expected/i)
+})
+
+t.test('a request with both Content-Length and Transfer-Encoding is refused (no smuggling), not forwarded', async (t) => {
+  const before = echo.seen.length
+  const res = await rawRequest(url, 'POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n')
+  t.equal(res.status, 400)
+  t.equal(envelope(res.body).code, ErrorCatalog.BAD_REQUEST.code)
+  t.equal(echo.seen.length, before)
 })
 
 t.test('no answer within the route timeout → 504 envelope', async (t) => {
