@@ -53,3 +53,22 @@ t.test('the gateway keeps serving afterwards', async (t) => {
 async function waitFor (cond: () => boolean): Promise<void> {
   for (let i = 0; i < 100 && !cond(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
 }
+
+t.test('a client that stops reading a streamed download releases the upstream response', async (t) => {
+  let upstreamClosed = false
+  const endless = await startServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' })
+    const timer = setInterval(() => res.write(Buffer.alloc(16 * 1024)), 5)
+    res.on('close', () => { clearInterval(timer); upstreamClosed = true })
+  })
+  const gw = await startGateway(t, { routes: [{ name: 'dl', prefix: '/', auth: 'public', upstreams: [{ name: 'e', url: endless.url, weight: 1 }] }] })
+  const gwUrl = new URL(gw.url)
+  const socket = connect(Number(gwUrl.port), gwUrl.hostname)
+  socket.on('error', () => {})
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
+  await new Promise((resolve) => socket.once('data', resolve))
+  socket.destroy()
+  await waitFor(() => upstreamClosed)
+  t.ok(upstreamClosed, 'the upstream response was closed')
+})
