@@ -124,6 +124,18 @@ t.test('upstream 4xx/5xx pass through untouched: status, headers, body', async (
   }
 })
 
+t.test('bodiless answers (204, 304) pass through and leave the connection usable', async (t) => {
+  for (const status of [204, 304, 204, 304]) {
+    const res = await request(`${url}/status/${status}`)
+    t.equal(res.statusCode, status)
+    t.equal(await res.body.text(), '')
+    t.equal(res.headers['x-from'], 'service')
+  }
+  const after = await request(`${url}/status/200`)
+  t.equal(after.statusCode, 200)
+  await after.body.dump()
+})
+
 async function gatewayError (path: string) {
   const res = await request(`${url}${path}`)
   const text = await res.body.text()
