@@ -15,6 +15,7 @@ import { registerRateLimits } from './http/ratelimit.js'
 import { createCanaryControl } from './proxy/canary.js'
 import { authPlugin } from './auth/routes.js'
 import { proxyPlugin } from './proxy/forward.js'
+import { attachWebSocketProxy } from './proxy/websocket.js'
 import { buildSnapshot, type Snapshot } from './runtime.js'
 import { createStore, type Store } from './store/index.js'
 import { handleClientError, handleError, sendError } from './http/errors.js'
@@ -203,6 +204,19 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     onOutcome: canary.record,
     rateLimiter: limiters.route
   })
+
+  // wx.connectSocket: upgrades are authenticated and routed like requests.
+  const websockets = attachWebSocketProxy(app.server, {
+    snapshot: () => current,
+    metrics,
+    trusted: (address) => trustFn(address, 0),
+    logger,
+    requestId,
+    closing: () => closing,
+    onOutcome: canary.record
+  })
+  // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
+  app.addHook('preClose', async () => { websockets.close() })
 
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(handleError)

@@ -9,6 +9,7 @@
  * JSON cache key per request and copies headers twice; here the per-request work
  * is one header pass and one pool lookup (docs/performance.md has the figures).
  */
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { errors as undiciErrors, type Dispatcher } from 'undici'
@@ -86,16 +87,9 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     const length = raw.headers['content-length']
     if (length !== undefined && Number(length) > limit) throw new GatewayError('BODY_TOO_LARGE')
     const chunked = raw.headers['transfer-encoding'] !== undefined
-    const body = chunked ? raw.pipe(new BodyLimit(limit)) : (length !== undefined && length !== '0' ? raw : null)
+    const body = chunked ? limitedBody(raw, limit) : (length !== undefined && length !== '0' ? raw : null)
 
-    const picker = route.picker
-    const headerName = picker.headerName
-    const forced = headerName === undefined ? undefined : raw.headers[headerName]
-    const upstream = route.upstreams[picker.pick({
-      openid: caller?.openid,
-      ip: request.ip,
-      headerValue: typeof forced === 'string' ? forced : undefined
-    })]
+    const upstream = pickUpstream(route, caller, request.ip, raw.headers)
     request.upstreamName = upstream.name
 
     const remote = raw.socket.remoteAddress ?? ''
@@ -141,6 +135,18 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
   app.route({ method: ALL_METHODS, url: '/*', handler })
 }
 
+/** The upstream for this caller: tester header override, tester openids, sticky weighted split (same for HTTP and WebSocket). */
+export function pickUpstream (route: CompiledRoute, caller: Caller | undefined, ip: string, headers: IncomingHttpHeaders): CompiledUpstream {
+  const picker = route.picker
+  const headerName = picker.headerName
+  const forced = headerName === undefined ? undefined : headers[headerName]
+  return route.upstreams[picker.pick({
+    openid: caller?.openid,
+    ip,
+    headerValue: typeof forced === 'string' ? forced : undefined
+  })]
+}
+
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
 export type UpstreamErrorKind = 'timeout' | 'refused' | 'reset' | 'client_abort' | 'other'
@@ -157,6 +163,21 @@ export function errorKind (err: unknown): UpstreamErrorKind {
 }
 
 class BodyTooLarge extends Error {}
+
+/**
+ * The chunked body through a BodyLimit. `pipe` alone would leave the limiter
+ * open when the client goes away mid-upload, and the upstream request (and its
+ * pooled connection) waiting for the rest forever; so a client abort ends it
+ * with an error. Not `pipeline`: a limiter error must not destroy the client
+ * socket before the 413 is written.
+ */
+function limitedBody (raw: IncomingMessage, limit: number): BodyLimit {
+  const limiter = new BodyLimit(limit)
+  raw.once('close', () => {
+    if (!raw.complete) limiter.destroy(Object.assign(new Error('client aborted the request body'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+  })
+  return raw.pipe(limiter)
+}
 
 /** Counts a chunked body on its way through; past the limit the upstream request is aborted (413). */
 class BodyLimit extends Transform {

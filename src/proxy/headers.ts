@@ -14,9 +14,13 @@ const HOP_BY_HOP = new Set([
   'proxy-authorization', 'proxy-authenticate', 'http2-settings'
 ])
 
-/** Headers the gateway sets itself on the way upstream; client copies are dropped. */
+/**
+ * Headers the gateway sets (or settles) itself on the way upstream; client copies are dropped.
+ * `expect`: Node's server has already answered `100-continue` (and 417 to anything else),
+ * and undici refuses to send an Expect header at all (it would turn every such upload into a 502).
+ */
 const GATEWAY_SET = new Set([
-  'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip'
+  'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'expect'
 ])
 
 /** True for header names that are, or could be read as, an identity header. */

@@ -1,0 +1,133 @@
+/**
+ * End to end: the upstream trusts X-OpenID / X-UnionID / X-AppID, so no client
+ * spelling of them survives; X-Forwarded-* follow trustProxy; hop-by-hop and
+ * Connection-listed headers are dropped both ways, but a client cannot make the
+ * gateway drop the headers it sets itself; Authorization only where the route says.
+ */
+import t from 'tap'
+import { request } from 'undici'
+import { startGateway } from './helpers/gateway.js'
+import { rawRequest, startEcho, startServer, type Echo } from './helpers/upstream.js'
+
+const upstream = await startEcho(t, 'stable')
+const routes = [
+  { name: 'api', prefix: '/api', auth: 'required', upstreams: [{ name: 'stable', url: upstream.url, weight: 1 }] },
+  { name: 'pub', prefix: '/pub', auth: 'public', upstreams: [{ name: 'stable', url: upstream.url, weight: 1 }] },
+  { name: 'legacy', prefix: '/legacy', auth: 'required', forwardAuthorization: true, upstreams: [{ name: 'stable', url: upstream.url, weight: 1 }] }
+]
+const { gateway, url } = await startGateway(t, { routes })
+const signed = gateway.snapshot().tokens.signAccess({ openid: 'oAlice', appid: 'wx00000000000demo0', fid: 'fam-a' })
+const bearer = `Bearer ${signed.token}`
+const host = new URL(url).host
+
+/** Every spelling a client might use to smuggle an identity header. */
+const SPOOF = [
+  'X-OpenID: oMallory', 'x-openid: oMallory2', 'X-OPENID: oMallory3', 'X_OpenID: oMallory4', 'x_openid: oMallory5',
+  'X-UnionID: uMallory', 'X_UNIONID: uMallory2', 'X-AppID: wxMallory', 'x_appid: wxMallory2'
+]
+
+async function raw (path: string, extra: string[]): Promise<Echo> {
+  const res = await rawRequest(url, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n${extra.map((h) => h + '\r\n').join('')}\r\n`)
+  if (res.status !== 200) throw new Error(`${path}: expected 200, got ${res.status} ${res.body}`)
+  return JSON.parse(res.body) as Echo
+}
+
+function identityValues (echo: Echo): string[] {
+  const out: string[] = []
+  for (const [name, value] of Object.entries(echo.headers)) {
+    if (/^x[-_](openid|unionid|appid)$/i.test(name)) out.push(`${name}=${String(value)}`)
+  }
+  return out.sort()
+}
+
+t.test('protected route: every spoofed spelling is removed and the token identity set', async (t) => {
+  const echo = await raw('/api/me', [`Authorization: ${bearer}`, ...SPOOF])
+  t.same(identityValues(echo), ['x-appid=wx00000000000demo0', 'x-openid=oAlice'], 'only the verified identity')
+  t.notMatch(JSON.stringify(echo.headers), /Mallory/)
+  t.equal(echo.rawNames.filter((n) => n.toLowerCase() === 'x-openid').length, 1, 'exactly one X-OpenID')
+})
+
+t.test('public route: every spoofed spelling is removed and none is set', async (t) => {
+  const echo = await raw('/pub/x', SPOOF)
+  t.same(identityValues(echo), [])
+})
+
+t.test('a client cannot make the gateway drop its own headers by naming them in Connection', async (t) => {
+  const echo = await raw('/api/me', [
+    `Authorization: ${bearer}`,
+    'Connection: x-openid, x-appid, x-request-id, x-forwarded-for, host',
+    'X-Request-Id: trace-123'
+  ])
+  t.equal(echo.headers['x-openid'], 'oAlice')
+  t.equal(echo.headers['x-appid'], 'wx00000000000demo0')
+  t.equal(echo.headers['x-request-id'], 'trace-123')
+  t.equal(echo.headers['x-forwarded-for'], '127.0.0.1')
+  t.equal(echo.headers.host, new URL(upstream.url).host)
+})
+
+t.test('hop-by-hop and Connection-listed headers from the client do not reach the upstream', async (t) => {
+  const echo = await raw('/pub/x', [
+    'Connection: close, X-Drop-Me', 'X-Drop-Me: 1', 'Keep-Alive: timeout=5', 'TE: trailers',
+    'Proxy-Authorization: Basic Zm9vOmJhcg==', 'Proxy-Connection: keep-alive', 'Upgrade: h2c-not-really', 'X-Keep-Me: yes'
+  ])
+  for (const h of ['x-drop-me', 'keep-alive', 'te', 'proxy-authorization', 'proxy-connection', 'upgrade']) {
+    t.equal(echo.headers[h], undefined, `${h} dropped`)
+  }
+  t.equal(echo.headers['x-keep-me'], 'yes', 'end-to-end headers kept')
+})
+
+t.test('hop-by-hop and Connection-listed headers from the upstream do not reach the client', async (t) => {
+  const special = await startServer(t, (_req, res) => {
+    res.setHeader('Connection', 'X-Internal')
+    res.setHeader('X-Internal', 'secret')
+    res.setHeader('Keep-Alive', 'timeout=1')
+    res.setHeader('Proxy-Authenticate', 'Basic')
+    res.setHeader('X-Visible', 'yes')
+    res.end('ok')
+  })
+  const { url: gw } = await startGateway(t, { routes: [{ name: 'r', prefix: '/', auth: 'public', upstreams: [{ name: 's', url: special.url, weight: 1 }] }] })
+  const res = await request(`${gw}/x`)
+  t.equal(await res.body.text(), 'ok')
+  t.equal(res.headers['x-internal'], undefined)
+  t.equal(res.headers['proxy-authenticate'], undefined)
+  t.not(res.headers['keep-alive'], 'timeout=1')
+  t.equal(res.headers['x-visible'], 'yes')
+})
+
+t.test('X-Forwarded-* from an untrusted client are replaced (trustProxy: false)', async (t) => {
+  const echo = await raw('/pub/x', ['X-Forwarded-For: 6.6.6.6', 'X-Forwarded-Proto: https', 'X-Forwarded-Host: evil.example', 'Forwarded: for=6.6.6.6', 'X-Real-IP: 6.6.6.6'])
+  t.equal(echo.headers['x-forwarded-for'], '127.0.0.1')
+  t.equal(echo.headers['x-forwarded-proto'], 'http')
+  t.equal(echo.headers['x-forwarded-host'], host)
+  t.equal(echo.headers.forwarded, undefined)
+  t.equal(echo.headers['x-real-ip'], undefined)
+})
+
+t.test('X-Forwarded-* from a trusted proxy are extended (trustProxy: [127.0.0.1/32])', async (t) => {
+  const { url: gw } = await startGateway(t, { trustProxy: ['127.0.0.1/32'], routes })
+  const res = await rawRequest(gw, 'GET /pub/x HTTP/1.1\r\nHost: gw.internal\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example.com\r\n\r\n')
+  const echo = JSON.parse(res.body) as Echo
+  t.equal(echo.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1')
+  t.equal(echo.headers['x-forwarded-proto'], 'https')
+  t.equal(echo.headers['x-forwarded-host'], 'shop.example.com')
+  const plain = JSON.parse((await rawRequest(gw, 'GET /pub/x HTTP/1.1\r\nHost: gw.internal\r\nConnection: close\r\n\r\n')).body) as Echo
+  t.equal(plain.headers['x-forwarded-for'], '127.0.0.1')
+  t.equal(plain.headers['x-forwarded-proto'], 'http')
+  t.equal(plain.headers['x-forwarded-host'], 'gw.internal')
+})
+
+t.test('Authorization reaches the upstream only on a route with forwardAuthorization: true', async (t) => {
+  t.equal((await raw('/api/x', [`Authorization: ${bearer}`])).headers.authorization, undefined)
+  t.equal((await raw('/pub/x', [`Authorization: ${bearer}`])).headers.authorization, undefined)
+  t.equal((await raw('/legacy/x', [`Authorization: ${bearer}`])).headers.authorization, bearer)
+})
+
+t.test('X-Request-Id: a sane client id is kept end to end, otherwise one is minted', async (t) => {
+  const kept = await request(`${url}/pub/x`, { headers: { 'x-request-id': 'trace-abc.1' } })
+  t.equal(kept.headers['x-request-id'], 'trace-abc.1')
+  t.equal((await kept.body.json() as Echo).headers['x-request-id'], 'trace-abc.1')
+  const minted = await request(`${url}/pub/x`, { headers: { 'x-request-id': 'bad id with spaces' } })
+  const id = minted.headers['x-request-id']
+  t.match(id, /^[0-9a-f-]{36}$/, 'a UUID replaces an unsafe id')
+  t.equal((await minted.body.json() as Echo).headers['x-request-id'], id, 'upstream sees the same id')
+})
