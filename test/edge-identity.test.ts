@@ -23,7 +23,9 @@ const host = new URL(url).host
 /** Every spelling a client might use to smuggle an identity header. */
 const SPOOF = [
   'X-OpenID: oMallory', 'x-openid: oMallory2', 'X-OPENID: oMallory3', 'X_OpenID: oMallory4', 'x_openid: oMallory5',
-  'X-UnionID: uMallory', 'X_UNIONID: uMallory2', 'X-AppID: wxMallory', 'x_appid: wxMallory2'
+  'X-UnionID: uMallory', 'X_UNIONID: uMallory2', 'X-AppID: wxMallory', 'x_appid: wxMallory2',
+  // WeChat Cloud Hosting's own identity headers: a backend moved from CloudBase may trust them
+  'X-WX-OPENID: oMallory6', 'x_wx_openid: oMallory7', 'X-WX-UNIONID: uMallory3', 'X-WX-APPID: wxMallory3', 'X-WX-FROM-OPENID: oMallory8'
 ]
 
 async function raw (path: string, extra: string[]): Promise<Echo> {
@@ -35,7 +37,7 @@ async function raw (path: string, extra: string[]): Promise<Echo> {
 function identityValues (echo: Echo): string[] {
   const out: string[] = []
   for (const [name, value] of Object.entries(echo.headers)) {
-    if (/^x[-_](openid|unionid|appid)$/i.test(name)) out.push(`${name}=${String(value)}`)
+    if (/^x[-_]((wx[-_](from[-_])?)?)(openid|unionid|appid)$/i.test(name)) out.push(`${name}=${String(value)}`)
   }
   return out.sort()
 }

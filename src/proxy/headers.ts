@@ -23,12 +23,22 @@ const GATEWAY_SET = new Set([
   'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'expect'
 ])
 
+/**
+ * Names a backend may take as the caller's identity: ours, and the X-WX-* set that
+ * WeChat Cloud Hosting injects (a service moved from CloudBase may still trust them).
+ */
+const IDENTITY_NAMES = new Set([
+  'x-openid', 'x-unionid', 'x-appid',
+  'x-wx-openid', 'x-wx-unionid', 'x-wx-appid', 'x-wx-from-openid', 'x-wx-from-unionid', 'x-wx-from-appid'
+])
+
 /** True for header names that are, or could be read as, an identity header. */
 export function isIdentityHeader (lowerName: string): boolean {
-  // Cheap first filter: every identity header is `x?open`/`x?union`/`x?app`-shaped and 7-9 chars.
-  if (lowerName.length < 7 || lowerName.length > 9 || lowerName.charCodeAt(0) !== 0x78 /* x */) return false
-  const n = lowerName.charCodeAt(1) === 0x5f /* _ */ ? 'x-' + lowerName.slice(2) : lowerName
-  return n === 'x-openid' || n === 'x-unionid' || n === 'x-appid'
+  // Cheap first filter: every identity name starts with `x` and is 7-17 characters long.
+  if (lowerName.length < 7 || lowerName.length > 17 || lowerName.charCodeAt(0) !== 0x78 /* x */) return false
+  if (IDENTITY_NAMES.has(lowerName)) return true
+  // nginx/CGI-style servers fold `_` into `-`: X_OpenID reads as X-OpenID there.
+  return lowerName.includes('_') && IDENTITY_NAMES.has(lowerName.replace(/_/g, '-'))
 }
 
 /** Header names listed in `Connection` (lower-cased), excluding ones the gateway sets itself. */
