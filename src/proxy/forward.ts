@@ -117,8 +117,9 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
       if (err instanceof BodyTooLarge || (err as { cause?: unknown }).cause instanceof BodyTooLarge) throw new GatewayError('BODY_TOO_LARGE')
       const kind = errorKind(err)
       metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
-      onOutcome?.(route, upstream, 'error')
+      // A client that went away says nothing about the upstream: not a rollback signal.
       if (kind === 'client_abort') throw new GatewayError('BAD_REQUEST', { detail: 'client aborted the request body' })
+      onOutcome?.(route, upstream, 'error')
       throw new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
         detail: `upstream ${route.name}/${upstream.name} ${kind}`,
         cause: err
