@@ -4,8 +4,8 @@
  * tests build it the same way.
  */
 import { randomUUID } from 'node:crypto'
-import { createServer, type IncomingMessage } from 'node:http'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
 import proxyAddr from '@fastify/proxy-addr'
@@ -21,6 +21,7 @@ import { createStore, type Store } from './store/index.js'
 import { handleClientError, handleError, sendError } from './http/errors.js'
 import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
+import { createAccessLog } from './http/access-log.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -28,8 +29,13 @@ declare module 'fastify' {
     routeName: string
     /** Name of the upstream chosen ('' when none). */
     upstreamName: string
+    /** performance.now() when the request arrived. */
+    startedAt: number
   }
 }
+
+const REQUEST = Symbol('wegate.request')
+type TrackedResponse = ServerResponse & { [REQUEST]?: FastifyRequest | undefined }
 
 export interface GatewayDeps {
   logger?: Logger
@@ -157,20 +163,21 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   })
   app.decorateRequest('routeName', '')
   app.decorateRequest('upstreamName', '')
+  app.decorateRequest('startedAt', 0)
   app.setErrorHandler(handleError)
   app.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
 
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('x-request-id', request.id)
-    if (draining) reply.header('connection', 'close')
-    if (closing) throw new GatewayError('SHUTTING_DOWN')
-  })
-
-  app.addHook('onResponse', async (request, reply) => {
-    const ms = reply.elapsedTime
+  // The access line and request metrics come from the response's 'close', which fires for
+  // every response: finished, or cut short (client gone, upstream broke off mid-body).
+  const accessLog = createAccessLog(logger)
+  const onResponseClose = function (this: TrackedResponse): void {
+    const request = this[REQUEST]
+    if (request === undefined) return
+    this[REQUEST] = undefined
+    const ms = performance.now() - request.startedAt
     const route = request.routeName === '' ? 'none' : request.routeName
     const upstream = request.upstreamName === '' ? 'none' : request.upstreamName
-    const status = reply.statusCode
+    const status = this.statusCode
     metrics.requests.inc({
       route,
       upstream,
@@ -178,15 +185,17 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
       status_class: `${Math.floor(status / 100)}xx`
     })
     metrics.requestDuration.observe({ route, upstream }, ms / 1000)
-    // The access line: path without the query string (queries can carry secrets).
-    request.log.info({
-      method: request.method,
-      path: pathOf(request.url),
-      route,
-      upstream,
-      status,
-      ms: Math.round(ms * 100) / 100
-    }, 'access')
+    accessLog({ reqId: request.id, method: request.method, path: pathOf(request.url), route, upstream, status, ms, aborted: !this.writableFinished })
+  }
+
+  app.addHook('onRequest', (request, reply, done) => {
+    request.startedAt = performance.now()
+    const res = reply.raw as TrackedResponse
+    res[REQUEST] = request
+    res.on('close', onResponseClose)
+    reply.header('x-request-id', request.id)
+    if (draining) reply.header('connection', 'close')
+    done(closing ? new GatewayError('SHUTTING_DOWN') : undefined)
   })
 
   const limiters = await registerRateLimits(app, {

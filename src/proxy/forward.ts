@@ -9,7 +9,7 @@
  * JSON cache key per request and copies headers twice; here the per-request work
  * is one header pass and one pool lookup (docs/performance.md has the figures).
  */
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { Transform, type TransformCallback } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { errors as undiciErrors, type Dispatcher } from 'undici'
@@ -65,8 +65,9 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
   // Bodies are streamed to the upstream as they arrive: never parsed, never buffered.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
+  const env: ForwardEnv = { metrics, onOutcome }
 
-  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const snap = snapshot()
     const target = normalisePath(request.url)
     if (!target.ok) throw new GatewayError('BAD_PATH', { detail: `path rejected: ${target.reason}` })
@@ -102,34 +103,18 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
       identity: caller
     })
 
-    const started = performance.now()
-    let res: Dispatcher.ResponseData
-    try {
-      res = await pools.get(upstream.origin).request({
+    // Settles when the upstream's headers are relayed (the reply is then ours, hijacked) or
+    // with the 502/504/413 GatewayError the error handler renders, if they never come.
+    return await new Promise<void>((resolve, reject) => {
+      pools.get(upstream.origin).dispatch({
         method: request.method as Dispatcher.HttpMethod,
         path: route.upstreamPath(target.path, upstream) + target.query,
         headers,
         body,
         headersTimeout: route.config.timeout,
         bodyTimeout: route.config.timeout
-      })
-    } catch (err) {
-      if (err instanceof BodyTooLarge || (err as { cause?: unknown }).cause instanceof BodyTooLarge) throw new GatewayError('BODY_TOO_LARGE')
-      const kind = errorKind(err)
-      metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
-      // A client that went away says nothing about the upstream: not a rollback signal.
-      if (kind === 'client_abort') throw new GatewayError('BAD_REQUEST', { detail: 'client aborted the request body' })
-      onOutcome?.(route, upstream, 'error')
-      throw new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
-        detail: `upstream ${route.name}/${upstream.name} ${kind}`,
-        cause: err
-      })
-    }
-    metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
-    onOutcome?.(route, upstream, res.statusCode >= 500 ? 'error' : 'ok')
-    reply.code(res.statusCode)
-    reply.headers(clientResponseHeaders(res.headers))
-    return await reply.send(res.body)
+      }, new Forwarding(reply, route, upstream, env, resolve, reject))
+    })
   }
 
   app.route({ method: ALL_METHODS, url: '/', handler })
@@ -164,6 +149,112 @@ export function errorKind (err: unknown): UpstreamErrorKind {
 }
 
 class BodyTooLarge extends Error {}
+
+interface ForwardEnv {
+  metrics: Metrics
+  onOutcome: ProxyOptions['onOutcome']
+}
+
+const FORWARDING = Symbol('wegate.forwarding')
+type ClientResponse = ServerResponse & { [FORWARDING]?: Forwarding }
+
+/** 'close' on the client response, shared by every request: the client left before the end. */
+function onClientClose (this: ClientResponse): void {
+  if (!this.writableFinished) this[FORWARDING]?.clientGone()
+}
+
+/**
+ * One forwarded request as an undici dispatch handler: the upstream's status and
+ * headers are written to the client response as they arrive and every body chunk
+ * is written straight through (with backpressure), with no intermediate Readable,
+ * pipe or end-of-stream bookkeeping per request. The outcome (for rollback and
+ * metrics) is known only at the end: a reset in the middle of a body is an error.
+ */
+class Forwarding implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined
+  private readonly started = performance.now()
+  private status = 0
+  private gone = false
+  private readonly res: ClientResponse
+
+  constructor (
+    private readonly reply: FastifyReply,
+    private readonly route: CompiledRoute,
+    private readonly upstream: CompiledUpstream,
+    private readonly env: ForwardEnv,
+    private readonly resolve: () => void,
+    private readonly reject: (err: GatewayError) => void
+  ) {
+    this.res = reply.raw
+    this.res[FORWARDING] = this
+    this.res.on('close', onClientClose)
+  }
+
+  /** The client went away: stop the upstream request too (its pooled connection is freed). */
+  clientGone (): void {
+    this.gone = true
+    this.controller?.abort(new undiciErrors.RequestAbortedError())
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.gone) controller.abort(new undiciErrors.RequestAbortedError())
+  }
+
+  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) return // 1xx informational: the final answer follows
+    this.status = statusCode
+    const { route, upstream, reply } = this
+    this.env.metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - this.started) / 1000)
+    const out = clientResponseHeaders(headers)
+    // What the gateway set on the reply (X-Request-Id, RateLimit-*, Connection: close while draining) wins.
+    const own = reply.getHeaders()
+    for (const name in own) {
+      const v = own[name]
+      if (v !== undefined) out[name] = typeof v === 'number' ? String(v) : v
+    }
+    reply.hijack()
+    this.res.writeHead(statusCode, out)
+    this.resolve()
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause()
+      this.res.once('drain', () => controller.resume())
+    }
+  }
+
+  onResponseEnd (): void {
+    this.res.end()
+    this.env.onOutcome?.(this.route, this.upstream, this.status >= 500 ? 'error' : 'ok')
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    const { route, upstream, env } = this
+    if (this.status === 0 && (err instanceof BodyTooLarge || (err as { cause?: unknown }).cause instanceof BodyTooLarge)) {
+      this.reject(new GatewayError('BODY_TOO_LARGE'))
+      return
+    }
+    const kind = this.gone ? 'client_abort' : errorKind(err)
+    env.metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
+    // A client that went away says nothing about the upstream: not a rollback signal.
+    if (kind !== 'client_abort') env.onOutcome?.(route, upstream, 'error')
+    if (this.status !== 0) {
+      // Mid-body: the client must not take a truncated answer for a whole one.
+      this.res.destroy()
+      return
+    }
+    if (kind === 'client_abort') {
+      this.reject(new GatewayError('BAD_REQUEST', { detail: 'client aborted the request' }))
+      return
+    }
+    this.reject(new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
+      detail: `upstream ${route.name}/${upstream.name} ${kind}`,
+      cause: err
+    }))
+  }
+}
 
 /**
  * The chunked body through a BodyLimit. `pipe` alone would leave the limiter

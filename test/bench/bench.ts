@@ -1,0 +1,535 @@
+/**
+ * `npm run bench`: wegate against the proxies a team would pick instead, in one
+ * run on this machine, with the same upstream and the same load generator.
+ *
+ *   A  direct to the upstream (nginx `return 200`, 1 worker)
+ *   B  nginx proxy_pass with upstream keep-alive (1 worker): the C reference
+ *   C  bare Fastify + @fastify/http-proxy, no auth: the Node reference
+ *   D  wegate from dist/, the full production path: JWT verification, the
+ *      revocation check against a real Redis (through its local mirror),
+ *      identity headers, sticky weighted routing over two upstreams, canary
+ *      rollback tracking, metrics and the access log (to a file) on
+ *   D′ D with more distinct tokens than the verification cache holds, so every
+ *      request checks an HMAC signature (the worst case)
+ *
+ * Load: wrk (one thread, fixed connections) from its own process; D uses a pool
+ * of distinct access tokens minted by real logins. Warm-up, then alternating
+ * rounds; medians with min–max. Then: the 401 path, /auth/login against the
+ * WeChat emulator, /auth/refresh, p99 added over direct at half of D's max rate,
+ * and revocation propagation between two instances. Results go to
+ * test/bench/results/latest.json and a table on stdout.
+ *
+ * Options: --rounds N (5) --duration S (8) --connections N (50) --quick
+ *          --soak 10m (also run D that long and report RSS start/end)
+ *          --profile (write a --cpu-prof of D under load to the results folder and print its top)
+ *          --only C,D (just these scenarios of the comparison, no extras: for quick iterations)
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, openSync, existsSync, readdirSync, renameSync, rmSync } from 'node:fs'
+import { cpus, tmpdir, totalmem, type as osType, release } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { stringify } from 'yaml'
+import { freePort, startRedis } from '../helpers/redis.js'
+import { parseDuration } from '../../src/config/units.js'
+
+const ROOT = resolve(import.meta.dirname, '../..')
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '8' },
+    connections: { type: 'string', default: '50' },
+    quick: { type: 'boolean', default: false },
+    soak: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    only: { type: 'string' }
+  }
+})
+const ROUNDS = args.quick ? 3 : Number(args.rounds)
+const DURATION = args.quick ? 4 : Number(args.duration)
+const CONNECTIONS = Number(args.connections)
+const WARMUP = args.quick ? 2 : 4
+const TMP = mkdtempSync(join(tmpdir(), 'wegate-bench-'))
+const APP = { appId: 'wxbench0000000001', secret: 'bench-secret' }
+const CLK_TCK = 100 // Linux USER_HZ; /proc/<pid>/stat counts CPU time in these
+
+// ── tools ──────────────────────────────────────────────────────────────────
+function have (cmd: string): boolean {
+  try { execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }); return true } catch { return false }
+}
+function ensureTools (): void {
+  const missing = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['redis-server', 'redis-server']].filter(([c]) => !have(c)).map(([, p]) => p)
+  if (missing.length === 0) return
+  process.stderr.write(`bench: installing ${missing.join(' ')} from Debian's packages\n`)
+  const sudo = process.getuid?.() === 0 ? [] : ['sudo']
+  const run = (a: string[]) => execFileSync(sudo.length > 0 ? 'sudo' : a[0], sudo.length > 0 ? a : a.slice(1), { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
+  run(['apt-get', 'update', '-qq'])
+  run(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...missing])
+}
+
+// ── processes ──────────────────────────────────────────────────────────────
+const children: ChildProcess[] = []
+function start (cmd: string, argv: string[], opts: { out?: string, env?: Record<string, string> } = {}): ChildProcess {
+  const out = opts.out === undefined ? 'ignore' : openSync(opts.out, 'a')
+  const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', out, out], env: { ...process.env, ...opts.env } })
+  children.push(child)
+  return child
+}
+async function stopAll (): Promise<void> {
+  await Promise.all(children.map(async (c) => {
+    if (c.exitCode !== null || c.signalCode !== null) return
+    const exited = once(c, 'exit')
+    c.kill('SIGTERM')
+    const timer = setTimeout(() => c.kill('SIGKILL'), 5000)
+    await exited
+    clearTimeout(timer)
+  }))
+}
+async function waitHttp (url: string, ok = (status: number) => status < 500): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      const res = await request(url)
+      await res.body.dump()
+      if (ok(res.statusCode)) return
+    } catch {}
+    await sleep(50)
+  }
+  throw new Error(`${url} did not come up`)
+}
+
+/** CPU seconds used so far by these processes (all threads). */
+function cpuSeconds (pids: number[]): number {
+  let ticks = 0
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      ticks += Number(f[11]) + Number(f[12]) // utime, stime (fields 14, 15)
+    } catch {}
+  }
+  return ticks / CLK_TCK
+}
+function rssMb (pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const m = /VmRSS:\s+(\d+) kB/.exec(status)
+  return m === null ? 0 : Math.round(Number(m[1]) / 1024)
+}
+function nginxPids (master: ChildProcess): number[] {
+  const pid = master.pid!
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+  return [pid, ...kids]
+}
+
+// ── nginx ──────────────────────────────────────────────────────────────────
+function nginxConf (name: string, body: string): string {
+  const dir = join(TMP, name)
+  mkdirSync(dir, { recursive: true })
+  const user = process.getuid?.() === 0 ? 'user root;\n' : ''
+  const conf = `${user}worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 65s;
+${body}
+}
+`
+  const file = join(dir, 'nginx.conf')
+  writeFileSync(file, conf)
+  return file
+}
+async function startNginx (name: string, body: string, probe: string): Promise<ChildProcess> {
+  const file = nginxConf(name, body)
+  const child = start('nginx', ['-c', file, '-p', join(TMP, name)], { out: join(TMP, name, 'stdout.log') })
+  await waitHttp(probe)
+  return child
+}
+
+// ── wrk ────────────────────────────────────────────────────────────────────
+interface WrkResult {
+  requests: number
+  seconds: number
+  rps: number
+  p50: number
+  p90: number
+  p99: number
+  max: number
+  errors: number
+  non2xx: number
+  /** CPU of the process(es) under test, in % of one core. */
+  cpu: number
+}
+
+const REPORT_LUA = `
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,"errors":%d,"non2xx":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+`
+const TOKENS_LUA = `
+local tokens = {}
+for line in io.lines(os.getenv('WRK_TOKENS')) do tokens[#tokens + 1] = line end
+local i = 0
+local pace = tonumber(os.getenv('WRK_DELAY_MS') or '0')
+request = function()
+  i = i % #tokens + 1
+  return wrk.format(nil, nil, { authorization = 'Bearer ' .. tokens[i] })
+end
+if pace > 0 then delay = function() return pace end end
+`
+const PACED_LUA = `
+local pace = tonumber(os.getenv('WRK_DELAY_MS') or '0')
+if pace > 0 then delay = function() return pace end end
+`
+const LOGIN_LUA = `
+local n = 0
+local out = io.open(os.getenv('WRK_OUT'), 'w')
+local prefix = os.getenv('WRK_PREFIX')
+request = function()
+  n = n + 1
+  return wrk.format('POST', '/auth/login', { ['content-type'] = 'application/json' }, '{"code":"u-' .. prefix .. n .. '-x"}')
+end
+response = function(status, headers, body)
+  if status == 200 then
+    local a = body:match('"accessToken":"([^"]+)"')
+    local r = body:match('"refreshToken":"([^"]+)"')
+    if a and r then out:write(a, ' ', r, '\\n') end
+  end
+end
+`
+const REFRESH_LUA = `
+local tokens = {}
+for line in io.lines(os.getenv('WRK_TOKENS')) do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format('POST', '/auth/refresh', { ['content-type'] = 'application/json' }, '{"refreshToken":"' .. tokens[i] .. '"}')
+end
+`
+const scripts: Record<string, string> = {}
+function script (name: string, lua: string): string {
+  if (scripts[name] === undefined) {
+    scripts[name] = join(TMP, `${name}.lua`)
+    writeFileSync(scripts[name], lua + REPORT_LUA)
+  }
+  return scripts[name]
+}
+
+async function wrk (url: string, opts: { seconds: number, lua: string, name: string, pids: number[], env?: Record<string, string>, connections?: number }): Promise<WrkResult> {
+  const cpu0 = cpuSeconds(opts.pids)
+  const t0 = performance.now()
+  const child = spawn('wrk', ['-t1', `-c${opts.connections ?? CONNECTIONS}`, `-d${opts.seconds}s`, '--timeout', '5s', '-s', script(opts.name, opts.lua), url], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...opts.env }
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  await once(child, 'exit')
+  const wall = (performance.now() - t0) / 1000
+  const cpu = (cpuSeconds(opts.pids) - cpu0) / wall * 100
+  const line = out.split('\n').find((l) => l.startsWith('WRKJSON '))
+  if (line === undefined) throw new Error(`wrk printed no result:\n${out}`)
+  const r = JSON.parse(line.slice(8)) as { requests: number, duration_us: number, p50: number, p90: number, p99: number, max: number, errors: number, non2xx: number }
+  const seconds = r.duration_us / 1e6
+  return { requests: r.requests, seconds, rps: r.requests / seconds, p50: r.p50 / 1000, p90: r.p90 / 1000, p99: r.p99 / 1000, max: r.max / 1000, errors: r.errors, non2xx: r.non2xx, cpu }
+}
+
+// ── statistics ─────────────────────────────────────────────────────────────
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2 }
+interface Summary { rps: number, rpsMin: number, rpsMax: number, p50: number, p99: number, cpu: number, errors: number, non2xx: number, rounds: number }
+function summarise (rs: WrkResult[]): Summary {
+  return {
+    rps: median(rs.map((r) => r.rps)),
+    rpsMin: Math.min(...rs.map((r) => r.rps)),
+    rpsMax: Math.max(...rs.map((r) => r.rps)),
+    p50: median(rs.map((r) => r.p50)),
+    p99: median(rs.map((r) => r.p99)),
+    cpu: median(rs.map((r) => r.cpu)),
+    errors: rs.reduce((s, r) => s + r.errors, 0),
+    non2xx: rs.reduce((s, r) => s + r.non2xx, 0),
+    rounds: rs.length
+  }
+}
+
+// ── profiles ───────────────────────────────────────────────────────────────
+interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number } }
+/** The top of a .cpuprofile by self time: per function, and per package / file. */
+function summariseProfile (file: string, top = 25): string {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as { nodes: ProfileNode[], samples: number[], timeDeltas: number[] }
+  const nodes = new Map(p.nodes.map((n) => [n.id, n]))
+  const byFn = new Map<string, number>()
+  const byPart = new Map<string, number>()
+  let busy = 0
+  for (let i = 0; i < p.samples.length; i++) {
+    const cf = nodes.get(p.samples[i])!.callFrame
+    const dt = p.timeDeltas[i] ?? 0
+    if (cf.functionName === '(idle)') continue
+    busy += dt
+    const url = cf.url.replace(/^.*node_modules\//, '').replace(/^.*\/dist\//, 'wegate:')
+    const part = url === '' ? (cf.functionName.startsWith('(') ? cf.functionName : 'native') : url.startsWith('wegate:') ? url : url.startsWith('node:') ? 'node core' : url.split('/').slice(0, url.startsWith('@') ? 2 : 1).join('/')
+    byFn.set(`${cf.functionName || '(anonymous)'} ${url}:${cf.lineNumber + 1}`, (byFn.get(`${cf.functionName || '(anonymous)'} ${url}:${cf.lineNumber + 1}`) ?? 0) + dt)
+    byPart.set(part, (byPart.get(part) ?? 0) + dt)
+  }
+  const list = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => `  ${(100 * v / busy).toFixed(1).padStart(5)} %  ${k}`).join('\n')
+  return `busy ${(busy / 1e6).toFixed(1)} s; self time by part:\n${list(byPart)}\nby function:\n${list(byFn)}\n`
+}
+
+// ── the run ────────────────────────────────────────────────────────────────
+async function main (): Promise<void> {
+  ensureTools()
+  if (!existsSync(join(ROOT, 'dist/cli/main.js')) || process.env.BENCH_SKIP_BUILD !== '1') {
+    execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' })
+  }
+  const log = (s: string) => process.stderr.write(`bench: ${s}\n`)
+  const [pU1, pU2, pB, pC, pD, pDadmin, pD2, pD2admin, pEmu] = await Promise.all(Array.from({ length: 9 }, freePort))
+
+  // The upstream: nginx answering a small JSON body on two ports (two "versions" for D).
+  const upstream = await startNginx('upstream', `
+  server { listen 127.0.0.1:${pU1}; location / { default_type application/json; return 200 '{"ok":true,"v":1}'; } }
+  server { listen 127.0.0.1:${pU2}; location / { default_type application/json; return 200 '{"ok":true,"v":2}'; } }`,
+  `http://127.0.0.1:${pU1}/`)
+  const upstreamPids = nginxPids(upstream)
+
+  const nginxProxy = await startNginx('proxy', `
+  upstream app { server 127.0.0.1:${pU1}; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:${pB};
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }`, `http://127.0.0.1:${pB}/`)
+
+  const bare = start(process.execPath, ['test/bench/bare-proxy.mjs', String(pC), `http://127.0.0.1:${pU1}`])
+  await waitHttp(`http://127.0.0.1:${pC}/`)
+
+  const redis = await startRedis()
+  start(process.execPath, ['dist/cli/main.js', 'emulator', '--port', String(pEmu), '--app', `${APP.appId}:${APP.secret}`])
+  await waitHttp(`http://127.0.0.1:${pEmu}/sns/jscode2session`, () => true)
+
+  const config = (port: number, admin: number) => ({
+    listen: { host: '127.0.0.1', port },
+    admin: { host: '127.0.0.1', port: admin },
+    store: { type: 'redis', url: redis.url, failMode: 'closed' },
+    wechat: { baseUrl: `http://127.0.0.1:${pEmu}`, apps: [APP] },
+    tokens: { keys: [{ kid: 'k1', secret: 'bench-secret-0123456789-0123456789-abcdef' }], accessTtl: '1h' },
+    // the seed's 5/min per IP would stop a login benchmark from one address at once
+    rateLimits: { login: { max: 100_000_000, window: '1m', by: 'ip' } },
+    logging: { level: 'info' },
+    routes: [{
+      name: 'api',
+      prefix: '/api',
+      auth: 'required',
+      timeout: '10s',
+      upstreams: [
+        { name: 'stable', url: `http://127.0.0.1:${pU1}`, weight: 90 },
+        { name: 'canary', url: `http://127.0.0.1:${pU2}`, weight: 10 }
+      ],
+      canary: { sticky: 'openid', header: 'X-Canary', openids: [], rollback: { upstream: 'canary', errorRate: 0.01, window: '1m', minRequests: 100 } }
+    }]
+  })
+  writeFileSync(join(TMP, 'gateway.yaml'), stringify(config(pD, pDadmin)))
+  writeFileSync(join(TMP, 'gateway2.yaml'), stringify(config(pD2, pD2admin)))
+  const profileDir = join(ROOT, 'test/bench/results/profile')
+  if (args.profile) rmSync(profileDir, { recursive: true, force: true })
+  const nodeFlags = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
+  // The access log goes to a file, as it would to a container's log pipe.
+  const gw = start(process.execPath, [...nodeFlags, 'dist/cli/main.js', 'serve', '-c', join(TMP, 'gateway.yaml')], { out: join(TMP, 'access.log') })
+  await waitHttp(`http://127.0.0.1:${pDadmin}/readyz`, (s) => s === 200)
+  const gwPids = [gw.pid!]
+  const rss0 = rssMb(gw.pid!)
+  // A second instance on the same Redis: logins are minted there (so D's profile and memory
+  // figures are the proxy path's alone) and it is the far side of the propagation measurement.
+  start(process.execPath, ['dist/cli/main.js', 'serve', '-c', join(TMP, 'gateway2.yaml')])
+  await waitHttp(`http://127.0.0.1:${pD2admin}/readyz`, (s) => s === 200)
+
+  const A = `http://127.0.0.1:${pU1}/api/bench`
+  const B = `http://127.0.0.1:${pB}/api/bench`
+  const C = `http://127.0.0.1:${pC}/api/bench`
+  const D = `http://127.0.0.1:${pD}/api/bench`
+
+  // 1. /auth/login against the emulator; its answers are the token pool for everything after.
+  log('login throughput (and minting the token pool)')
+  const pairs = join(TMP, 'pairs.txt')
+  const gw2Pids = [children[children.length - 1].pid!]
+  await wrk(`http://127.0.0.1:${pD2}/auth/login`, { seconds: 1, lua: LOGIN_LUA, name: 'login', pids: gw2Pids, env: { WRK_OUT: join(TMP, 'warm.txt'), WRK_PREFIX: 'w' } })
+  const login = await wrk(`http://127.0.0.1:${pD2}/auth/login`, { seconds: args.quick || args.profile ? 6 : 10, lua: LOGIN_LUA, name: 'login', pids: gw2Pids, env: { WRK_OUT: pairs, WRK_PREFIX: 'b' } })
+  const minted = readFileSync(pairs, 'utf8').trim().split('\n').map((l) => l.split(' '))
+  const access = minted.map((p) => p[0])
+  const refresh = minted.map((p) => p[1])
+  const HOT = Math.min(5000, access.length)
+  writeFileSync(join(TMP, 'tokens-hot.txt'), access.slice(0, HOT).join('\n') + '\n')
+  writeFileSync(join(TMP, 'tokens-cold.txt'), access.join('\n') + '\n')
+  // the 401 path: the same tokens with their signature's last characters changed
+  writeFileSync(join(TMP, 'tokens-bad.txt'), access.slice(0, HOT).map((tok) => tok.slice(0, -4) + (tok.endsWith('AAAA') ? 'BBBB' : 'AAAA')).join('\n') + '\n')
+  log(`${access.length} logins: ${login.rps.toFixed(0)}/s; ${HOT} tokens in the hot pool`)
+
+  if (args.profile) {
+    // Only D's proxy path under load, then the profile's top entries by self time.
+    log('profiling D under load')
+    const env = { WRK_TOKENS: join(TMP, 'tokens-hot.txt') }
+    await wrk(D, { seconds: WARMUP, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env })
+    const r = await wrk(D, { seconds: DURATION * 3, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env })
+    await stopAll()
+    await redis.stop()
+    const prof = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile')).sort().pop()
+    if (prof === undefined) throw new Error('no profile written')
+    renameSync(join(profileDir, prof), join(profileDir, 'wegate.cpuprofile'))
+    process.stdout.write(`D: ${r.rps.toFixed(0)} req/s under the profiler\n${summariseProfile(join(profileDir, 'wegate.cpuprofile'))}`)
+    return
+  }
+
+  // 2. The proxy comparison: warm-up, then alternating rounds.
+  const scenarios: Array<{ key: string, label: string, url: string, lua: string, name: string, pids: number[], env?: Record<string, string> }> = [
+    { key: 'A', label: 'A direct to upstream', url: A, lua: PACED_LUA, name: 'plain', pids: upstreamPids },
+    { key: 'B', label: 'B nginx proxy_pass', url: B, lua: PACED_LUA, name: 'plain', pids: nginxPids(nginxProxy) },
+    { key: 'C', label: 'C Fastify + @fastify/http-proxy', url: C, lua: PACED_LUA, name: 'plain', pids: [bare.pid!] },
+    { key: 'D', label: 'D wegate (full path)', url: D, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-hot.txt') } }
+  ]
+  if (access.length > 10_000) {
+    scenarios.push({ key: 'Dcold', label: `D′ wegate, ${access.length} tokens (> verify cache)`, url: D, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-cold.txt') } })
+  }
+  if (args.only !== undefined) {
+    const keep = new Set(args.only.split(','))
+    for (let i = scenarios.length - 1; i >= 0; i--) if (!keep.has(scenarios[i].key)) scenarios.splice(i, 1)
+  }
+  log('warm-up')
+  for (const s of scenarios) await wrk(s.url, { seconds: WARMUP, lua: s.lua, name: s.name, pids: s.pids, env: s.env })
+  const results: Record<string, WrkResult[]> = Object.fromEntries(scenarios.map((s) => [s.key, []]))
+  for (let round = 1; round <= ROUNDS; round++) {
+    // rotate the order each round, so no scenario always runs on a warmer (or hotter) machine
+    const order = scenarios.map((_, i) => scenarios[(i + round) % scenarios.length])
+    for (const s of order) {
+      const r = await wrk(s.url, { seconds: DURATION, lua: s.lua, name: s.name, pids: s.pids, env: s.env })
+      results[s.key].push(r)
+      log(`round ${round}/${ROUNDS} ${s.label}: ${r.rps.toFixed(0)} req/s p99 ${r.p99.toFixed(2)} ms cpu ${r.cpu.toFixed(0)} %`)
+    }
+  }
+  const sum = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, summarise(rs)]))
+  if (args.only !== undefined) {
+    // A quick comparison while optimising: just these scenarios, no extras, nothing written.
+    await stopAll()
+    await redis.stop()
+    for (const s of scenarios) process.stdout.write(`${s.label.padEnd(44)} ${sum[s.key].rps.toFixed(0).padStart(7)} req/s (${sum[s.key].rpsMin.toFixed(0)}–${sum[s.key].rpsMax.toFixed(0)})  p99 ${sum[s.key].p99.toFixed(2)} ms  cpu ${sum[s.key].cpu.toFixed(0)} %\n`)
+    if (sum.C !== undefined && sum.D !== undefined) process.stdout.write(`D/C = ${(sum.D.rps / sum.C.rps).toFixed(3)}\n`)
+    return
+  }
+
+  // 3. The 401 path: forged signatures.
+  log('401 path (bad signatures)')
+  const rejected = await wrk(D, { seconds: DURATION, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-bad.txt') } })
+
+  // 4. p99 added over direct, at half of D's max rate (wrk paced with delay()).
+  const halfRate = Math.round(sum.D.rps / 2)
+  const delayMs = String(Math.max(1, Math.round(CONNECTIONS * 1000 / halfRate)))
+  log(`paced load at ~${halfRate} req/s (delay ${delayMs} ms per connection)`)
+  const pacedA: WrkResult[] = []
+  const pacedD: WrkResult[] = []
+  for (let i = 0; i < Math.max(2, Math.ceil(ROUNDS / 2)); i++) {
+    pacedA.push(await wrk(A, { seconds: DURATION, lua: PACED_LUA, name: 'plain', pids: upstreamPids, env: { WRK_DELAY_MS: delayMs } }))
+    pacedD.push(await wrk(D, { seconds: DURATION, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-hot.txt'), WRK_DELAY_MS: delayMs } }))
+  }
+  const paced = { A: summarise(pacedA), D: summarise(pacedD) }
+
+  // 5. /auth/refresh: each minted refresh token spent once.
+  log('refresh throughput')
+  writeFileSync(join(TMP, 'refresh.txt'), refresh.join('\n') + '\n')
+  const refreshSeconds = Math.max(1, Math.min(DURATION, Math.floor(refresh.length / Math.max(1, login.rps) * 0.8)))
+  const refreshed = await wrk(`http://127.0.0.1:${pD}/auth/refresh`, { seconds: refreshSeconds, lua: REFRESH_LUA, name: 'refresh', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'refresh.txt') } })
+
+  // 6. Revocation propagation: logout on one instance, poll another until it refuses the token.
+  log('revocation propagation between two instances')
+  const propagation: number[] = []
+  for (let i = 0; i < 30; i++) {
+    const token = access[access.length - 1 - i]
+    const probe = async () => { const r = await request(`http://127.0.0.1:${pD2}/api/p`, { headers: { authorization: `Bearer ${token}` } }); await r.body.dump(); return r.statusCode }
+    if (await probe() !== 200) throw new Error('a pool token was not accepted by the second instance')
+    const t0 = performance.now()
+    const out = await request(`http://127.0.0.1:${pD}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+    await out.body.dump()
+    while (await probe() !== 401) await new Promise((resolve) => setImmediate(resolve))
+    propagation.push(performance.now() - t0)
+  }
+
+  // 7. Memory under a long run (optional).
+  let soak: { minutes: number, rssStartMb: number, rssEndMb: number, rssMaxMb: number, rps: number } | undefined
+  if (args.soak !== undefined) {
+    const ms = parseDuration(args.soak)
+    log(`soak: ${args.soak} of load on D, sampling RSS`)
+    const start = rssMb(gw.pid!)
+    let max = start
+    const sampler = setInterval(() => { max = Math.max(max, rssMb(gw.pid!)) }, 5000)
+    const r = await wrk(D, { seconds: Math.round(ms / 1000), lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-cold.txt') } })
+    clearInterval(sampler)
+    soak = { minutes: ms / 60_000, rssStartMb: start, rssEndMb: rssMb(gw.pid!), rssMaxMb: max, rps: r.rps }
+  }
+  const rssEnd = rssMb(gw.pid!)
+  const accessLines = readFileSync(join(TMP, 'access.log'), 'utf8').split('\n').length
+
+  await stopAll()
+  await redis.stop()
+
+  const machine = { cpus: cpus().length, model: cpus()[0]?.model ?? '', memGb: Math.round(totalmem() / 2 ** 30), os: `${osType()} ${release()}`, node: process.version, nginx: execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim() || 'nginx' }
+  const ratios = {
+    'D/C': sum.D.rps / sum.C.rps,
+    'D/B': sum.D.rps / sum.B.rps,
+    'C/B': sum.C.rps / sum.B.rps,
+    ...(sum.Dcold !== undefined ? { 'D′/C': sum.Dcold.rps / sum.C.rps } : {}),
+    p99AddedMs: paced.D.p99 - paced.A.p99
+  }
+  const report = {
+    date: new Date().toISOString(),
+    machine,
+    settings: { rounds: ROUNDS, seconds: DURATION, connections: CONNECTIONS, tokens: { hot: HOT, cold: access.length } },
+    scenarios: sum,
+    ratios,
+    paced: { rate: halfRate, A: paced.A, D: paced.D },
+    rejected401: { rps: rejected.rps, p99: rejected.p99, cpu: rejected.cpu, non401: rejected.requests - rejected.non2xx },
+    login: { rps: login.rps, p99: login.p99, minted: access.length, errors: login.errors + login.non2xx },
+    refresh: { rps: refreshed.rps, p99: refreshed.p99, errors: refreshed.errors + refreshed.non2xx },
+    propagationMs: { median: median(propagation), max: Math.max(...propagation), samples: propagation.length },
+    rssMb: { start: rss0, end: rssEnd },
+    soak,
+    accessLogLines: accessLines
+  }
+  const resultsDir = join(ROOT, 'test/bench/results')
+  mkdirSync(resultsDir, { recursive: true })
+  writeFileSync(join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n')
+
+  const f0 = (n: number) => n.toFixed(0).padStart(7)
+  const f2 = (n: number) => n.toFixed(2).padStart(6)
+  const row = (label: string, s: Summary) => `${label.padEnd(44)} ${f0(s.rps)} (${s.rpsMin.toFixed(0)}–${s.rpsMax.toFixed(0)})  ${f2(s.p50)}  ${f2(s.p99)}  ${s.cpu.toFixed(0).padStart(4)} %${s.errors + s.non2xx > 0 ? `  ${s.errors} errors, ${s.non2xx} non-2xx` : ''}`
+  const lines = [
+    '',
+    `wegate bench — ${machine.cpus} × ${machine.model}, ${machine.node}, ${machine.nginx}; wrk 1 thread, ${CONNECTIONS} connections, ${ROUNDS} rounds × ${DURATION} s`,
+    '',
+    `${'scenario'.padEnd(44)}   req/s (min–max)            p50 ms  p99 ms   CPU`,
+    ...scenarios.map((s) => row(s.label, sum[s.key])),
+    '',
+    `D/C = ${ratios['D/C'].toFixed(3)}   D/B = ${ratios['D/B'].toFixed(3)}   C/B = ${ratios['C/B'].toFixed(3)}${sum.Dcold !== undefined ? `   D′/C = ${(sum.Dcold.rps / sum.C.rps).toFixed(3)}` : ''}`,
+    `p99 added over direct at ~${halfRate} req/s (half of D's max): ${ratios.p99AddedMs.toFixed(2)} ms (A p99 ${paced.A.p99.toFixed(2)} ms, D p99 ${paced.D.p99.toFixed(2)} ms)`,
+    '',
+    `401 path (forged signatures)   ${f0(rejected.rps)} req/s  p99 ${rejected.p99.toFixed(2)} ms`,
+    `/auth/login (emulator)         ${f0(login.rps)} req/s  p99 ${login.p99.toFixed(2)} ms  (${access.length} tokens minted${login.non2xx + login.errors > 0 ? `, ${login.non2xx + login.errors} failed` : ''})`,
+    `/auth/refresh                  ${f0(refreshed.rps)} req/s  p99 ${refreshed.p99.toFixed(2)} ms${refreshed.non2xx + refreshed.errors > 0 ? `  (${refreshed.non2xx + refreshed.errors} failed)` : ''}`,
+    `revocation propagation         median ${median(propagation).toFixed(1)} ms, max ${Math.max(...propagation).toFixed(1)} ms over ${propagation.length} logouts`,
+    `wegate RSS                     ${rss0} MB at start, ${rssEnd} MB at the end${soak !== undefined ? `; soak ${soak.minutes} min: ${soak.rssStartMb} → ${soak.rssEndMb} MB (max ${soak.rssMaxMb}) at ${soak.rps.toFixed(0)} req/s` : ''}`,
+    '',
+    'results: test/bench/results/latest.json',
+    ''
+  ]
+  process.stdout.write(lines.join('\n'))
+}
+
+main().catch(async (err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+  await stopAll()
+  process.exitCode = 1
+})
