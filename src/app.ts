@@ -31,6 +31,8 @@ declare module 'fastify' {
     upstreamName: string
     /** performance.now() when the request arrived. */
     startedAt: number
+    /** The envelope code when the gateway answered with an error (0 otherwise), for the access line. */
+    errorCode: number
   }
 }
 
@@ -164,6 +166,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   app.decorateRequest('routeName', '')
   app.decorateRequest('upstreamName', '')
   app.decorateRequest('startedAt', 0)
+  app.decorateRequest('errorCode', 0)
   app.setErrorHandler(handleError)
   app.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
 
@@ -185,7 +188,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
       status_class: `${Math.floor(status / 100)}xx`
     })
     metrics.requestDuration.observe({ route, upstream }, ms / 1000)
-    accessLog({ reqId: request.id, method: request.method, path: pathOf(request.url), route, upstream, status, ms, aborted: !this.writableFinished })
+    accessLog({ reqId: request.id, method: request.method, path: pathOf(request.url), route, upstream, status, code: request.errorCode, ms, aborted: !this.writableFinished })
   }
 
   app.addHook('onRequest', (request, reply, done) => {

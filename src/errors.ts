@@ -72,7 +72,12 @@ export class GatewayError extends Error {
     cause?: unknown
   } = {}) {
     const entry = ErrorCatalog[name]
+    // A client's mistake (4xx) is an answer, not a fault: no stack to capture. An
+    // attacker's flood of forged tokens costs a table lookup, not a stack walk each.
+    const limit = Error.stackTraceLimit
+    if (entry.status < 500) Error.stackTraceLimit = 0
     super(opts.message ?? entry.message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    Error.stackTraceLimit = limit
     this.name = 'GatewayError'
     this.errorName = name
     this.code = entry.code
@@ -97,4 +102,14 @@ export function ok<T> (data: T): Envelope<T> {
 /** The envelope body for a catalog error. */
 export function envelopeOf (err: GatewayError): Envelope<Record<string, unknown> | null> {
   return { code: err.code, message: err.message, data: err.data }
+}
+
+// The serialised envelope of each catalog entry with its own message and no data (most answers).
+const PLAIN_BODIES = new Map<string, string>(Object.entries(ErrorCatalog).map(([name, e]) =>
+  [name, JSON.stringify({ code: e.code, message: e.message, data: null })]))
+
+/** The envelope as JSON text; the catalog's own answers are serialised once, at start. */
+export function envelopeText (err: GatewayError): string {
+  if (err.data === null && err.message === ErrorCatalog[err.errorName].message) return PLAIN_BODIES.get(err.errorName)!
+  return JSON.stringify(envelopeOf(err))
 }

@@ -122,7 +122,7 @@ t.test('X-Request-Id is honoured when sane, generated otherwise, and logged on t
 
   const access = logs.lines.filter((l) => l.msg === 'access')
   t.equal(access.length, 2)
-  t.match(access[0], { reqId: 'abc-123', method: 'GET', path: '/a', route: 'none', upstream: 'none', status: 404 })
+  t.match(access[0], { reqId: 'abc-123', method: 'GET', path: '/a', route: 'none', upstream: 'none', status: 404, code: 30004 })
   t.type(access[0].ms, 'number')
   t.notMatch(logs.text(), /secret-in-query|eyJhbGciOi/, 'neither query strings nor Authorization reach the log')
 })

@@ -18,6 +18,8 @@ export interface AccessEntry {
   route: string
   upstream: string
   status: number
+  /** The envelope code when the gateway itself answered with an error; 0 otherwise. */
+  code: number
   ms: number
   /** The response did not finish: the client left, or the upstream broke off mid-body. */
   aborted: boolean
@@ -41,6 +43,6 @@ export function createAccessLog (logger: Logger): AccessLog {
       lastMs = now
       lastIso = new Date(now).toISOString()
     }
-    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}","method":"${e.method}","path":${JSON.stringify(e.path)},"route":"${e.route}","upstream":"${e.upstream}","status":${e.status},"ms":${Math.round(e.ms * 100) / 100}${e.aborted ? ',"aborted":true' : ''},"msg":"access"}\n`)
+    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}","method":"${e.method}","path":${JSON.stringify(e.path)},"route":"${e.route}","upstream":"${e.upstream}","status":${e.status}${e.code !== 0 ? `,"code":${e.code}` : ''},"ms":${Math.round(e.ms * 100) / 100}${e.aborted ? ',"aborted":true' : ''},"msg":"access"}\n`)
   }
 }

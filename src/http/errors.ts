@@ -6,7 +6,7 @@
  */
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { ErrorCatalog, GatewayError, envelopeOf, type ErrorName } from '../errors.js'
+import { ErrorCatalog, GatewayError, envelopeText, type ErrorName } from '../errors.js'
 
 const FASTIFY_CODES: Record<string, ErrorName> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
@@ -56,16 +56,18 @@ export function handleError (err: unknown, request: FastifyRequest, reply: Fasti
   if (ge.statusCode >= 500) {
     request.log.error({ err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'request failed')
   } else if (ge.detail !== undefined) {
-    request.log.info({ code: ge.code, detail: ge.detail }, 'request rejected')
+    // The access line already carries the code; the why is for debugging (a 401 flood must not double the log).
+    request.log.debug({ code: ge.code, detail: ge.detail }, 'request rejected')
   }
   return sendError(reply, ge)
 }
 
 export function sendError (reply: FastifyReply, ge: GatewayError): FastifyReply {
+  reply.request.errorCode = ge.code
   reply.code(ge.statusCode)
   if (ge.headers !== undefined) reply.headers(ge.headers)
   reply.header('content-type', 'application/json; charset=utf-8')
-  return reply.send(envelopeOf(ge))
+  return reply.send(envelopeText(ge))
 }
 
 /**

@@ -13,7 +13,7 @@ import { request as httpsRequest } from 'node:https'
 import type { Duplex } from 'node:stream'
 import proxyAddr from '@fastify/proxy-addr'
 import type { Logger } from 'pino'
-import { GatewayError, envelopeOf } from '../errors.js'
+import { GatewayError, envelopeText } from '../errors.js'
 import type { Metrics } from '../metrics/index.js'
 import { errorKind, pickUpstream, type Caller, type ProxySnapshot, type UpstreamOutcome } from './forward.js'
 import { upstreamRequestHeaders } from './headers.js'
@@ -60,20 +60,20 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
     // A client that resets mid-handshake must not crash the process.
     socket.on('error', () => { socket.destroy() })
 
-    const log = (status: number) => {
+    const log = (status: number, code?: number) => {
       const ms = performance.now() - started
       metrics.requests.inc({ route: routeName, upstream: upstreamName, method: 'GET', status_class: `${Math.floor(status / 100)}xx` })
       metrics.requestDuration.observe({ route: routeName, upstream: upstreamName }, ms / 1000)
-      logger?.info({ reqId: id, method: req.method, path: pathOf(req.url ?? ''), route: routeName, upstream: upstreamName, status, ms: Math.round(ms * 100) / 100, websocket: true }, 'access')
+      logger?.info({ reqId: id, method: req.method, path: pathOf(req.url ?? ''), route: routeName, upstream: upstreamName, status, ...(code === undefined ? {} : { code }), ms: Math.round(ms * 100) / 100, websocket: true }, 'access')
     }
 
     const fail = (ge: GatewayError) => {
       if (done) return
       done = true
       if (ge.statusCode >= 500) logger?.error({ reqId: id, err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'websocket handshake failed')
-      else if (ge.detail !== undefined) logger?.info({ reqId: id, code: ge.code, detail: ge.detail }, 'request rejected')
+      else if (ge.detail !== undefined) logger?.debug({ reqId: id, code: ge.code, detail: ge.detail }, 'request rejected')
       writeEnvelope(socket, ge, id)
-      log(ge.statusCode)
+      log(ge.statusCode, ge.code)
     }
 
     let route: CompiledRoute
@@ -233,7 +233,7 @@ function writeEnvelope (socket: Duplex, ge: GatewayError, requestId: string): vo
   }
   // The server socket is half-open capable: do not wait for the client's FIN.
   socket.once('finish', () => socket.destroy())
-  const body = JSON.stringify(envelopeOf(ge))
+  const body = envelopeText(ge)
   let extra = ''
   if (ge.headers !== undefined) for (const [k, v] of Object.entries(ge.headers)) extra += `${k}: ${v}\r\n`
   socket.end(

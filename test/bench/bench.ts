@@ -374,7 +374,7 @@ async function main (): Promise<void> {
   if (args.profile) {
     // Only D's proxy path under load, then the profile's top entries by self time.
     log('profiling D under load')
-    const env = { WRK_TOKENS: join(TMP, 'tokens-hot.txt') }
+    const env = { WRK_TOKENS: join(TMP, process.env.BENCH_PROFILE_TOKENS === 'bad' ? 'tokens-bad.txt' : 'tokens-hot.txt') }
     await wrk(D, { seconds: WARMUP, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env })
     const r = await wrk(D, { seconds: DURATION * 3, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env })
     await stopAll()
