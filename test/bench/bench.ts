@@ -24,7 +24,7 @@
  *          --profile (write a --cpu-prof of D under load to the results folder and print its top)
  *          --only C,D (just these scenarios of the comparison, no extras: for quick iterations)
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, openSync, existsSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { cpus, tmpdir, totalmem, type as osType, release } from 'node:os'
@@ -72,6 +72,7 @@ function ensureTools (): void {
 
 // ── processes ──────────────────────────────────────────────────────────────
 const children: ChildProcess[] = []
+const cleanups: Array<() => Promise<void>> = []
 function start (cmd: string, argv: string[], opts: { out?: string, env?: Record<string, string> } = {}): ChildProcess {
   const out = opts.out === undefined ? 'ignore' : openSync(opts.out, 'a')
   const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', out, out], env: { ...process.env, ...opts.env } })
@@ -87,6 +88,7 @@ async function stopAll (): Promise<void> {
     await exited
     clearTimeout(timer)
   }))
+  await Promise.all(cleanups.splice(0).map(async (fn) => await fn()))
 }
 async function waitHttp (url: string, ok = (status: number) => status < 500): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -311,6 +313,7 @@ async function main (): Promise<void> {
   await waitHttp(`http://127.0.0.1:${pC}/`)
 
   const redis = await startRedis()
+  cleanups.push(redis.stop)
   start(process.execPath, ['dist/cli/main.js', 'emulator', '--port', String(pEmu), '--app', `${APP.appId}:${APP.secret}`])
   await waitHttp(`http://127.0.0.1:${pEmu}/sns/jscode2session`, () => true)
 
@@ -378,7 +381,6 @@ async function main (): Promise<void> {
     await wrk(D, { seconds: WARMUP, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env })
     const r = await wrk(D, { seconds: DURATION * 3, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env })
     await stopAll()
-    await redis.stop()
     const prof = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile')).sort().pop()
     if (prof === undefined) throw new Error('no profile written')
     renameSync(join(profileDir, prof), join(profileDir, 'wegate.cpuprofile'))
@@ -416,7 +418,6 @@ async function main (): Promise<void> {
   if (args.only !== undefined) {
     // A quick comparison while optimising: just these scenarios, no extras, nothing written.
     await stopAll()
-    await redis.stop()
     for (const s of scenarios) process.stdout.write(`${s.label.padEnd(44)} ${sum[s.key].rps.toFixed(0).padStart(7)} req/s (${sum[s.key].rpsMin.toFixed(0)}–${sum[s.key].rpsMax.toFixed(0)})  p99 ${sum[s.key].p99.toFixed(2)} ms  cpu ${sum[s.key].cpu.toFixed(0)} %\n`)
     if (sum.C !== undefined && sum.D !== undefined) process.stdout.write(`D/C = ${(sum.D.rps / sum.C.rps).toFixed(3)}\n`)
     return
@@ -474,9 +475,8 @@ async function main (): Promise<void> {
   const accessLines = readFileSync(join(TMP, 'access.log'), 'utf8').split('\n').length
 
   await stopAll()
-  await redis.stop()
 
-  const machine = { cpus: cpus().length, model: cpus()[0]?.model ?? '', memGb: Math.round(totalmem() / 2 ** 30), os: `${osType()} ${release()}`, node: process.version, nginx: execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim() || 'nginx' }
+  const machine = { cpus: cpus().length, model: cpus()[0]?.model ?? '', memGb: Math.round(totalmem() / 2 ** 30), os: `${osType()} ${release()}`, node: process.version, nginx: spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr.trim().replace('nginx version: ', ''), wrk: spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.split(' ').slice(0, 2).join(' ') }
   const ratios = {
     'D/C': sum.D.rps / sum.C.rps,
     'D/B': sum.D.rps / sum.B.rps,
@@ -508,7 +508,7 @@ async function main (): Promise<void> {
   const row = (label: string, s: Summary) => `${label.padEnd(44)} ${f0(s.rps)} (${s.rpsMin.toFixed(0)}–${s.rpsMax.toFixed(0)})  ${f2(s.p50)}  ${f2(s.p99)}  ${s.cpu.toFixed(0).padStart(4)} %${s.errors + s.non2xx > 0 ? `  ${s.errors} errors, ${s.non2xx} non-2xx` : ''}`
   const lines = [
     '',
-    `wegate bench — ${machine.cpus} × ${machine.model}, ${machine.node}, ${machine.nginx}; wrk 1 thread, ${CONNECTIONS} connections, ${ROUNDS} rounds × ${DURATION} s`,
+    `wegate bench — ${machine.cpus} × ${machine.model}, Node ${machine.node}, ${machine.nginx}, ${machine.wrk} (1 thread, ${CONNECTIONS} connections), ${ROUNDS} rounds × ${DURATION} s`,
     '',
     `${'scenario'.padEnd(44)}   req/s (min–max)            p50 ms  p99 ms   CPU`,
     ...scenarios.map((s) => row(s.label, sum[s.key])),
@@ -526,6 +526,11 @@ async function main (): Promise<void> {
     ''
   ]
   process.stdout.write(lines.join('\n'))
+}
+
+// Ctrl-C: leave no nginx, Redis or gateway behind.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => { stopAll().finally(() => process.exit(130)) })
 }
 
 main().catch(async (err: unknown) => {
