@@ -225,7 +225,8 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     logger,
     requestId,
     closing: () => closing,
-    onOutcome: canary.record
+    onOutcome: canary.record,
+    rateLimit: limiters.routeLimit
   })
   // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
   app.addHook('preClose', async () => { websockets.close() })

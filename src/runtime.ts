@@ -18,7 +18,10 @@ import type { Logger } from 'pino'
 
 export interface Snapshot {
   readonly config: GatewayConfig
+  /** The config's identity: file and key files (see LoadedConfig). */
   readonly hash: string
+  /** The file's bytes alone: canary rollbacks are keyed by it. */
+  readonly fileHash: string
   readonly file: string
   readonly loadedAt: number
   readonly routes: RouteTable
@@ -50,6 +53,7 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
   return {
     config,
     hash: loaded.hash,
+    fileHash: loaded.fileHash,
     file: loaded.file,
     loadedAt: Date.now(),
     routes,

@@ -270,9 +270,11 @@ t.test('concurrent logins with one code share a single WeChat exchange', async (
   for (const a of all) t.equal(a.status, 200)
   t.equal(wx.emulator.calls - calls, 1, 'one code2Session call for five logins')
   t.equal(new Set(all.map((a) => a.json?.data.openid)).size, 1)
+  t.equal(new Set(all.map((a) => a.json?.data.refreshToken)).size, 1, 'one session: the same token pair for all')
   // A client retrying after the answer (lost response) is served from the same exchange, not 40163.
   const retry = await post(url + '/auth/login', { code: 'slow200-shared' })
   t.equal(retry.status, 200)
+  t.equal(retry.json?.data.refreshToken, all[0]?.json?.data.refreshToken, 'the retry gets that same pair')
   t.equal(wx.emulator.calls - calls, 1)
 })
 

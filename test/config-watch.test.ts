@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readFile, rename, rm, symlink, unlink, writeFile } from
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
 import t, { type Test } from 'tap'
 import { watchConfig, type ConfigWatcher, type WatchConfigOptions } from '../src/config/watch.js'
@@ -262,4 +263,72 @@ t.test('a watched directory that does not exist does not throw', async (t) => {
   const h = watchHarness(t, join(dir, 'nope', 'gateway.yaml'))
   await waitFor(() => h.logs.some((l) => l.level === 40 && /directory/.test(l.msg)), 'warning about the directory')
   t.equal(h.seen.length, 0)
+})
+
+t.test('a related file (token key) changed in place: onChange runs, the config file untouched', async (t) => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'gateway.yaml')
+  const key = join(dir, 'signing.pem')
+  await writeFile(file, 'v1')
+  await writeFile(key, 'key1')
+  const h = watchHarness(t, file, { related: () => [key] })
+  await sleep(50) // the related list is read at start, asynchronously
+  await writeFile(key, 'key2')
+  await waitFor(() => h.seen.length === 1, 'a call for the key file')
+  await writeFile(key, 'key3')
+  await waitFor(() => h.seen.length === 2, 'and for the next change')
+})
+
+t.test('a related file in a Kubernetes Secret volume elsewhere: the ..data swap alone reloads', async (t) => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, 'v1')
+  const secret = join(dir, 'secret')
+  await mkdir(join(secret, '..2026_11_25_06_00_00.1'), { recursive: true })
+  await writeFile(join(secret, '..2026_11_25_06_00_00.1', 'signing.pem'), 'key1')
+  await symlink('..2026_11_25_06_00_00.1', join(secret, '..data'))
+  await symlink('..data/signing.pem', join(secret, 'signing.pem'))
+  const h = watchHarness(t, file, { related: () => [join(secret, 'signing.pem')] })
+  await sleep(50)
+  await mkdir(join(secret, '..2026_11_25_06_05_00.2'))
+  await writeFile(join(secret, '..2026_11_25_06_05_00.2', 'signing.pem'), 'key2')
+  await symlink('..2026_11_25_06_05_00.2', join(secret, '..data_tmp'))
+  await rename(join(secret, '..data_tmp'), join(secret, '..data'))
+  await waitFor(() => h.seen.length === 1, 'a call after the Secret swap')
+})
+
+t.test('the related list is read again after each call: a newly named file is watched, a dropped one is not', async (t) => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'gateway.yaml')
+  const old = join(dir, 'old.pem')
+  const fresh = join(dir, 'new.pem')
+  await writeFile(file, 'v1')
+  await writeFile(old, 'a')
+  await writeFile(fresh, 'b')
+  let related = [old]
+  const h = watchHarness(t, file, { related: () => related })
+  await sleep(50)
+  related = [fresh] // what the reload below loads
+  await writeFile(file, 'v2')
+  await waitFor(() => h.seen.length === 1, 'the config change')
+  await writeFile(fresh, 'b2')
+  await waitFor(() => h.seen.length === 2, 'the newly named file is watched')
+  await writeFile(old, 'a2')
+  await sleep(300) // well past the 50 ms debounce
+  t.equal(h.seen.length, 2, 'the dropped file is not')
+})
+
+t.test('polling alone catches a related file replaced', async (t) => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'gateway.yaml')
+  const key = join(dir, 'signing.pem')
+  await writeFile(file, 'v1')
+  await writeFile(key, 'key1')
+  const h = watchHarness(t, file, { fsWatch: false, pollMs: 50, related: () => [key] })
+  await sleep(100)
+  await writeFile(join(dir, 'tmp'), 'key2 longer')
+  await rename(join(dir, 'tmp'), key)
+  await waitFor(() => h.seen.length === 1, 'a call by polling')
+  await sleep(200)
+  t.equal(h.seen.length, 1, 'one call per change')
 })

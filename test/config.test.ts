@@ -122,6 +122,33 @@ t.test('an unreadable file is a ConfigError, not a crash', async (t) => {
   await t.rejects(loadConfigFile('/nonexistent/gateway.yaml'), ConfigError)
 })
 
+t.test('the config hash covers the key files it names: replaced keys are a change, the file hash is not', async (t) => {
+  const { mkdtemp, rm, writeFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { generateKeyPairSync } = await import('node:crypto')
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-hash-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const pem = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+  const key = join(dir, 'signing.pem')
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(key, pem())
+  await writeFile(file, yamlOf({ tokens: { algorithm: 'ES256', keys: [{ kid: 'k1', privateKeyFile: key }] } }))
+  const first = await loadConfigFile(file, {})
+  t.equal((await loadConfigFile(file, {})).hash, first.hash, 'stable while nothing changes')
+  await writeFile(key, pem())
+  const second = await loadConfigFile(file, {})
+  t.not(second.hash, first.hash, 'a key file replaced in place changes the hash')
+  t.equal(second.fileHash, first.fileHash, 'the hash of gateway.yaml alone does not change')
+  await rm(key)
+  t.not((await loadConfigFile(file, {})).hash, second.hash, 'a missing key file too (the token keys then report it)')
+
+  const hs = join(dir, 'hs.yaml')
+  await writeFile(hs, yamlOf({}))
+  const loaded = await loadConfigFile(hs, {})
+  t.equal(loaded.hash, loaded.fileHash, 'no key files (HS256): the hash is the file\'s')
+})
+
 t.test('config/gateway.schema.json is the exported schema, up to date', async (t) => {
   const { editorSchema } = await import('../src/config/schema.js')
   const onDisk = JSON.parse(await readFile('config/gateway.schema.json', 'utf8')) as { required?: string[] }

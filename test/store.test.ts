@@ -172,6 +172,62 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
       t.equal((await s.rotateRefresh(rotation(fresh, h('new0'), h('new1'), c.now()))).status, 'rotated', 'a later login works')
     })
 
+    t.test('login claim: one holder per code; the others see it pending, then its outcome', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const key = h('wxapp\0code-' + id())
+      t.same(await s.claimLogin(key, 'A', 10_000), { status: 'claimed' }, 'the first login claims the code')
+      t.same(await s.claimLogin(key, 'B', 10_000), { status: 'pending' }, 'another login finds it claimed')
+      t.same(await s.peekLogin(key), { status: 'pending' })
+      t.same(await s.claimLogin(key, 'A', 10_000), { status: 'claimed' }, 'the holder may take its own claim back (a retry on its instance)')
+      t.equal(await s.finishLogin(key, 'B', 'not-mine', true, 10_000), false, 'only the holder can finish it')
+      t.equal(await s.finishLogin(key, 'A', 'sealed-outcome', true, 10_000), true)
+      t.same(await s.peekLogin(key), { status: 'done', outcome: 'sealed-outcome' }, 'a waiter sees the outcome')
+      t.same(await s.claimLogin(key, 'C', 10_000), { status: 'done', outcome: 'sealed-outcome' }, 'a later login gets the same outcome')
+      t.same(await s.claimLogin(key, 'A', 10_000), { status: 'done', outcome: 'sealed-outcome' }, 'even the former holder')
+      t.same(await s.peekLogin(h('never-claimed')), { status: 'none' })
+    })
+
+    t.test('login claim: a transient failure reaches the waiters, then a new login takes the claim over', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const key = h('wxapp\0busy-' + id())
+      await s.claimLogin(key, 'A', 10_000)
+      t.equal(await s.finishLogin(key, 'A', 'sealed-busy', false, 10_000), true)
+      t.same(await s.peekLogin(key), { status: 'failed', outcome: 'sealed-busy' }, 'a login already waiting gets the failure')
+      t.same(await s.claimLogin(key, 'B', 10_000), { status: 'claimed' }, 'a new login retries instead of inheriting it')
+      t.same(await s.peekLogin(key), { status: 'pending' })
+    })
+
+    t.test('login claim: released or expired, the next login claims it', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const key = h('wxapp\0gone-' + id())
+      await s.claimLogin(key, 'A', 10_000)
+      await s.releaseLogin(key, 'B')
+      t.same(await s.peekLogin(key), { status: 'pending' }, 'another login cannot release it')
+      await s.releaseLogin(key, 'A')
+      t.same(await s.peekLogin(key), { status: 'none' }, 'the holder can')
+      t.same(await s.claimLogin(key, 'B', 50), { status: 'claimed' })
+      c.advance(100)
+      await sleep(120) // Redis expires in real time
+      t.same(await s.peekLogin(key), { status: 'none' }, 'a claim whose holder died expires')
+      t.same(await s.claimLogin(key, 'C', 10_000), { status: 'claimed' }, 'and can be claimed again')
+      t.equal(await s.finishLogin(key, 'C', 'x', true, 50), true)
+      c.advance(100)
+      await sleep(120)
+      t.same(await s.claimLogin(key, 'D', 10_000), { status: 'claimed' }, 'a remembered outcome expires too')
+    })
+
+    t.test('login claim: 10 concurrent claims of one code, exactly one holder', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const key = h('wxapp\0race-' + id())
+      const all = await Promise.all(Array.from({ length: 10 }, (_, i) => s.claimLogin(key, 'owner' + i, 10_000)))
+      t.equal(all.filter((r) => r.status === 'claimed').length, 1)
+      t.equal(all.filter((r) => r.status === 'pending').length, 9)
+    })
+
     if (redisUrl !== undefined) {
       t.test('every Redis key has a TTL after a full scenario', async (t) => {
         const c = clock()
@@ -190,6 +246,9 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
         await s.revokeFamily(rec.fid, c.now() + 16 * MIN)
         await s.revokeAccessToken('jti1', c.now() + 15 * MIN)
         await s.revokeUserBefore('wxapp', 'ox', c.now(), c.now() + 30 * MIN)
+        await s.claimLogin(h('claimed-only'), 'A', 10_000)
+        await s.claimLogin(h('finished'), 'A', 10_000)
+        await s.finishLogin(h('finished'), 'A', 'outcome', true, 10_000)
         const r = new Redis(redisUrl())
         t.teardown(() => r.disconnect())
         const keys: string[] = []
@@ -204,6 +263,10 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
         const graceKeys = keys.filter((k) => k.includes(':grace:'))
         t.ok(graceKeys.length > 0, 'grace payloads were written')
         for (const k of graceKeys) t.ok(await r.pttl(k) <= 10_000, `grace payload ${k} lives at most refreshGrace`)
+        const loginKeys = keys.filter((k) => k.includes('{login:'))
+        t.same(loginKeys.sort(), [`${prefix}{login:${h('claimed-only')}}`, `${prefix}{login:${h('finished')}}`].sort(),
+          'one key per login, under its own hash tag (Redis Cluster)')
+        for (const k of loginKeys) t.ok(await r.pttl(k) <= 10_000, `login claim ${k} lives at most its TTL`)
       })
     } else {
       t.test('memory store is bounded by maxEntries', async (t) => {
@@ -293,8 +356,10 @@ t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recove
   await t.rejects(s.revokeFamily('f', Date.now() + MIN), unavailable)
   await t.rejects(s.revokeAccessToken('j', Date.now() + MIN), unavailable)
   await t.rejects(s.revokeUserBefore('wx', 'o', Date.now(), Date.now() + MIN), unavailable)
+  await t.rejects(s.claimLogin('k', 'A', 10_000), unavailable)
+  await t.rejects(s.peekLogin('k'), unavailable)
   await t.rejects(s.ping(), unavailable)
-  t.comment(`8 failed store calls took ${(performance.now() - t0).toFixed(1)} ms in all`)
+  t.comment(`10 failed store calls took ${(performance.now() - t0).toFixed(1)} ms in all`)
   const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
   t.throws(() => s.isRevoked(subj), unavailable, 'failMode closed: the hot check refuses')
   t.equal(open.isRevoked(subj), true, 'failMode open: answers from the last known mirror')

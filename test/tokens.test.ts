@@ -147,6 +147,20 @@ t.test('grace payload opens only with the token that sealed it', async (t) => {
   t.equal(svc.openGrace(parent.token, 'garbage'), null)
 })
 
+t.test('a shared login outcome opens only with the code (and app) that sealed it', async (t) => {
+  const svc = await createTokenService(config())
+  const outcome = JSON.stringify({ ok: { refreshToken: 'secret-refresh-token' } })
+  const sealed = svc.sealLogin('wxapp', 'code-1', outcome)
+  t.notMatch(sealed, 'secret-refresh-token')
+  t.equal(svc.openLogin('wxapp', 'code-1', sealed), outcome)
+  t.equal(svc.openLogin('wxapp', 'code-2', sealed), null, 'another code cannot open it')
+  t.equal(svc.openLogin('wxother', 'code-1', sealed), null, 'the same code of another app cannot')
+  t.equal(svc.openLogin('wxapp', svc.loginKey('wxapp', 'code-1'), sealed), null, 'the store key cannot')
+  t.equal(svc.openGrace('wxapp\u0000code-1', sealed), null, 'a grace payload key is another key')
+  t.match(svc.loginKey('wxapp', 'code-1'), /^[0-9a-f]{64}$/)
+  t.not(svc.loginKey('wxapp', 'code-1'), svc.loginKey('wxap', 'pcode-1'), 'app and code cannot run into each other')
+})
+
 t.test('asymmetric algorithms', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'wegate-keys-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))

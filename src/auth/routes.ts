@@ -4,14 +4,15 @@
  * tokens → send the access token as Bearer → on a 20004 (expired) call
  * /auth/refresh once and retry → on any other 2xxxx, log in again.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { GatewayError, ok } from '../errors.js'
+import { randomBytes } from 'node:crypto'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { GatewayError, ok, type ErrorName } from '../errors.js'
 import type { GatewayConfig } from '../config/schema.js'
 import type { Metrics } from '../metrics/index.js'
-import type { Store } from '../store/index.js'
+import type { LoginState, Store } from '../store/index.js'
 import type { Guard } from './guard.js'
 import type { TokenService } from './tokens.js'
-import { WeChatError, type WeChatApp, type WeChatClient, type WeChatSession } from './wechat.js'
+import { WeChatError, type WeChatApp, type WeChatClient, type WeChatFailureKind, type WeChatSession } from './wechat.js'
 
 /** What the auth routes read from the current config snapshot. */
 export interface AuthSnapshot {
@@ -77,11 +78,44 @@ async function nameLogin (request: FastifyRequest): Promise<void> {
   request.routeName = 'auth_login'
 }
 
-// Same-code logins within this window share one code2Session exchange (a client retrying a slow login).
-// 10 s: long enough for a client retrying a lost answer, short enough that a code seen
-// in transit is not a reusable credential for long.
+// Same-code logins share one outcome (a client retrying a slow or lost login: WeChat codes
+// are single-use). 10 s after the answer: long enough for a client retrying a lost answer,
+// short enough that a code seen in transit is not a reusable credential for long.
 const SAME_CODE_WINDOW_MS = 10_000
+// A claim outlives the slowest exchange (retries included) by this much: room for the store writes.
+const CLAIM_SLACK_MS = 2_000
+// Bound on the per-instance maps below.
 const SAME_CODE_MAX = 10_000
+// A login waiting on another instance's claim looks again after 20 ms, doubling up to 200 ms.
+const POLL_FIRST_MS = 20
+const POLL_MAX_MS = 200
+
+/** A login's answer as the other logins with the same code get it (times in epoch ms). */
+interface LoginResult {
+  accessToken: string
+  /** The access token's lifetime (s) when issued, at `issuedAt` (ms). */
+  expiresIn: number
+  issuedAt: number
+  refreshToken: string
+  refreshExpiresAt: number
+  openid: string
+  unionid?: string
+  fid: string
+  /** True when this answer was another login's (same code), not this login's own exchange. */
+  shared: boolean
+}
+
+/** What the store keeps (sealed with the code) for the other logins with the same code. */
+type SharedOutcome =
+  | { ok: Omit<LoginResult, 'shared'> }
+  | { err: { name: ErrorName, kind: WeChatFailureKind, errcode: number | null, headers?: Record<string, string> } }
+
+/** WeChat errors that a second try with the same code cannot change: they are remembered like a success. */
+function definitive (err: WeChatError): boolean {
+  return err.wechat.kind === 'errcode' && err.wechat.errcode !== -1 && err.wechat.errcode !== 45011
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Promise<void> {
   const { snapshot, store, metrics } = opts
@@ -90,26 +124,137 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
   // JSON only: a form or text body is a 415, not a confusing validation error.
   app.removeContentTypeParser('text/plain')
 
-  // In-flight and recently finished exchanges, keyed by app + code. WeChat codes are
-  // single-use: without this, a retried login would fail with "code already used".
-  const exchanges = new Map<string, { at: number, result: Promise<WeChatSession> }>()
-  const exchange = (snap: AuthSnapshot, wxApp: WeChatApp, code: string): Promise<WeChatSession> => {
-    const key = `${wxApp.appId}\u0000${code}`
-    const t = now()
-    const hit = exchanges.get(key)
-    if (hit !== undefined && t - hit.at < SAME_CODE_WINDOW_MS) return hit.result
-    if (exchanges.size >= SAME_CODE_MAX) {
-      for (const [k, v] of exchanges) {
-        if (t - v.at >= SAME_CODE_WINDOW_MS || exchanges.size >= SAME_CODE_MAX) exchanges.delete(k)
-        else break
+  /** Drop expired entries (insertion order = age) and keep the map bounded. */
+  const trim = <V extends { at: number }>(map: Map<string, V>, t: number, ttl: number): void => {
+    for (const [k, v] of map) {
+      if (t - v.at >= ttl || map.size >= SAME_CODE_MAX) map.delete(k)
+      else break
+    }
+  }
+
+  // Logins in flight on this instance, by login key: same-code logins here share one promise.
+  const inflight = new Map<string, Promise<LoginResult>>()
+  // WeChat sessions this instance obtained whose login then failed on the store (50010): a retry
+  // here finishes the login without calling WeChat again (the code is spent there). Kept in
+  // memory only, with the claim's owner id so the retry can take the claim back.
+  const exchanged = new Map<string, { at: number, owner: string, session: WeChatSession }>()
+
+  /**
+   * Log in with a code, once per code across every instance sharing the store: claim the
+   * code, or wait for the login that holds the claim and take its outcome.
+   */
+  const loginWith = async (snap: AuthSnapshot, wxApp: WeChatApp, code: string, key: string, log: FastifyBaseLogger): Promise<LoginResult> => {
+    const claimTtl = Math.max(SAME_CODE_WINDOW_MS, snap.wechat.budgetMs + CLAIM_SLACK_MS)
+    const t0 = now()
+    trim(exchanged, t0, claimTtl)
+    const owner = exchanged.get(key)?.owner ?? randomBytes(12).toString('base64url')
+    // The claim expires with a holder that died: past that, waiting cannot help.
+    const deadline = t0 + claimTtl + POLL_MAX_MS
+    let state: LoginState = await store.claimLogin(key, owner, claimTtl)
+    let pause = POLL_FIRST_MS
+    for (;;) {
+      switch (state.status) {
+        case 'claimed':
+          return await exchangeAndIssue(snap, wxApp, code, key, owner, log)
+        case 'done':
+        case 'failed':
+          return openOutcome(snap, wxApp, code, state.outcome)
+        case 'none':
+          state = await store.claimLogin(key, owner, claimTtl)
+          continue
+        case 'pending':
+          if (now() >= deadline) {
+            throw new WeChatError('WECHAT_TIMEOUT', { kind: 'timeout', errcode: null, attempts: 0 }, {
+              detail: `another login with this code did not finish within ${claimTtl} ms`
+            })
+          }
+          await sleep(pause)
+          pause = Math.min(POLL_MAX_MS, pause * 2)
+          state = await store.peekLogin(key)
       }
     }
-    const result = snap.wechat.code2Session(wxApp, code)
-    exchanges.set(key, { at: t, result })
-    // A failed exchange is shared with concurrent callers but not remembered:
-    // a transient failure must not stick for the whole window.
-    result.catch(() => { if (exchanges.get(key)?.result === result) exchanges.delete(key) })
-    return result
+  }
+
+  /** Holder of the claim: exchange the code, start the session, store the outcome for the others. */
+  const exchangeAndIssue = async (snap: AuthSnapshot, wxApp: WeChatApp, code: string, key: string, owner: string, log: FastifyBaseLogger): Promise<LoginResult> => {
+    const finish = async (outcome: SharedOutcome, remember: boolean): Promise<void> => {
+      try {
+        const kept = await store.finishLogin(key, owner, snap.tokens.sealLogin(wxApp.appId, code, JSON.stringify(outcome)), remember, SAME_CODE_WINDOW_MS)
+        if (!kept) log.warn({ appid: wxApp.appId }, 'login claim expired before the login finished: a retry with this code may get 10002')
+      } catch (err) {
+        // This login's answer stands; a retry with the same code on another instance may get 10002.
+        log.warn({ appid: wxApp.appId, err: err instanceof GatewayError ? err.detail : String(err) }, 'could not share the login outcome through the store')
+      }
+    }
+
+    let session: WeChatSession
+    const known = exchanged.get(key)
+    if (known !== undefined) {
+      session = known.session
+    } else {
+      try {
+        session = await snap.wechat.code2Session(wxApp, code)
+      } catch (err) {
+        if (err instanceof WeChatError) {
+          const e: SharedOutcome = { err: { name: err.errorName, kind: err.wechat.kind, errcode: err.wechat.errcode } }
+          if (err.headers !== undefined) e.err.headers = err.headers
+          await finish(e, definitive(err))
+        } else {
+          await store.releaseLogin(key, owner).catch(() => {})
+        }
+        throw err
+      }
+    }
+
+    const cfg = snap.config.tokens
+    const t = now()
+    const refresh = snap.tokens.newRefreshToken()
+    const expiresAt = t + Math.min(cfg.refreshTtl, cfg.sessionTtl)
+    try {
+      await store.setSessionKey(wxApp.appId, session.openid, session.sessionKey, cfg.sessionKeyTtl)
+      await store.createFamily(refresh.hash, {
+        fid: refresh.fid,
+        openid: session.openid,
+        ...(session.unionid !== undefined ? { unionid: session.unionid } : {}),
+        appid: wxApp.appId,
+        expiresAt,
+        familyExpiresAt: t + cfg.sessionTtl,
+        createdAt: t
+      })
+    } catch (err) {
+      // The claim stays (the store is likely down anyway): a retry here takes it back and
+      // uses WeChat's answer kept in memory, since WeChat would now say "code already used".
+      if (!exchanged.has(key)) exchanged.set(key, { at: t, owner, session })
+      throw err
+    }
+    exchanged.delete(key)
+    const access = snap.tokens.signAccess({ openid: session.openid, unionid: session.unionid, appid: wxApp.appId, fid: refresh.fid })
+    const result: Omit<LoginResult, 'shared'> = {
+      accessToken: access.token,
+      expiresIn: access.expiresIn,
+      issuedAt: now(),
+      refreshToken: refresh.token,
+      refreshExpiresAt: expiresAt,
+      openid: session.openid,
+      fid: refresh.fid
+    }
+    if (session.unionid !== undefined) result.unionid = session.unionid
+    await finish({ ok: result }, true)
+    return { ...result, shared: false }
+  }
+
+  /** Another login's outcome: the same token pair, or the same error. */
+  const openOutcome = (snap: AuthSnapshot, wxApp: WeChatApp, code: string, sealed: string): LoginResult => {
+    const text = snap.tokens.openLogin(wxApp.appId, code, sealed)
+    let outcome: SharedOutcome | undefined
+    try { outcome = text === null ? undefined : JSON.parse(text) as SharedOutcome } catch {}
+    if (outcome === undefined) throw new GatewayError('INTERNAL', { detail: 'a stored login outcome did not open with its code' })
+    if ('ok' in outcome) return { ...outcome.ok, shared: true }
+    const e = outcome.err
+    throw new WeChatError(e.name, { kind: e.kind, errcode: e.errcode, attempts: 0 }, {
+      detail: 'the outcome of another login with the same code',
+      ...(e.headers !== undefined ? { headers: e.headers } : {})
+    })
   }
 
   const issue = async (snap: AuthSnapshot, who: { openid: string, unionid?: string | undefined, appid: string }, refresh: { token: string, expiresAt: number }, fid: string): Promise<TokenPair> => {
@@ -148,38 +293,40 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     }
     if (wxApp === undefined) throw new GatewayError('UNKNOWN_APP')
 
-    let session: WeChatSession
+    // One outcome per code, shared by every login presenting it (here or on another instance).
+    const key = snap.tokens.loginKey(wxApp.appId, code)
+    let result: LoginResult
     try {
-      session = await exchange(snap, wxApp, code)
+      let running = inflight.get(key)
+      const joined = running !== undefined
+      if (running === undefined) {
+        running = loginWith(snap, wxApp, code, key, request.log)
+        inflight.set(key, running)
+        const mine = running
+        mine.then(() => {}, () => {}).finally(() => { if (inflight.get(key) === mine) inflight.delete(key) })
+      }
+      result = await running
+      if (joined) result = { ...result, shared: true }
     } catch (err) {
+      // A login lost to the store (50010) is a failed login too: count it.
       const errcode = err instanceof WeChatError ? err.wechat.errcode : null
       metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: errcode === null ? 'none' : String(errcode) })
       throw err
     }
-
-    const cfg = snap.config.tokens
-    const t = now()
-    const refresh = snap.tokens.newRefreshToken()
-    const expiresAt = t + Math.min(cfg.refreshTtl, cfg.sessionTtl)
-    try {
-      await store.setSessionKey(wxApp.appId, session.openid, session.sessionKey, cfg.sessionKeyTtl)
-      await store.createFamily(refresh.hash, {
-        fid: refresh.fid,
-        openid: session.openid,
-        ...(session.unionid !== undefined ? { unionid: session.unionid } : {}),
-        appid: wxApp.appId,
-        expiresAt,
-        familyExpiresAt: t + cfg.sessionTtl,
-        createdAt: t
-      })
-    } catch (err) {
-      // A login lost to the store (50010) is a failed login too: count it.
-      metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: 'none' })
-      throw err
-    }
     metrics.logins.inc({ app: wxApp.appId, result: 'success', errcode: '0' })
-    request.log.info({ appid: wxApp.appId, openid: session.openid, fid: refresh.fid }, 'login')
-    return ok(await issue(snap, { openid: session.openid, unionid: session.unionid, appid: wxApp.appId }, { token: refresh.token, expiresAt }, refresh.fid))
+    request.log.info({ appid: wxApp.appId, openid: result.openid, fid: result.fid, shared: result.shared }, 'login')
+    const t = now()
+    const pair: TokenPair = {
+      accessToken: result.accessToken,
+      tokenType: 'Bearer',
+      // the full accessTtl in the first answer; what remains of it in a shared one
+      expiresIn: Math.max(0, result.expiresIn - Math.floor((t - result.issuedAt) / 1000)),
+      refreshToken: result.refreshToken,
+      refreshExpiresIn: Math.max(0, Math.floor((result.refreshExpiresAt - t) / 1000)),
+      openid: result.openid
+    }
+    if (result.unionid !== undefined) pair.unionid = result.unionid
+    return ok(pair)
   })
 
   app.post<{ Body: { refreshToken: string } }>('/auth/refresh', { schema: refreshSchema }, async (request) => {

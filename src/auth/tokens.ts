@@ -1,6 +1,7 @@
 /**
  * The token service: signs and verifies access tokens (JWT, via fast-jwt),
- * mints opaque refresh tokens and their hashes, seals the grace payload, and
+ * mints opaque refresh tokens and their hashes, seals the grace payload and the
+ * shared outcome of a login, and
  * publishes the public keys (JWKS) for asymmetric algorithms.
  *
  * Access token: header {alg, typ: JWT, kid}; claims sub (= openid), openid,
@@ -68,6 +69,12 @@ export interface TokenService {
   sealGrace (presented: string, payload: string): string
   /** Decrypt a sealed grace payload; null when it does not open with this token. */
   openGrace (presented: string, sealed: string): string | null
+  /** SHA-256 (hex) of (appId, wx.login code): what the store keys a login's shared outcome by. */
+  loginKey (appId: string, code: string): string
+  /** Encrypt a login's outcome so only a holder of the same code can read it back (the grace mechanism, another key). */
+  sealLogin (appId: string, code: string, payload: string): string
+  /** Decrypt a sealed login outcome; null when it does not open with this code. */
+  openLogin (appId: string, code: string, sealed: string): string | null
   /** The public keys as a JWKS for RS256/ES256/EdDSA; null for HS256 (nothing to publish). */
   jwks (): { keys: PublicJwk[] } | null
 }
@@ -77,7 +84,9 @@ const REFRESH_RE = /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/
 const MAX_TOKEN_LENGTH = 8192
 // 10 000 verified tokens per key: skips repeated signature checks for active users (~10 MB at most)
 const VERIFY_CACHE_SIZE = 10_000
+// HKDF info strings: one key per purpose, even from the same secret
 const GRACE_INFO = Buffer.from('wegate refresh grace v1')
+const LOGIN_INFO = Buffer.from('wegate login outcome v1')
 
 /** fast-jwt error code → our catalog. Anything unknown is treated as a bad signature (fail closed). */
 const FAST_JWT_CODES: Record<string, ErrorName> = {
@@ -239,9 +248,6 @@ export async function createTokenService (cfg: TokensConfig, opts: { now?: () =>
     return verify
   }
 
-  const graceKey = (presented: string): Buffer =>
-    Buffer.from(hkdfSync('sha256', presented, Buffer.alloc(0), GRACE_INFO, 32))
-
   const hashRefresh = (token: string): string => createHash('sha256').update(token).digest('hex')
 
   return {
@@ -302,28 +308,63 @@ export async function createTokenService (cfg: TokensConfig, opts: { now?: () =>
     },
 
     sealGrace (presented, payload) {
-      // AES-256-GCM under a key derived from the presented token: the store holds only
-      // SHA-256(token), so whoever reads Redis cannot open this during its ≤ graceMs life.
-      const iv = randomBytes(12)
-      const c = createCipheriv('aes-256-gcm', graceKey(presented), iv)
-      const body = Buffer.concat([c.update(payload, 'utf8'), c.final()])
-      return Buffer.concat([iv, c.getAuthTag(), body]).toString('base64url')
+      // The store holds only SHA-256(token), so whoever reads Redis cannot open this during its ≤ graceMs life.
+      return seal(presented, GRACE_INFO, payload)
     },
 
     openGrace (presented, sealed) {
-      try {
-        const raw = Buffer.from(sealed, 'base64url')
-        if (raw.length < 28) return null
-        const d = createDecipheriv('aes-256-gcm', graceKey(presented), raw.subarray(0, 12))
-        d.setAuthTag(raw.subarray(12, 28))
-        return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8')
-      } catch {
-        return null
-      }
+      return open(presented, GRACE_INFO, sealed)
+    },
+
+    loginKey (appId, code) {
+      return createHash('sha256').update(loginSecret(appId, code)).digest('hex')
+    },
+
+    sealLogin (appId, code, payload) {
+      // The store keys it by SHA-256(appId, code): reading Redis gives neither the code nor this key.
+      return seal(loginSecret(appId, code), LOGIN_INFO, payload)
+    },
+
+    openLogin (appId, code, sealed) {
+      return open(loginSecret(appId, code), LOGIN_INFO, sealed)
     },
 
     jwks () {
       return jwks
     }
   }
+}
+
+/** \0 cannot occur in an appId: (a, bc) and (ab, c) never collide. */
+function loginSecret (appId: string, code: string): string {
+  return `${appId}\u0000${code}`
+}
+
+/**
+ * AES-256-GCM under a key derived (HKDF-SHA-256, `info` per purpose) from a secret
+ * the client holds and the store does not: the refresh token for a grace payload,
+ * the wx.login code for a shared login outcome. Output: base64url(iv · tag · body).
+ */
+function seal (secret: string, info: Buffer, payload: string): string {
+  const iv = randomBytes(12)
+  const c = createCipheriv('aes-256-gcm', sealKey(secret, info), iv)
+  const body = Buffer.concat([c.update(payload, 'utf8'), c.final()])
+  return Buffer.concat([iv, c.getAuthTag(), body]).toString('base64url')
+}
+
+/** The payload `seal` produced from the same secret and info; null when it does not open (wrong secret, tampered). */
+function open (secret: string, info: Buffer, sealed: string): string | null {
+  try {
+    const raw = Buffer.from(sealed, 'base64url')
+    if (raw.length < 28) return null
+    const d = createDecipheriv('aes-256-gcm', sealKey(secret, info), raw.subarray(0, 12))
+    d.setAuthTag(raw.subarray(12, 28))
+    return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8')
+  } catch {
+    return null
+  }
+}
+
+function sealKey (secret: string, info: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', secret, Buffer.alloc(0), info, 32))
 }

@@ -38,6 +38,8 @@ export interface WeChatClientOptions {
 export interface WeChatClient {
   /** Exchange a `wx.login` code for the user's openid (and unionid, session_key). Throws WeChatError. */
   code2Session (app: WeChatApp, code: string): Promise<WeChatSession>
+  /** The longest one code2Session call can take, ms: every attempt's timeout plus the backoff between them. */
+  readonly budgetMs: number
   /** Close the connection pool (waits for calls in flight). */
   close (): Promise<void>
 }
@@ -186,9 +188,14 @@ export function createWeChatClient (opts: WeChatClientOptions): WeChatClient {
     }
   }
 
+  let budgetMs = opts.timeoutMs * (opts.retries + 1)
+  // the jitter factor is at most 1.5
+  for (let n = 1; n <= opts.retries; n++) budgetMs += Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1)) * 1.5
+
   let closing: Promise<void> | undefined
   return {
     code2Session,
+    budgetMs: Math.ceil(budgetMs),
     close () {
       closing ??= pool.close()
       return closing

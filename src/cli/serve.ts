@@ -3,7 +3,7 @@
  * process signals (SIGTERM/SIGINT drain and exit 0).
  */
 import { buildGateway } from '../app.js'
-import { ConfigError, formatProblem, loadConfigFile } from '../config/load.js'
+import { ConfigError, formatProblem, loadConfigFile, referencedFiles } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { startDemoUpstream } from '../demo/upstream.js'
 import { watchConfig } from '../config/watch.js'
@@ -47,8 +47,10 @@ export async function serve (opts: ServeOptions): Promise<void> {
   if (opts.demo) process.stdout.write(demoBanner(publicUrl, adminUrl))
 
   // Hot reload: file changes (in place, rename, ConfigMap symlink swap) and SIGHUP share one queue.
+  // The key files of the active config are watched too (a Secret rotation).
   const watcher = watchConfig({
     file: opts.file,
+    related: () => referencedFiles(gateway.snapshot().config),
     logger: logger.child({ component: 'config-watch' }),
     onChange: async () => { await gateway.reload(opts.file) }
   })

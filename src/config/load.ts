@@ -39,8 +39,13 @@ export function formatProblem (p: ConfigProblem): string {
 
 export interface LoadedConfig {
   config: GatewayConfig
-  /** sha256 of the file's bytes, short; identifies the active config in metrics and logs. */
+  /**
+   * sha256 of the file's bytes and of every file it references (token key files), short;
+   * identifies the active config in metrics and logs, and tells a reload whether anything changed.
+   */
   hash: string
+  /** sha256 of the file's bytes alone, short: what canary rollbacks are keyed by (a key rotation does not end them). */
+  fileHash: string
   file: string
 }
 
@@ -54,11 +59,42 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
   } catch (err) {
     throw new ConfigError(file, [{ path: '', message: `cannot read file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }])
   }
-  return { config: parseConfig(text, env, file), hash: hashText(text), file }
+  const config = parseConfig(text, env, file)
+  return { config, hash: await hashConfig(text, referencedFiles(config)), fileHash: hashText(text), file }
 }
 
 export function hashText (text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16)
+}
+
+/** Files the config reads besides itself: the token key files, in config order, without repeats. */
+export function referencedFiles (config: GatewayConfig): string[] {
+  const files = new Set<string>()
+  for (const k of config.tokens.keys) {
+    if (k.privateKeyFile !== undefined) files.add(k.privateKeyFile)
+    if (k.publicKeyFile !== undefined) files.add(k.publicKeyFile)
+  }
+  return [...files]
+}
+
+/**
+ * The config's identity: its text plus the bytes of every referenced file, so that a
+ * key file replaced in place (a Kubernetes Secret rotation) is a change. Without
+ * referenced files it is hashText(text). An unreadable file hashes as such: building the
+ * token keys then reports it.
+ */
+export async function hashConfig (text: string, files: readonly string[]): Promise<string> {
+  if (files.length === 0) return hashText(text)
+  const h = createHash('sha256').update(text)
+  for (const f of files) {
+    h.update('\u0000' + f + '\u0000')
+    try {
+      h.update(await readFile(f))
+    } catch (err) {
+      h.update('\u0000unreadable:' + ((err as NodeJS.ErrnoException).code ?? 'error'))
+    }
+  }
+  return h.digest('hex').slice(0, 16)
 }
 
 /** Parse config text. Throws ConfigError listing every problem. */

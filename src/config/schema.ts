@@ -71,8 +71,8 @@ const Route = Strict({
 const KeyEntry = Strict({
   kid: Name('Key id, written to the token header'),
   secret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 shared secret (>= 32 characters)' })),
-  privateKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key (RS256/ES256/EdDSA); needed on the signing (first) key' })),
-  publicKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256/ES256/EdDSA); derived from the private key when omitted' }))
+  privateKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key (RS256/ES256/EdDSA); needed on the signing (first) key. Watched: replacing the file (e.g. a Secret update) reloads' })),
+  publicKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256/ES256/EdDSA); derived from the private key when omitted. Watched like privateKeyFile' }))
 }, 'A signing / verification key', false)
 
 export const GatewayConfigSchema = Type.Object({

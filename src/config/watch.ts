@@ -16,9 +16,15 @@
  * - anything inotify misses (network and FUSE filesystems): a poll every
  *   `pollMs` of realpath + inode + mtime + size.
  *
+ * The files the config references (token key files, `related`) are watched the
+ * same way, so a Kubernetes Secret rotation (the same `..data` swap) or a key
+ * file replaced in place reloads too; the list is read again after every call,
+ * since a reload may name other files.
+ *
  * Calls are debounced (`debounceMs`) and serialised: never two at once; a
- * change during a call causes one more call after it. A missing file (deleted,
- * or between `rm` and the new copy) causes no call: the next create does.
+ * change during a call causes one more call after it. A missing config file
+ * (deleted, or between `rm` and the new copy) causes no call: the next create
+ * does. A missing key file does cause one: the reload then reports it.
  * Whether the content really changed is the caller's check (it has the hash of
  * the active config). Nothing here throws after start: errors are logged.
  */
@@ -30,10 +36,12 @@ import type { Logger } from 'pino'
 export interface WatchConfigOptions {
   /** The config file (as given on the command line; relative to the cwd). */
   file: string
+  /** Other files the config reads (token key files; relative to the cwd), watched the same way. Asked again after every `onChange`. */
+  related?: () => readonly string[]
   logger: Logger
   /** Quiet time after the last event before `onChange` runs, ms. Default 200: an editor's save is several events. */
   debounceMs?: number
-  /** Safety-net poll of the file's identity, ms. Default 2000; 0 turns polling off. */
+  /** Safety-net poll of the files' identity, ms. Default 2000; 0 turns polling off. */
   pollMs?: number
   /** Use fs.watch (inotify/FSEvents). Default true; false relies on polling alone (filesystems without change events). */
   fsWatch?: boolean
@@ -51,27 +59,39 @@ export interface ConfigWatcher {
 /** Kubernetes' AtomicWriter swaps this symlink on every ConfigMap/Secret update. */
 const K8S_DATA_LINK = '..data'
 
-/** Watch `file` and call `onChange` (debounced, never overlapping) when its content may have changed. */
+/** One watched file: the names in its directory that concern it, and a watch on its inode. */
+interface Target {
+  file: string
+  dir: string
+  /** The basename, `..data`, and the first segment of a relative symlink target. */
+  names: Set<string>
+  fileWatcher?: FSWatcher | undefined
+  /** Identity when last handed to onChange (or first seen); undefined: missing. */
+  signature?: string | undefined
+}
+
+/** Watch `file` (and its related files) and call `onChange` (debounced, never overlapping) when content may have changed. */
 export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
-  const file = resolve(opts.file)
-  const dir = dirname(file)
-  const base = basename(file)
   const log = opts.logger
   const debounceMs = opts.debounceMs ?? 200
   const pollMs = opts.pollMs ?? 2000
   const useFsWatch = opts.fsWatch ?? true
 
-  const names = new Set([base, K8S_DATA_LINK])
-  let dirWatcher: FSWatcher | undefined
-  let fileWatcher: FSWatcher | undefined
+  const newTarget = (path: string): Target => {
+    const file = resolve(path)
+    return { file, dir: dirname(file), names: new Set([basename(file), K8S_DATA_LINK]) }
+  }
+  const config = newTarget(opts.file)
+  const file = config.file
+  /** The config first, then the related files. */
+  let targets: Target[] = [config]
+  const dirWatchers = new Map<string, FSWatcher>()
   let timer: NodeJS.Timeout | undefined
   let pollTimer: NodeJS.Timeout | undefined
   let running = false
   let again = false
   let closed = false
   let polling = false
-  // Identity of the file when last handed to onChange (or first seen).
-  let lastSignature: string | undefined
 
   function schedule (why: string): void {
     if (closed) return
@@ -102,12 +122,13 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
   }
 
   async function run (): Promise<void> {
-    const sig = await signature()
-    lastSignature = sig
-    // The old inode (or ConfigMap dir) may be gone: watch whatever is there now.
-    armFile()
-    await learnLinkName()
-    if (sig === undefined) {
+    for (const target of targets) {
+      target.signature = await signature(target.file)
+      // The old inode (or ConfigMap dir) may be gone: watch whatever is there now.
+      armFile(target)
+      await learnLinkName(target)
+    }
+    if (config.signature === undefined) {
       log.warn({ file }, 'config file is missing; keeping the current config until it reappears')
       return
     }
@@ -117,12 +138,47 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
     } catch (err) {
       log.error({ err, file }, 'config reload handler failed')
     }
+    await syncRelated()
+  }
+
+  /** Follow the related list: watch newly named files, stop watching dropped ones. */
+  async function syncRelated (): Promise<void> {
+    if (opts.related === undefined || closed) return
+    let wanted: Set<string>
+    try {
+      wanted = new Set(opts.related().map((f) => resolve(f)))
+    } catch (err) {
+      log.warn({ err, file }, 'cannot list the files the config references')
+      return
+    }
+    wanted.delete(file)
+    const kept: Target[] = [config]
+    for (const target of targets.slice(1)) {
+      if (wanted.delete(target.file)) kept.push(target)
+      else target.fileWatcher?.close()
+    }
+    for (const path of wanted) {
+      const target = newTarget(path)
+      target.signature = await signature(target.file)
+      await learnLinkName(target)
+      kept.push(target)
+      armDir(target.dir)
+      armFile(target)
+    }
+    targets = kept
+    // A directory none of the files lives in any more is not watched.
+    for (const [dir, w] of dirWatchers) {
+      if (!targets.some((x) => x.dir === dir)) {
+        w.close()
+        dirWatchers.delete(dir)
+      }
+    }
   }
 
   /** realpath + inode + mtime + size, or undefined when the file cannot be read. */
-  async function signature (): Promise<string | undefined> {
+  async function signature (path: string): Promise<string | undefined> {
     try {
-      const real = await realpath(file)
+      const real = await realpath(path)
       const s = await stat(real)
       return `${real}\u0000${s.ino}\u0000${s.mtimeMs}\u0000${s.size}`
     } catch {
@@ -131,49 +187,50 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
   }
 
   /** A symlink into a sibling (ConfigMap's `..data/gateway.yaml`): that sibling's name matters too. */
-  async function learnLinkName (): Promise<void> {
+  async function learnLinkName (target: Target): Promise<void> {
     try {
-      const target = await readlink(file)
-      if (isAbsolute(target)) return
-      const first = target.split(sep)[0]
-      if (first !== '' && first !== '.' && first !== '..') names.add(first)
+      const link = await readlink(target.file)
+      if (isAbsolute(link)) return
+      const first = link.split(sep)[0]
+      if (first !== '' && first !== '.' && first !== '..') target.names.add(first)
     } catch {
       // Not a symlink, or gone: nothing to learn.
     }
   }
 
-  function armDir (): void {
-    if (!useFsWatch || closed || dirWatcher !== undefined) return
+  function armDir (dir: string): void {
+    if (!useFsWatch || closed || dirWatchers.has(dir)) return
     try {
       // persistent: false — the watch alone must not keep the process alive.
       const w = watch(dir, { persistent: false }, (event, name) => {
         // No name (some platforms): assume it may be ours.
-        if (name === null || names.has(name.toString())) schedule(`${event} ${name ?? '(unnamed)'}`)
+        const n = name?.toString()
+        if (n === undefined || targets.some((x) => x.dir === dir && x.names.has(n))) schedule(`${event} ${n ?? '(unnamed)'}`)
       })
       w.on('error', (err) => {
         log.warn({ err, dir }, 'config directory watch failed; polling until it can be re-armed')
         w.close()
-        if (dirWatcher === w) dirWatcher = undefined
+        if (dirWatchers.get(dir) === w) dirWatchers.delete(dir)
       })
-      dirWatcher = w
+      dirWatchers.set(dir, w)
     } catch (err) {
       log.warn({ err, dir }, 'cannot watch the config directory; relying on polling')
     }
   }
 
-  function armFile (): void {
+  function armFile (target: Target): void {
     if (!useFsWatch || closed) return
-    fileWatcher?.close()
-    fileWatcher = undefined
+    target.fileWatcher?.close()
+    target.fileWatcher = undefined
     try {
-      // Follows symlinks: watches the inode the config is read from, wherever it lives.
-      const w = watch(file, { persistent: false }, (event) => schedule(`${event} (file)`))
+      // Follows symlinks: watches the inode the file is read from, wherever it lives.
+      const w = watch(target.file, { persistent: false }, (event) => schedule(`${event} (${basename(target.file)})`))
       w.on('error', () => {
         // The inode went away (rename, ConfigMap dir deleted): re-armed at the next change.
         w.close()
-        if (fileWatcher === w) fileWatcher = undefined
+        if (target.fileWatcher === w) target.fileWatcher = undefined
       })
-      fileWatcher = w
+      target.fileWatcher = w
     } catch {
       // Missing right now; the directory watch or the poll sees it come back.
     }
@@ -183,23 +240,26 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
     if (polling || closed) return
     polling = true
     try {
-      armDir()
-      const sig = await signature()
-      if (sig !== lastSignature && !closed) {
-        if (fileWatcher === undefined && sig !== undefined) armFile()
-        lastSignature = sig
-        schedule('poll: file identity changed')
+      for (const target of targets) armDir(target.dir)
+      for (const target of targets) {
+        const sig = await signature(target.file)
+        if (sig !== target.signature && !closed) {
+          if (target.fileWatcher === undefined && sig !== undefined) armFile(target)
+          target.signature = sig
+          schedule(`poll: identity of ${basename(target.file)} changed`)
+        }
       }
     } finally {
       polling = false
     }
   }
 
-  armDir()
-  armFile()
+  armDir(config.dir)
+  armFile(config)
   // Neither rejects: both catch their own errors.
-  learnLinkName().catch(() => {})
-  signature().then((sig) => { lastSignature ??= sig }, () => {})
+  learnLinkName(config).catch(() => {})
+  signature(file).then((sig) => { config.signature ??= sig }, () => {})
+  syncRelated().catch((err: unknown) => log.warn({ err, file }, 'cannot watch the files the config references'))
   if (pollMs > 0) {
     pollTimer = setInterval(() => {
       poll().catch((err: unknown) => log.warn({ err, file }, 'config poll failed'))
@@ -215,10 +275,12 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
       closed = true
       if (timer !== undefined) clearTimeout(timer)
       if (pollTimer !== undefined) clearInterval(pollTimer)
-      dirWatcher?.close()
-      fileWatcher?.close()
-      dirWatcher = undefined
-      fileWatcher = undefined
+      for (const w of dirWatchers.values()) w.close()
+      dirWatchers.clear()
+      for (const target of targets) {
+        target.fileWatcher?.close()
+        target.fileWatcher = undefined
+      }
     }
   }
 }

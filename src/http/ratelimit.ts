@@ -24,9 +24,31 @@ declare module 'fastify' {
 
 export type LimitHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
+/** What the per-route limiter reads: a FastifyRequest has it all; a WebSocket upgrade passes just this. */
+export interface LimitSubject {
+  /** The matched route: counters are per route. */
+  routeName: string
+  /** The route's rule (null: the caller should not be asking). */
+  rateRule: RateLimitConfig | null
+  /** Verified openid ('' when anonymous), for `by: openid`. */
+  callerOpenid: string
+  /** The client IP per trustProxy, for `by: ip` and anonymous callers. */
+  ip: string
+}
+
+/**
+ * Count one request against its route's rule. Past the limit: throws RATE_LIMITED
+ * (429, `Retry-After` and RateLimit-* headers on the error) and counts it in
+ * wegate_rate_limited_total. Otherwise: the RateLimit-* headers to send.
+ */
+export type RouteLimiter = (subject: LimitSubject) => Promise<Record<string, string>>
+
 export interface Limiters {
   login: LimitHook
+  /** The per-route limiter as a Fastify hook (HTTP requests). */
   route: LimitHook
+  /** The same limiter and counters, for WebSocket upgrades (no FastifyRequest). */
+  routeLimit: RouteLimiter
 }
 
 export async function registerRateLimits (app: FastifyInstance, opts: {
@@ -47,15 +69,36 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
     enableDraftSpec: true,
     errorResponseBuilder: (_request, ctx) => new GatewayError('RATE_LIMITED', { data: { retryAfter: Math.ceil(ctx.ttl / 1000) } })
   })
-  const route = app.rateLimit({
+  // One limiter (one counter store) for HTTP requests and WebSocket upgrades of a route:
+  // createRateLimit gives the decision and leaves the answer to us, so both paths answer alike.
+  const check = app.createRateLimit({
     max: (request) => request.rateRule?.max ?? 1,
     timeWindow: (request) => request.rateRule?.window ?? 60_000,
     keyGenerator: (request) => {
       const by = request.rateRule?.by === 'openid' && request.callerOpenid !== '' ? `u:${request.callerOpenid}` : `ip:${request.ip}`
       return `${request.routeName}:${by}`
-    },
-    onExceeded: (request) => { metrics.rateLimited.inc({ route: request.routeName }) }
-  }) as LimitHook
+    }
+  })
+  const routeLimit: RouteLimiter = async (subject) => {
+    // The limiter reads the LimitSubject fields, and routeOptions.config for a groupId (none here):
+    // an upgrade's subject gets an empty routeOptions and stands in for the request.
+    const req = ('routeOptions' in subject ? subject : { ...subject, routeOptions: {} }) as unknown as FastifyRequest
+    const r = await check(req)
+    if (r.isAllowed) return {} // an allowList hit (none configured today)
+    const headers: Record<string, string> = {
+      'RateLimit-Limit': String(r.max),
+      'RateLimit-Remaining': String(r.remaining),
+      'RateLimit-Reset': String(r.ttlInSeconds)
+    }
+    if (!r.isExceeded) return headers
+    metrics.rateLimited.inc({ route: subject.routeName })
+    headers['RateLimit-Remaining'] = '0'
+    headers['Retry-After'] = String(r.ttlInSeconds)
+    throw new GatewayError('RATE_LIMITED', { data: { retryAfter: Math.ceil(r.ttl / 1000) }, headers })
+  }
+  const route: LimitHook = async (request, reply) => {
+    reply.headers(await routeLimit(request))
+  }
   const login = app.rateLimit({
     max: () => opts.loginRule().max,
     timeWindow: () => opts.loginRule().window,
@@ -63,5 +106,5 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
     keyGenerator: (request) => `login:ip:${request.ip}`,
     onExceeded: () => { metrics.rateLimited.inc({ route: 'auth_login' }) }
   }) as LimitHook
-  return { login, route }
+  return { login, route, routeLimit }
 }

@@ -3,8 +3,9 @@
  * upstream and snapshot; when it trips, the upstream's effective weight drops
  * to 0 on this instance at once and the rollback is announced through the
  * store so every other instance applies it too (Redis pub/sub, re-read after
- * reconnects). A rollback is keyed by the config's hash: it lasts until the
- * config changes — an SRE decides when the canary gets traffic again.
+ * reconnects). A rollback is keyed by the hash of the config file: it lasts until
+ * the file changes — an SRE decides when the canary gets traffic again (a key
+ * file rotation alone does not end it).
  */
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.js'
@@ -17,7 +18,8 @@ import type { UpstreamOutcome } from './forward.js'
 const ANNOUNCE_TTL_MS = 7 * 86_400_000
 
 interface Installed {
-  readonly hash: string
+  /** Hash of the config file's bytes (not of the key files). */
+  readonly fileHash: string
   readonly routes: RouteTable
 }
 
@@ -48,7 +50,7 @@ export function createCanaryControl (opts: { store: Store, metrics: Metrics, log
     logger.warn({ route: route.name, upstream: upstream.name, source, window: stats, weights: route.picker.weights },
       'canary rolled back: effective weight is now 0 until the config changes')
     if (source === 'local') {
-      store.announceRollback(keyOf(snap.hash, route, upstream), Date.now() + ANNOUNCE_TTL_MS).catch((err: unknown) => {
+      store.announceRollback(keyOf(snap.fileHash, route, upstream), Date.now() + ANNOUNCE_TTL_MS).catch((err: unknown) => {
         logger.error({ err, route: route.name, upstream: upstream.name }, 'could not announce the rollback to other instances')
       })
     }
@@ -56,7 +58,7 @@ export function createCanaryControl (opts: { store: Store, metrics: Metrics, log
 
   const applyAnnounced = (key: string): void => {
     const snap = opts.current()
-    const prefix = `${snap.hash}/`
+    const prefix = `${snap.fileHash}/`
     if (!key.startsWith(prefix)) return
     const [routeName, upstreamName] = key.slice(prefix.length).split('/')
     const route = snap.routes.get(routeName)

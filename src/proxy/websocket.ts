@@ -2,8 +2,8 @@
  * WebSocket proxying: the public server's `upgrade` event. A handshake goes
  * through the same steps as an HTTP request in forward.ts — path normalisation,
  * route match, authentication (`wx.connectSocket` can send an Authorization
- * header), the same picker, identity headers set from the token and client
- * copies stripped — then the upgrade is replayed to the chosen upstream and,
+ * header), the route's rate limit (same rule, same counters), the same picker,
+ * identity headers set from the token and client copies stripped — then the upgrade is replayed to the chosen upstream and,
  * once it answers 101, bytes are piped both ways without being parsed.
  * Anything the gateway refuses is an envelope on the raw socket, then close.
  */
@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream'
 import proxyAddr from '@fastify/proxy-addr'
 import type { Logger } from 'pino'
 import { GatewayError, envelopeText } from '../errors.js'
+import type { RouteLimiter } from '../http/ratelimit.js'
 import type { Metrics } from '../metrics/index.js'
 import { errorKind, pickUpstream, type Caller, type ProxySnapshot, type UpstreamOutcome } from './forward.js'
 import { upstreamRequestHeaders } from './headers.js'
@@ -33,6 +34,8 @@ export interface WebSocketProxyOptions {
   closing?: (() => boolean) | undefined
   /** Called once per handshake forwarded upstream (5xx, refused, timeout → error). */
   onOutcome?: ((route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void) | undefined
+  /** The per-route limiter HTTP requests go through (same rule, same counters), for routes with `rateLimit`. */
+  rateLimit?: RouteLimiter | undefined
 }
 
 export interface WebSocketProxy {
@@ -44,7 +47,7 @@ export interface WebSocketProxy {
 
 /** Handle WebSocket upgrades on `server` (the gateway's public listener). */
 export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOptions): WebSocketProxy {
-  const { snapshot, metrics, trusted, logger, onOutcome } = opts
+  const { snapshot, metrics, trusted, logger, onOutcome, rateLimit } = opts
   const requestId = opts.requestId ?? defaultRequestId
   const closing = opts.closing ?? (() => false)
   const tunnels = new Set<Duplex>()
@@ -77,134 +80,165 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
     }
 
     let route: CompiledRoute
-    let upstream: CompiledUpstream
-    let headers: Record<string, string | string[]>
-    let path: string
+    let caller: Caller | undefined
+    let protocol: string
+    let target: { path: string, query: string }
+    let ip: string
     try {
       if (closing()) throw new GatewayError('SHUTTING_DOWN')
-      const protocol = req.headers.upgrade
-      if (req.method !== 'GET' || protocol?.toLowerCase() !== 'websocket') {
-        throw new GatewayError('BAD_REQUEST', { detail: `upgrade to '${String(protocol)}' with ${String(req.method)} is not proxied` })
+      const upgrade = req.headers.upgrade
+      if (req.method !== 'GET' || upgrade?.toLowerCase() !== 'websocket') {
+        throw new GatewayError('BAD_REQUEST', { detail: `upgrade to '${String(upgrade)}' with ${String(req.method)} is not proxied` })
       }
+      protocol = upgrade
       const snap = snapshot()
-      const target = normalisePath(req.url ?? '')
-      if (!target.ok) throw new GatewayError('BAD_PATH', { detail: `path rejected: ${target.reason}` })
+      const normalised = normalisePath(req.url ?? '')
+      if (!normalised.ok) throw new GatewayError('BAD_PATH', { detail: `path rejected: ${normalised.reason}` })
+      target = normalised
       const matched = snap.routes.match(target.path)
       if (matched === undefined) throw new GatewayError('NO_ROUTE')
       route = matched
       routeName = route.name
-      const caller: Caller | undefined = route.auth === 'public' ? undefined : snap.authenticate(req.headers.authorization, route.auth === 'required')
-      const remote = req.socket.remoteAddress ?? ''
-      upstream = pickUpstream(route, caller, proxyAddr(req, trust), req.headers)
-      upstreamName = upstream.name
-      headers = upstreamRequestHeaders(req.headers, {
-        remoteAddress: remote,
-        remoteTrusted: trusted(remote),
-        requestId: id,
-        upstreamHost: upstream.host,
-        forwardAuthorization: route.config.forwardAuthorization,
-        identity: caller
-      })
-      // Hop-by-hop by nature, but these two are the handshake itself.
-      headers.connection = 'Upgrade'
-      headers.upgrade = protocol
-      path = route.upstreamPath(target.path, upstream) + target.query
+      caller = route.auth === 'public' ? undefined : snap.authenticate(req.headers.authorization, route.auth === 'required')
+      ip = proxyAddr(req, trust)
     } catch (err) {
       fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
       return
     }
 
-    const url = new URL(upstream.origin)
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest
-    const upstreamReq: ClientRequest = send({
-      protocol: url.protocol,
-      hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
-      port: url.port === '' ? undefined : Number(url.port),
-      method: 'GET',
-      path,
-      headers,
-      // one connection per tunnel: an upgraded socket never goes back to a pool
-      agent: false
-    })
-    let timedOut = false
-    // Until the upstream answers the handshake; once upgraded, tunnels may idle as long as both ends like.
-    upstreamReq.setTimeout(route.config.timeout, () => {
+    const rule = route.config.rateLimit
+    if (rule === undefined || rateLimit === undefined) {
+      connect()
+      return
+    }
+    // Same rule and counters as the route's HTTP requests: a reconnect loop is a request loop.
+    rateLimit({ routeName: route.name, rateRule: rule, callerOpenid: caller?.openid ?? '', ip }).then(() => {
       if (done) return
-      timedOut = true
-      upstreamReq.destroy()
-    })
-    // The client went away before the upstream answered: give up on the upstream too.
-    const abandon = () => { if (!done) { done = true; upstreamReq.destroy(); log(499) } }
-    socket.once('close', abandon)
-
-    upstreamReq.on('error', (err) => {
-      if (done) return
-      const kind = timedOut ? 'timeout' : errorKind(err)
-      metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
-      onOutcome?.(route, upstream, 'error')
-      fail(new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
-        detail: `upstream ${route.name}/${upstream.name} ${kind} (websocket)`,
-        cause: err
-      }))
+      if (socket.destroyed) { done = true; log(499); return } // the client left while the limiter answered
+      if (closing()) { fail(new GatewayError('SHUTTING_DOWN')); return }
+      connect()
+    }, (err: unknown) => {
+      fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
     })
 
-    upstreamReq.on('response', (res) => {
-      // Not upgraded: relay the answer (a 401/403/404 from the service, say) and close.
-      if (done) { res.destroy(); return }
-      done = true
-      socket.removeListener('close', abandon)
-      const status = res.statusCode ?? 502
-      metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
-      onOutcome?.(route, upstream, status >= 500 ? 'error' : 'ok')
-      let text = `HTTP/1.1 ${status} ${res.statusMessage ?? STATUS_CODES[status] ?? ''}\r\n`
-      const raw = res.rawHeaders
-      for (let i = 0; i < raw.length; i += 2) {
-        // The body is re-framed by closing the connection: drop the upstream's framing and connection headers.
-        const name = raw[i].toLowerCase()
-        if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'upgrade') continue
-        text += `${raw[i]}: ${raw[i + 1]}\r\n`
+    /** Pick the upstream, replay the handshake to it, relay its answer or open the tunnel. */
+    function connect (): void {
+      let upstream: CompiledUpstream
+      let headers: Record<string, string | string[]>
+      let path: string
+      try {
+        const remote = req.socket.remoteAddress ?? ''
+        upstream = pickUpstream(route, caller, ip, req.headers)
+        upstreamName = upstream.name
+        headers = upstreamRequestHeaders(req.headers, {
+          remoteAddress: remote,
+          remoteTrusted: trusted(remote),
+          requestId: id,
+          upstreamHost: upstream.host,
+          forwardAuthorization: route.config.forwardAuthorization,
+          identity: caller
+        })
+        // Hop-by-hop by nature, but these two are the handshake itself.
+        headers.connection = 'Upgrade'
+        headers.upgrade = protocol
+        path = route.upstreamPath(target.path, upstream) + target.query
+      } catch (err) {
+        fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
+        return
       }
-      socket.write(text + 'Connection: close\r\n\r\n')
-      res.on('error', () => { socket.destroy() })
-      // The server socket is half-open capable: do not wait for the client's FIN.
-      socket.once('finish', () => socket.destroy())
-      res.pipe(socket)
-      log(status)
-    })
 
-    upstreamReq.on('upgrade', (res, upstreamSocket, upstreamHead) => {
-      if (done) { upstreamSocket.destroy(); return }
-      done = true
-      socket.removeListener('close', abandon)
-      metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
-      onOutcome?.(route, upstream, 'ok')
-      upstreamSocket.on('error', () => { upstreamSocket.destroy() })
-      // The handshake timeout must not become an idle timeout of the tunnel.
-      upstreamSocket.setTimeout(0)
-      upstreamSocket.setNoDelay(true)
-      let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
-      const raw = res.rawHeaders
-      for (let i = 0; i < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`
-      socket.write(text + '\r\n')
-      if (upstreamHead.length > 0) socket.write(upstreamHead)
-      if (head.length > 0) upstreamSocket.write(head)
-      tunnels.add(socket)
-      tunnels.add(upstreamSocket)
-      // Either side closing or failing ends the tunnel on both.
-      const end = () => {
-        tunnels.delete(socket)
-        tunnels.delete(upstreamSocket)
-        socket.destroy()
-        upstreamSocket.destroy()
-      }
-      socket.once('close', end)
-      upstreamSocket.once('close', end)
-      socket.pipe(upstreamSocket)
-      upstreamSocket.pipe(socket)
-      log(101)
-    })
+      const url = new URL(upstream.origin)
+      const send = url.protocol === 'https:' ? httpsRequest : httpRequest
+      const upstreamReq: ClientRequest = send({
+        protocol: url.protocol,
+        hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
+        port: url.port === '' ? undefined : Number(url.port),
+        method: 'GET',
+        path,
+        headers,
+        // one connection per tunnel: an upgraded socket never goes back to a pool
+        agent: false
+      })
+      let timedOut = false
+      // Until the upstream answers the handshake; once upgraded, tunnels may idle as long as both ends like.
+      upstreamReq.setTimeout(route.config.timeout, () => {
+        if (done) return
+        timedOut = true
+        upstreamReq.destroy()
+      })
+      // The client went away before the upstream answered: give up on the upstream too.
+      const abandon = () => { if (!done) { done = true; upstreamReq.destroy(); log(499) } }
+      socket.once('close', abandon)
 
-    upstreamReq.end()
+      upstreamReq.on('error', (err) => {
+        if (done) return
+        const kind = timedOut ? 'timeout' : errorKind(err)
+        metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
+        onOutcome?.(route, upstream, 'error')
+        fail(new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
+          detail: `upstream ${route.name}/${upstream.name} ${kind} (websocket)`,
+          cause: err
+        }))
+      })
+
+      upstreamReq.on('response', (res) => {
+        // Not upgraded: relay the answer (a 401/403/404 from the service, say) and close.
+        if (done) { res.destroy(); return }
+        done = true
+        socket.removeListener('close', abandon)
+        const status = res.statusCode ?? 502
+        metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
+        onOutcome?.(route, upstream, status >= 500 ? 'error' : 'ok')
+        let text = `HTTP/1.1 ${status} ${res.statusMessage ?? STATUS_CODES[status] ?? ''}\r\n`
+        const raw = res.rawHeaders
+        for (let i = 0; i < raw.length; i += 2) {
+          // The body is re-framed by closing the connection: drop the upstream's framing and connection headers.
+          const name = raw[i].toLowerCase()
+          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'upgrade') continue
+          text += `${raw[i]}: ${raw[i + 1]}\r\n`
+        }
+        socket.write(text + 'Connection: close\r\n\r\n')
+        res.on('error', () => { socket.destroy() })
+        // The server socket is half-open capable: do not wait for the client's FIN.
+        socket.once('finish', () => socket.destroy())
+        res.pipe(socket)
+        log(status)
+      })
+
+      upstreamReq.on('upgrade', (res, upstreamSocket, upstreamHead) => {
+        if (done) { upstreamSocket.destroy(); return }
+        done = true
+        socket.removeListener('close', abandon)
+        metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
+        onOutcome?.(route, upstream, 'ok')
+        upstreamSocket.on('error', () => { upstreamSocket.destroy() })
+        // The handshake timeout must not become an idle timeout of the tunnel.
+        upstreamSocket.setTimeout(0)
+        upstreamSocket.setNoDelay(true)
+        let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
+        const raw = res.rawHeaders
+        for (let i = 0; i < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`
+        socket.write(text + '\r\n')
+        if (upstreamHead.length > 0) socket.write(upstreamHead)
+        if (head.length > 0) upstreamSocket.write(head)
+        tunnels.add(socket)
+        tunnels.add(upstreamSocket)
+        // Either side closing or failing ends the tunnel on both.
+        const end = () => {
+          tunnels.delete(socket)
+          tunnels.delete(upstreamSocket)
+          socket.destroy()
+          upstreamSocket.destroy()
+        }
+        socket.once('close', end)
+        upstreamSocket.once('close', end)
+        socket.pipe(upstreamSocket)
+        upstreamSocket.pipe(socket)
+        log(101)
+      })
+
+      upstreamReq.end()
+    }
   }
 
   server.on('upgrade', onUpgrade)

@@ -6,7 +6,7 @@
 import { GatewayError } from '../errors.js'
 import type { StoreConfig } from '../config/schema.js'
 import type {
-  RefreshRecord, RevocationSubject, RotateInput, RotateResult, Store, StoreLogger, StoreOptions
+  LoginClaim, LoginState, RefreshRecord, RevocationSubject, RotateInput, RotateResult, Store, StoreLogger, StoreOptions
 } from './types.js'
 
 // 60 s: how often expired entries are swept (they are also ignored on read)
@@ -142,6 +142,8 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
   const max = config.maxEntries
   const sessionKeys = new Map<string, { value: string, expiresAt: number }>()
   const families = new Map<string, Family>()
+  // Login claims and outcomes by login key: 'p' pending (owner), 'd' remembered outcome, 'r' transient failure.
+  const logins = new Map<string, { state: 'p' | 'd' | 'r', value: string, expiresAt: number }>()
   const revocations = new RevocationSet(max, (kind) => {
     logger.warn({ kind, maxEntries: max }, 'memory store full: oldest revocation evicted')
   })
@@ -151,6 +153,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     const t = now()
     for (const [k, v] of sessionKeys) if (v.expiresAt <= t) sessionKeys.delete(k)
     for (const [k, f] of families) if (f.familyExpiresAt <= t) families.delete(k)
+    for (const [k, l] of logins) if (l.expiresAt <= t) logins.delete(k)
     revocations.sweep(t)
   }
   const timer = setInterval(sweep, SWEEP_INTERVAL_MS)
@@ -198,6 +201,15 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     return { status: 'invalid' }
   }
 
+  const loginEntry = (key: string) => {
+    const e = logins.get(key)
+    if (e !== undefined && e.expiresAt <= now()) {
+      logins.delete(key)
+      return undefined
+    }
+    return e
+  }
+
   // One instance: a rollback announced here is already everywhere it needs to be.
   const rollbackKeys = new Set<string>()
 
@@ -212,6 +224,37 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     rollbacks: () => rollbackKeys,
 
     onRollback () {},
+
+    async claimLogin (key, owner, ttlMs): Promise<LoginClaim> {
+      check()
+      const e = loginEntry(key)
+      if (e?.state === 'd') return { status: 'done', outcome: e.value }
+      if (e?.state === 'p' && e.value !== owner) return { status: 'pending' }
+      boundedSet(logins, key, { state: 'p', value: owner, expiresAt: now() + ttlMs }, max)
+      return { status: 'claimed' }
+    },
+
+    async peekLogin (key): Promise<LoginState> {
+      check()
+      const e = loginEntry(key)
+      if (e === undefined) return { status: 'none' }
+      if (e.state === 'p') return { status: 'pending' }
+      return { status: e.state === 'd' ? 'done' : 'failed', outcome: e.value }
+    },
+
+    async finishLogin (key, owner, outcome, remember, ttlMs) {
+      check()
+      const e = loginEntry(key)
+      if (e?.state !== 'p' || e.value !== owner) return false
+      boundedSet(logins, key, { state: remember ? 'd' : 'r', value: outcome, expiresAt: now() + ttlMs }, max)
+      return true
+    },
+
+    async releaseLogin (key, owner) {
+      check()
+      const e = loginEntry(key)
+      if (e?.state === 'p' && e.value === owner) logins.delete(key)
+    },
 
     async setSessionKey (appId, openid, sessionKey, ttlMs) {
       check()

@@ -10,6 +10,9 @@
  *   every (re)connect, so the per-request check is a synchronous Map lookup.
  * - Redis unreachable: commands fail at once (no offline queue, 1 s command
  *   timeout) with STORE_UNAVAILABLE; ioredis reconnects in the background.
+ * - A login claims its wx.login code under `{login:<sha256(appId, code)>}` (SET NX
+ *   semantics in Lua, with a TTL), and replaces the claim with its sealed outcome,
+ *   so a retry on another instance gets the same answer without calling WeChat.
  * Every key has a TTL. Times are ms; Lua gets `now` from the caller.
  */
 import { performance } from 'node:perf_hooks'
@@ -100,7 +103,34 @@ if want > 0 and redis.call('PTTL', KEYS[1]) < want then redis.call('PEXPIRE', KE
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`
 
+// Login claims: one key per (appId, code) hash, value 'p:<owner>' (claimed), 'd:<outcome>'
+// (remembered) or 'r:<outcome>' (a transient failure, for the logins already waiting).
+// KEYS: login key. ARGV: owner, ttl ms. Returns {'claimed'} | {'pending'} | {'done', outcome}
+const CLAIM_LOGIN_LUA = `
+local v = redis.call('GET', KEYS[1])
+if v then
+  local kind = string.sub(v, 1, 2)
+  if kind == 'd:' then return {'done', string.sub(v, 3)} end
+  if kind == 'p:' and v ~= 'p:' .. ARGV[1] then return {'pending'} end
+end
+redis.call('SET', KEYS[1], 'p:' .. ARGV[1], 'PX', ARGV[2])
+return {'claimed'}`
+
+// KEYS: login key. ARGV: owner, value ('d:…' or 'r:…'), ttl ms. Only the claim's owner may finish it.
+const FINISH_LOGIN_LUA = `
+if redis.call('GET', KEYS[1]) ~= 'p:' .. ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`
+
+// KEYS: login key. ARGV: owner.
+const RELEASE_LOGIN_LUA = `
+if redis.call('GET', KEYS[1]) == 'p:' .. ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1`
+
 interface Scripts {
+  wgClaimLogin (key: string, ...argv: string[]): Promise<string[]>
+  wgFinishLogin (key: string, ...argv: string[]): Promise<number>
+  wgReleaseLogin (key: string, ...argv: string[]): Promise<number>
   wgCreate (meta: string, spent: string, ...argv: string[]): Promise<number>
   wgRotate (meta: string, spent: string, grace: string, ...argv: string[]): Promise<string[]>
   wgKill (meta: string, spent: string): Promise<number>
@@ -137,6 +167,8 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const denyKey = { jti: `${p}{rv}:jti`, fid: `${p}{rv}:fid`, user: `${p}{rv}:user`, rollback: `${p}{rv}:rollback` }
   const famKeys = (fid: string) => [`${p}{fam:${fid}}:meta`, `${p}{fam:${fid}}:spent`] as const
   const sessionKeyOf = (appid: string, openid: string) => `${p}{u:${appid}:${openid}}:sk`
+  const loginKeyOf = (key: string) => `${p}{login:${key}}`
+  const ms = (n: number) => String(Math.max(1, Math.round(n)))
 
   const redisOptions: RedisOptions = {
     enableOfflineQueue: false, // fail fast while disconnected: no request waits for a reconnect
@@ -154,6 +186,9 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   main.defineCommand('wgRotate', { numberOfKeys: 3, lua: ROTATE_LUA })
   main.defineCommand('wgKill', { numberOfKeys: 2, lua: KILL_FAMILY_LUA })
   main.defineCommand('wgDeny', { numberOfKeys: 1, lua: DENY_LUA })
+  main.defineCommand('wgClaimLogin', { numberOfKeys: 1, lua: CLAIM_LOGIN_LUA })
+  main.defineCommand('wgFinishLogin', { numberOfKeys: 1, lua: FINISH_LOGIN_LUA })
+  main.defineCommand('wgReleaseLogin', { numberOfKeys: 1, lua: RELEASE_LOGIN_LUA })
 
   const mirror = new RevocationSet(Number.MAX_SAFE_INTEGER) // Redis holds the truth; the mirror only mirrors it
   // Canary rollbacks in force (few: one per rolled-back upstream and config).
@@ -340,6 +375,29 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
       const member = `${appId}\t${openid}\t${cutoffMs}`
       await op('revokeUserBefore', () => deny(denyKey.user, member, untilMs, ['u', appId, openid, cutoffMs, untilMs]))
       mirror.addUser(appId, openid, cutoffMs, untilMs)
+    },
+
+    async claimLogin (key, owner, ttlMs) {
+      const r = await op('claimLogin', () => cmd.wgClaimLogin(loginKeyOf(key), owner, ms(ttlMs)))
+      if (r[0] === 'done') return { status: 'done', outcome: r[1] }
+      return r[0] === 'claimed' ? { status: 'claimed' } : { status: 'pending' }
+    },
+
+    async peekLogin (key) {
+      const v = await op('peekLogin', () => main.get(loginKeyOf(key)))
+      if (v === null) return { status: 'none' }
+      if (v.startsWith('d:')) return { status: 'done', outcome: v.slice(2) }
+      if (v.startsWith('r:')) return { status: 'failed', outcome: v.slice(2) }
+      return { status: 'pending' }
+    },
+
+    async finishLogin (key, owner, outcome, remember, ttlMs) {
+      const value = (remember ? 'd:' : 'r:') + outcome
+      return await op('finishLogin', () => cmd.wgFinishLogin(loginKeyOf(key), owner, value, ms(ttlMs))) === 1
+    },
+
+    async releaseLogin (key, owner) {
+      await op('releaseLogin', () => cmd.wgReleaseLogin(loginKeyOf(key), owner))
     },
 
     async announceRollback (key, untilMs) {

@@ -58,6 +58,27 @@ export type RotateResult =
   /** Never seen (or long gone). */
   | { status: 'invalid' }
 
+/**
+ * A login's claim on a wx.login code (WeChat codes are single-use): the first
+ * login with a code claims it and calls code2Session; every other login with the
+ * same code, on any instance, gets the outcome the first one stored.
+ */
+export type LoginClaim =
+  /** This caller holds the claim: exchange the code, then finishLogin (or releaseLogin). */
+  | { status: 'claimed' }
+  /** Another login holds the claim and has not finished: peekLogin until it does. */
+  | { status: 'pending' }
+  /** The outcome stored by the login that held the claim (opaque: wegate seals it with the code). */
+  | { status: 'done', outcome: string }
+
+/** What a login waiting on another one's claim sees. */
+export type LoginState =
+  | LoginClaim
+  /** No claim any more (released, or expired with its holder): claim it yourself. */
+  | { status: 'none' }
+  /** A failure the holder stored for the logins already waiting; a new login takes the claim over instead. */
+  | { status: 'failed', outcome: string }
+
 /** The identity of an access token, as the revocation check needs it. */
 export interface RevocationSubject {
   jti: string
@@ -99,6 +120,23 @@ export interface Store {
    * and failMode is `closed`.
    */
   isRevoked (subject: RevocationSubject): boolean
+
+  /**
+   * Claim the login key `key` (a hash of appId + code) for `ttlMs`, unless a claim or a
+   * remembered outcome is there. `owner` identifies the claim: the same owner claiming
+   * again takes its own claim back (a retry on the instance that already holds WeChat's
+   * answer); a stored transient failure is taken over by anyone.
+   */
+  claimLogin (key: string, owner: string, ttlMs: number): Promise<LoginClaim>
+  /** The current state of a login key, for a login waiting on another's claim. */
+  peekLogin (key: string): Promise<LoginState>
+  /**
+   * Replace `owner`'s claim with its outcome, kept `ttlMs`. `remember: false` (a transient
+   * failure) hands it to the logins already waiting only. False when the claim was lost (expired).
+   */
+  finishLogin (key: string, owner: string, outcome: string, remember: boolean, ttlMs: number): Promise<boolean>
+  /** Drop `owner`'s claim without an outcome (waiters then claim it themselves). */
+  releaseLogin (key: string, owner: string): Promise<void>
 
   /**
    * Tell every instance that a canary was rolled back. `key` names the config and

@@ -73,7 +73,7 @@ export async function startGateway (t: TestContext, patch: Record<string, unknow
   const config = parseConfig(text, {})
   const logs = new LogCapture()
   const logger = deps.logger ?? createLogger({ level: config.logging.level, destination: logs })
-  const gateway = await buildGateway({ config, hash: hashText(text), file: 'test.yaml' }, { ...deps, logger })
+  const gateway = await buildGateway({ config, hash: hashText(text), fileHash: hashText(text), file: 'test.yaml' }, { ...deps, logger })
   if (deps.before !== undefined) await deps.before(gateway)
   const { publicUrl, adminUrl } = await gateway.listen()
   t.teardown(async () => await gateway.shutdown())
