@@ -44,6 +44,11 @@ export interface GatewayDeps {
   metrics?: Metrics
   /** Shared state; default: created from `store` in the config (and closed on shutdown). */
   store?: Store
+  /**
+   * Listen on the admin port (default true). A cluster worker does not: the primary
+   * serves /healthz, /readyz and the workers' summed /metrics (cli/serve.ts).
+   */
+  admin?: boolean
 }
 
 export type { Snapshot } from './runtime.js'
@@ -63,7 +68,7 @@ export interface Gateway {
    * A refused file changes nothing; every problem is logged and counted.
    */
   reload: (file?: string) => Promise<ReloadResult>
-  /** Bind both listeners on the configured addresses; returns their base URLs. */
+  /** Bind both listeners on the configured addresses; returns their base URLs (adminUrl '' without one). */
   listen: () => Promise<{ publicUrl: string, adminUrl: string }>
   /**
    * Graceful stop: readiness false, keep serving `shutdown.delay`, stop accepting,
@@ -78,7 +83,7 @@ export type ReloadResult =
   | { status: 'refused', problems: string[] }
 
 /** Settings that shape listeners, the server or the store: they change only with a restart. */
-const RESTART_ONLY = ['listen', 'admin', 'store', 'trustProxy', 'limits'] as const
+const RESTART_ONLY = ['listen', 'admin', 'store', 'trustProxy', 'limits', 'workers'] as const
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
@@ -285,7 +290,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     },
     async listen () {
       const publicUrl = await app.listen({ host: config.listen.host, port: config.listen.port })
-      const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
+      const adminUrl = deps.admin === false ? '' : await admin.listen({ host: config.admin.host, port: config.admin.port })
       return { publicUrl, adminUrl }
     },
     shutdown () {

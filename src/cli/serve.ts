@@ -2,7 +2,11 @@
  * `wegate serve`: load the config, build the gateway, listen, and own the
  * process signals (SIGTERM/SIGINT drain and exit 0).
  */
+import cluster from 'node:cluster'
+import { availableParallelism } from 'node:os'
+import { AggregatorRegistry } from 'prom-client'
 import { buildGateway } from '../app.js'
+import { servePrimary, STATUS_INTERVAL_MS, workerCount, type WorkerMessage } from './cluster.js'
 import { ConfigError, formatProblem, loadConfigFile, referencedFiles } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { startDemoUpstream } from '../demo/upstream.js'
@@ -41,9 +45,30 @@ export async function serve (opts: ServeOptions): Promise<void> {
     logger.info({ stable: stable.url, canary: canary.url }, 'demo upstreams listening')
   }
 
-  const gateway = await buildGateway(loaded, { logger })
+  // workers > 1: this process becomes the cluster primary; the workers run the code below.
+  const workers = workerCount(loaded.config.workers, availableParallelism)
+  if (workers > 1 && cluster.isPrimary) {
+    await servePrimary(loaded, workers, logger)
+    return
+  }
+  const inWorker = cluster.isWorker
+
+  const gateway = await buildGateway(loaded, { logger, admin: !inWorker })
   const { publicUrl, adminUrl } = await gateway.listen()
-  logger.info({ publicUrl, adminUrl, config: loaded.file, hash: loaded.hash }, 'wegate listening')
+  let report: NodeJS.Timeout | undefined
+  if (inWorker) {
+    // The primary sums every worker's registry for /metrics and asks each one's readiness.
+    // eslint-disable-next-line no-new
+    new AggregatorRegistry() // answers the primary's metrics requests in this worker
+    AggregatorRegistry.setRegistries([gateway.metrics.registry])
+    const send = (m: WorkerMessage) => { if (process.connected) process.send?.(m) }
+    send({ type: 'wegate:listening', publicUrl })
+    send({ type: 'wegate:status', ready: gateway.isReady() })
+    report = setInterval(() => send({ type: 'wegate:status', ready: gateway.isReady() }), STATUS_INTERVAL_MS)
+    report.unref()
+  } else {
+    logger.info({ publicUrl, adminUrl, config: loaded.file, hash: loaded.hash }, 'wegate listening')
+  }
   if (opts.demo) process.stdout.write(demoBanner(publicUrl, adminUrl))
 
   // Hot reload: file changes (in place, rename, ConfigMap symlink swap) and SIGHUP share one queue.
@@ -65,13 +90,21 @@ export async function serve (opts: ServeOptions): Promise<void> {
     stopping = true
     logger.info({ signal }, 'signal received')
     watcher.close()
+    clearInterval(report)
     gateway.shutdown()
       .then(async () => { for (const close of closers) await close() })
-      .then(() => { logger.flush(); process.exitCode = 0 })
+      .then(() => {
+        logger.flush()
+        process.exitCode = 0
+        // a worker's IPC channel would keep it alive
+        if (inWorker && process.connected) process.disconnect()
+      })
       .catch((err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exitCode = 1 })
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  // A worker whose primary is gone drains and exits rather than serve unsupervised.
+  if (inWorker) process.on('disconnect', () => stop('primary disconnected'))
 }
 
 function demoBanner (publicUrl: string, adminUrl: string): string {

@@ -229,6 +229,8 @@ function dedupe (problems: ConfigProblem[]): ConfigProblem[] {
 }
 
 interface RawConfig {
+  workers: number | 'auto'
+  store: { type: string }
   trustProxy: boolean | string[]
   wechat: { apps: Array<{ appId: string }> }
   tokens: { algorithm: string, keys: Array<{ kid: string, secret?: string, privateKeyFile?: string, publicKeyFile?: string }> }
@@ -261,6 +263,10 @@ function crossCheck (c: RawConfig): ConfigProblem[] {
       problems.push({ path: 'tokens.keys[0].privateKeyFile', message: 'is required: the first key signs' })
     }
   })
+  // Sessions, revocations, rate-limit counters and rollbacks must be shared by every worker.
+  if (c.workers !== 1 && c.store.type === 'memory') {
+    problems.push({ path: 'workers', message: `${String(c.workers)} workers need store.type redis (the memory store is one process's)` })
+  }
   if (Array.isArray(c.trustProxy)) {
     c.trustProxy.forEach((entry, i) => {
       const [addr, bits, extra] = entry.split('/')

@@ -79,6 +79,10 @@ export const GatewayConfigSchema = Type.Object({
   $schema: Type.Optional(Type.String()),
   listen: Listen(8080, 'Public listener'),
   admin: Listen(9091, 'Admin listener: /metrics /healthz /readyz (never on the public port)'),
+  workers: Type.Union([
+    Type.Integer({ minimum: 1, maximum: 64 }),
+    Type.Literal('auto')
+  ], { default: 1, description: 'Gateway processes sharing the public port (node:cluster): 1, a number, or auto (one per available CPU). More than 1 needs store.type redis; the admin port then serves metrics summed over every worker' }),
   trustProxy: Type.Union([
     Type.Boolean(),
     Type.Array(Type.String({ minLength: 1 }), { description: 'CIDRs / addresses of trusted load balancers' })

@@ -80,6 +80,8 @@ export function createMetrics (registry: Registry = new Registry()) {
       name: 'wegate_upstream_weight',
       help: 'Effective weight of each upstream (the configured weight, 0 after an automatic rollback)',
       labelNames: ['route', 'upstream'] as const,
+      // with several workers: a rollback on any of them shows at once
+      aggregator: 'min',
       registers
     }),
     canaryRollbacks: new Counter({
@@ -97,11 +99,13 @@ export function createMetrics (registry: Registry = new Registry()) {
     configLastSuccess: new Gauge({
       name: 'wegate_config_last_reload_success_timestamp_seconds',
       help: 'When the active config was loaded (Unix time)',
+      aggregator: 'min',
       registers
     }),
     storeUp: new Gauge({
       name: 'wegate_store_up',
       help: '1 when the store is reachable and (Redis) the revocation mirror is synchronised',
+      aggregator: 'min',
       registers
     }),
     storeDuration: new Histogram({
@@ -115,6 +119,7 @@ export function createMetrics (registry: Registry = new Registry()) {
       name: 'wegate_config_info',
       help: 'The active configuration: 1 for the hash of the file in use',
       labelNames: ['hash'] as const,
+      aggregator: 'max',
       registers
     })
   }

@@ -11,6 +11,7 @@
  *      rollback tracking, metrics and the access log (to a file) on
  *   D′ D with more distinct tokens than the verification cache holds, so every
  *      request checks an HMAC signature (the worst case)
+ *   Dw D with `workers: 2` (node:cluster), to decide whether that setting pays here
  *
  * Load: wrk (one thread, fixed connections) from its own process; D uses a pool
  * of distinct access tokens minted by real logins. Warm-up, then alternating
@@ -23,11 +24,12 @@
  *          --soak 10m (also run D that long and report RSS start/end)
  *          --profile (write a --cpu-prof of D under load to the results folder and print its top)
  *          --only C,D (just these scenarios of the comparison, no extras: for quick iterations)
+ *          --workers N (2 where there are 2 CPUs: the Dw scenario runs D with `workers: N`; 1 skips it)
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, openSync, existsSync, readdirSync, renameSync, rmSync } from 'node:fs'
-import { cpus, tmpdir, totalmem, type as osType, release } from 'node:os'
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, openSync, existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
+import { availableParallelism, cpus, tmpdir, totalmem, type as osType, release } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -45,12 +47,14 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     soak: { type: 'string' },
     profile: { type: 'boolean', default: false },
-    only: { type: 'string' }
+    only: { type: 'string' },
+    workers: { type: 'string', default: String(Math.min(2, availableParallelism())) }
   }
 })
 const ROUNDS = args.quick ? 3 : Number(args.rounds)
 const DURATION = args.quick ? 4 : Number(args.duration)
 const CONNECTIONS = Number(args.connections)
+const WORKERS = Number(args.workers)
 const WARMUP = args.quick ? 2 : 4
 const TMP = mkdtempSync(join(tmpdir(), 'wegate-bench-'))
 const APP = { appId: 'wxbench0000000001', secret: 'bench-secret' }
@@ -89,6 +93,7 @@ async function stopAll (): Promise<void> {
     clearTimeout(timer)
   }))
   await Promise.all(cleanups.splice(0).map(async (fn) => await fn()))
+  rmSync(TMP, { recursive: true, force: true }) // logs, token pools, nginx files
 }
 async function waitHttp (url: string, ok = (status: number) => status < 500): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -119,7 +124,8 @@ function rssMb (pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(status)
   return m === null ? 0 : Math.round(Number(m[1]) / 1024)
 }
-function nginxPids (master: ChildProcess): number[] {
+/** A process and its direct children (nginx workers, cluster workers). */
+function withChildren (master: ChildProcess): number[] {
   const pid = master.pid!
   const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
   return [pid, ...kids]
@@ -293,14 +299,14 @@ async function main (): Promise<void> {
     execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' })
   }
   const log = (s: string) => process.stderr.write(`bench: ${s}\n`)
-  const [pU1, pU2, pB, pC, pD, pDadmin, pD2, pD2admin, pEmu] = await Promise.all(Array.from({ length: 9 }, freePort))
+  const [pU1, pU2, pB, pC, pD, pDadmin, pD2, pD2admin, pEmu, pW, pWadmin] = await Promise.all(Array.from({ length: 11 }, freePort))
 
   // The upstream: nginx answering a small JSON body on two ports (two "versions" for D).
   const upstream = await startNginx('upstream', `
   server { listen 127.0.0.1:${pU1}; location / { default_type application/json; return 200 '{"ok":true,"v":1}'; } }
   server { listen 127.0.0.1:${pU2}; location / { default_type application/json; return 200 '{"ok":true,"v":2}'; } }`,
   `http://127.0.0.1:${pU1}/`)
-  const upstreamPids = nginxPids(upstream)
+  const upstreamPids = withChildren(upstream)
 
   const nginxProxy = await startNginx('proxy', `
   upstream app { server 127.0.0.1:${pU1}; keepalive 64; keepalive_requests 1000000; }
@@ -317,7 +323,8 @@ async function main (): Promise<void> {
   start(process.execPath, ['dist/cli/main.js', 'emulator', '--port', String(pEmu), '--app', `${APP.appId}:${APP.secret}`])
   await waitHttp(`http://127.0.0.1:${pEmu}/sns/jscode2session`, () => true)
 
-  const config = (port: number, admin: number) => ({
+  const config = (port: number, admin: number, workers = 1) => ({
+    workers,
     listen: { host: '127.0.0.1', port },
     admin: { host: '127.0.0.1', port: admin },
     store: { type: 'redis', url: redis.url, failMode: 'closed' },
@@ -340,6 +347,7 @@ async function main (): Promise<void> {
   })
   writeFileSync(join(TMP, 'gateway.yaml'), stringify(config(pD, pDadmin)))
   writeFileSync(join(TMP, 'gateway2.yaml'), stringify(config(pD2, pD2admin)))
+  writeFileSync(join(TMP, 'gateway-workers.yaml'), stringify(config(pW, pWadmin, WORKERS)))
   const profileDir = join(ROOT, 'test/bench/results/profile')
   if (args.profile) rmSync(profileDir, { recursive: true, force: true })
   const nodeFlags = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
@@ -352,11 +360,30 @@ async function main (): Promise<void> {
   // figures are the proxy path's alone) and it is the far side of the propagation measurement.
   start(process.execPath, ['dist/cli/main.js', 'serve', '-c', join(TMP, 'gateway2.yaml')])
   await waitHttp(`http://127.0.0.1:${pD2admin}/readyz`, (s) => s === 200)
+  // D with `workers`: the same path in several processes sharing the port (node:cluster).
+  const gwWorkers = WORKERS > 1 && !args.profile ? start(process.execPath, ['dist/cli/main.js', 'serve', '-c', join(TMP, 'gateway-workers.yaml')], { out: join(TMP, 'access-workers.log') }) : undefined
+  if (gwWorkers !== undefined) await waitHttp(`http://127.0.0.1:${pWadmin}/readyz`, (s) => s === 200)
 
   const A = `http://127.0.0.1:${pU1}/api/bench`
   const B = `http://127.0.0.1:${pB}/api/bench`
   const C = `http://127.0.0.1:${pC}/api/bench`
   const D = `http://127.0.0.1:${pD}/api/bench`
+
+  /** Load D for `duration` with every minted token (verify cache churning), sampling its RSS every 5 s. */
+  const runSoak = async (duration: string) => {
+    const ms = parseDuration(duration)
+    log(`soak: ${duration} of load on D, sampling RSS`)
+    const samples: number[] = [rssMb(gw.pid!)]
+    const sampler = setInterval(() => samples.push(rssMb(gw.pid!)), 5000)
+    const r = await wrk(D, { seconds: Math.round(ms / 1000), lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-cold.txt') } })
+    clearInterval(sampler)
+    samples.push(rssMb(gw.pid!))
+    // the last minute against the first: flat means bounded
+    const perMinute = 12
+    const first = median(samples.slice(1, 1 + perMinute))
+    const last = median(samples.slice(-perMinute))
+    return { minutes: ms / 60_000, rssStartMb: samples[0], rssEndMb: samples[samples.length - 1], rssMaxMb: Math.max(...samples), firstMinuteMedianMb: first, lastMinuteMedianMb: last, rps: r.rps, requests: r.requests, errors: r.errors + r.non2xx }
+  }
 
   // 1. /auth/login against the emulator; its answers are the token pool for everything after.
   log('login throughput (and minting the token pool)')
@@ -391,10 +418,13 @@ async function main (): Promise<void> {
   // 2. The proxy comparison: warm-up, then alternating rounds.
   const scenarios: Array<{ key: string, label: string, url: string, lua: string, name: string, pids: number[], env?: Record<string, string> }> = [
     { key: 'A', label: 'A direct to upstream', url: A, lua: PACED_LUA, name: 'plain', pids: upstreamPids },
-    { key: 'B', label: 'B nginx proxy_pass', url: B, lua: PACED_LUA, name: 'plain', pids: nginxPids(nginxProxy) },
+    { key: 'B', label: 'B nginx proxy_pass', url: B, lua: PACED_LUA, name: 'plain', pids: withChildren(nginxProxy) },
     { key: 'C', label: 'C Fastify + @fastify/http-proxy', url: C, lua: PACED_LUA, name: 'plain', pids: [bare.pid!] },
     { key: 'D', label: 'D wegate (full path)', url: D, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-hot.txt') } }
   ]
+  if (gwWorkers !== undefined) {
+    scenarios.push({ key: 'Dw', label: `D wegate, workers: ${WORKERS}`, url: `http://127.0.0.1:${pW}/api/bench`, lua: TOKENS_LUA, name: 'tokens', pids: withChildren(gwWorkers), env: { WRK_TOKENS: join(TMP, 'tokens-hot.txt') } })
+  }
   if (access.length > 10_000) {
     scenarios.push({ key: 'Dcold', label: `D′ wegate, ${access.length} tokens (> verify cache)`, url: D, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-cold.txt') } })
   }
@@ -416,10 +446,11 @@ async function main (): Promise<void> {
   }
   const sum = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, summarise(rs)]))
   if (args.only !== undefined) {
-    // A quick comparison while optimising: just these scenarios, no extras, nothing written.
-    await stopAll()
+    // A quick comparison while optimising: just these scenarios (and --soak), no extras, nothing written.
     for (const s of scenarios) process.stdout.write(`${s.label.padEnd(44)} ${sum[s.key].rps.toFixed(0).padStart(7)} req/s (${sum[s.key].rpsMin.toFixed(0)}–${sum[s.key].rpsMax.toFixed(0)})  p99 ${sum[s.key].p99.toFixed(2)} ms  cpu ${sum[s.key].cpu.toFixed(0)} %\n`)
     if (sum.C !== undefined && sum.D !== undefined) process.stdout.write(`D/C = ${(sum.D.rps / sum.C.rps).toFixed(3)}\n`)
+    if (args.soak !== undefined) process.stdout.write(`soak: ${JSON.stringify(await runSoak(args.soak))}\n`)
+    await stopAll()
     return
   }
 
@@ -460,19 +491,9 @@ async function main (): Promise<void> {
   }
 
   // 7. Memory under a long run (optional).
-  let soak: { minutes: number, rssStartMb: number, rssEndMb: number, rssMaxMb: number, rps: number } | undefined
-  if (args.soak !== undefined) {
-    const ms = parseDuration(args.soak)
-    log(`soak: ${args.soak} of load on D, sampling RSS`)
-    const start = rssMb(gw.pid!)
-    let max = start
-    const sampler = setInterval(() => { max = Math.max(max, rssMb(gw.pid!)) }, 5000)
-    const r = await wrk(D, { seconds: Math.round(ms / 1000), lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-cold.txt') } })
-    clearInterval(sampler)
-    soak = { minutes: ms / 60_000, rssStartMb: start, rssEndMb: rssMb(gw.pid!), rssMaxMb: max, rps: r.rps }
-  }
+  const soak = args.soak === undefined ? undefined : await runSoak(args.soak)
   const rssEnd = rssMb(gw.pid!)
-  const accessLines = readFileSync(join(TMP, 'access.log'), 'utf8').split('\n').length
+  const accessLogMb = Math.round(statSync(join(TMP, 'access.log')).size / 1e6)
 
   await stopAll()
 
@@ -482,6 +503,7 @@ async function main (): Promise<void> {
     'D/B': sum.D.rps / sum.B.rps,
     'C/B': sum.C.rps / sum.B.rps,
     ...(sum.Dcold !== undefined ? { 'D′/C': sum.Dcold.rps / sum.C.rps } : {}),
+    ...(sum.Dw !== undefined ? { 'Dw/D': sum.Dw.rps / sum.D.rps } : {}),
     p99AddedMs: paced.D.p99 - paced.A.p99
   }
   const report = {
@@ -497,7 +519,7 @@ async function main (): Promise<void> {
     propagationMs: { median: median(propagation), max: Math.max(...propagation), samples: propagation.length },
     rssMb: { start: rss0, end: rssEnd },
     soak,
-    accessLogLines: accessLines
+    accessLogMb
   }
   const resultsDir = join(ROOT, 'test/bench/results')
   mkdirSync(resultsDir, { recursive: true })
@@ -513,14 +535,14 @@ async function main (): Promise<void> {
     `${'scenario'.padEnd(44)}   req/s (min–max)            p50 ms  p99 ms   CPU`,
     ...scenarios.map((s) => row(s.label, sum[s.key])),
     '',
-    `D/C = ${ratios['D/C'].toFixed(3)}   D/B = ${ratios['D/B'].toFixed(3)}   C/B = ${ratios['C/B'].toFixed(3)}${sum.Dcold !== undefined ? `   D′/C = ${(sum.Dcold.rps / sum.C.rps).toFixed(3)}` : ''}`,
+    `D/C = ${ratios['D/C'].toFixed(3)}   D/B = ${ratios['D/B'].toFixed(3)}   C/B = ${ratios['C/B'].toFixed(3)}${sum.Dcold !== undefined ? `   D′/C = ${(sum.Dcold.rps / sum.C.rps).toFixed(3)}` : ''}${sum.Dw !== undefined ? `   workers: ${WORKERS} gives ×${(sum.Dw.rps / sum.D.rps).toFixed(2)}` : ''}`,
     `p99 added over direct at ~${halfRate} req/s (half of D's max): ${ratios.p99AddedMs.toFixed(2)} ms (A p99 ${paced.A.p99.toFixed(2)} ms, D p99 ${paced.D.p99.toFixed(2)} ms)`,
     '',
     `401 path (forged signatures)   ${f0(rejected.rps)} req/s  p99 ${rejected.p99.toFixed(2)} ms`,
     `/auth/login (emulator)         ${f0(login.rps)} req/s  p99 ${login.p99.toFixed(2)} ms  (${access.length} tokens minted${login.non2xx + login.errors > 0 ? `, ${login.non2xx + login.errors} failed` : ''})`,
     `/auth/refresh                  ${f0(refreshed.rps)} req/s  p99 ${refreshed.p99.toFixed(2)} ms${refreshed.non2xx + refreshed.errors > 0 ? `  (${refreshed.non2xx + refreshed.errors} failed)` : ''}`,
     `revocation propagation         median ${median(propagation).toFixed(1)} ms, max ${Math.max(...propagation).toFixed(1)} ms over ${propagation.length} logouts`,
-    `wegate RSS                     ${rss0} MB at start, ${rssEnd} MB at the end${soak !== undefined ? `; soak ${soak.minutes} min: ${soak.rssStartMb} → ${soak.rssEndMb} MB (max ${soak.rssMaxMb}) at ${soak.rps.toFixed(0)} req/s` : ''}`,
+    `wegate RSS                     ${rss0} MB at start, ${rssEnd} MB at the end${soak !== undefined ? `; soak ${soak.minutes} min at ${soak.rps.toFixed(0)} req/s: ${soak.rssStartMb} → ${soak.rssEndMb} MB (max ${soak.rssMaxMb}; first-minute median ${soak.firstMinuteMedianMb}, last-minute ${soak.lastMinuteMedianMb})` : ''}`,
     '',
     'results: test/bench/results/latest.json',
     ''

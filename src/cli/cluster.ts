@@ -1,0 +1,130 @@
+/**
+ * `workers: N` (N > 1): the primary process of a node:cluster. It forks N
+ * gateway workers that share the public port (connections are handed out
+ * round-robin), and owns what must exist once per process group:
+ *
+ * - the admin port: /healthz, /readyz (ready when every worker is ready), and
+ *   /metrics summed over the workers (prom-client's AggregatorRegistry; gauges
+ *   declare how they combine, e.g. the effective weight takes the minimum);
+ * - the signals: SIGTERM/SIGINT turn readiness false and drain every worker
+ *   (each runs the single-process drain), then exit 0; SIGHUP reloads them all;
+ * - a worker that dies is replaced (1 s later), unless the group is stopping.
+ *
+ * Workers share state through Redis only (the config refuses the memory store).
+ */
+import cluster, { type Worker } from 'node:cluster'
+import Fastify, { type FastifyBaseLogger } from 'fastify'
+import type { Logger } from 'pino'
+import { AggregatorRegistry } from 'prom-client'
+import type { LoadedConfig } from '../config/load.js'
+import { GatewayError } from '../errors.js'
+import { handleError, sendError } from '../http/errors.js'
+
+/** Messages a worker sends to the primary. */
+export type WorkerMessage =
+  | { type: 'wegate:listening', publicUrl: string }
+  | { type: 'wegate:status', ready: boolean }
+
+// 500 ms: how often a worker reports its readiness; the primary treats a report older than 2 s as not ready
+export const STATUS_INTERVAL_MS = 500
+const STATUS_STALE_MS = 2000
+// 30 s: workers that have not listened by then mean the group cannot start
+const START_TIMEOUT_MS = 30_000
+// 1 s: pause before replacing a dead worker, so a crash loop does not spin
+const RESPAWN_DELAY_MS = 1000
+
+/** Run the primary: fork `count` workers, serve the admin port, own the signals. */
+export async function servePrimary (loaded: LoadedConfig, count: number, logger: Logger): Promise<void> {
+  const { config } = loaded
+  const aggregator = new AggregatorRegistry()
+  const status = new Map<number, { ready: boolean, at: number }>()
+  let stopping = false
+  let publicUrl = ''
+  let listening = 0
+  let onAllListening: (() => void) | undefined
+
+  const fork = (): Worker => {
+    const worker = cluster.fork()
+    worker.on('message', (m: WorkerMessage) => {
+      if (m.type === 'wegate:status') {
+        status.set(worker.id, { ready: m.ready, at: Date.now() })
+      } else if (m.type === 'wegate:listening') {
+        publicUrl = m.publicUrl
+        logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker listening')
+        if (++listening === count) onAllListening?.()
+      }
+    })
+    return worker
+  }
+  cluster.on('exit', (worker, code, signal) => {
+    status.delete(worker.id)
+    if (stopping) return
+    logger.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker exited; starting a new one')
+    setTimeout(() => { if (!stopping) fork() }, RESPAWN_DELAY_MS).unref()
+  })
+
+  const started = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`workers did not listen within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS)
+    onAllListening = () => { clearTimeout(timer); resolve() }
+  })
+  for (let i = 0; i < count; i++) fork()
+  try {
+    await started
+  } catch (err) {
+    stopping = true
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL')
+    throw err
+  }
+
+  const ready = (): boolean => {
+    if (stopping || status.size < count) return false
+    const now = Date.now()
+    for (const s of status.values()) if (!s.ready || now - s.at > STATUS_STALE_MS) return false
+    return true
+  }
+  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, disableRequestLogging: true })
+  admin.setErrorHandler(handleError)
+  admin.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
+  admin.get('/healthz', async () => ({ status: 'ok', workers: Object.keys(cluster.workers ?? {}).length }))
+  admin.get('/readyz', async (_request, reply) => {
+    const ok = ready()
+    reply.code(ok ? 200 : 503)
+    return { ready: ok, draining: stopping, workers: { configured: count, ready: [...status.values()].filter((s) => s.ready).length }, config: loaded.hash }
+  })
+  admin.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', aggregator.contentType)
+    return await aggregator.clusterMetrics()
+  })
+  const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
+  logger.info({ publicUrl, adminUrl, workers: count, config: loaded.file, hash: loaded.hash }, 'wegate listening')
+
+  const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+  process.on('SIGHUP', () => {
+    logger.info({ signal: 'SIGHUP' }, 'reloading config in every worker')
+    for (const w of workers()) w.process.kill('SIGHUP')
+  })
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal, workers: workers().length }, 'signal received: draining every worker')
+    const alive = workers()
+    // Past the workers' own drain bound, whatever is left is killed rather than hang the rollout.
+    const force = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, config.shutdown.delay + config.shutdown.timeout + 5000)
+    Promise.all(alive.map(async (w) => {
+      if (w.isDead()) return
+      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()))
+      w.process.kill('SIGTERM')
+      await exited
+    }))
+      .then(async () => { clearTimeout(force); await admin.close() })
+      .then(() => { logger.info('shutdown complete'); logger.flush(); process.exitCode = 0 })
+      .catch((err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exitCode = 1 })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+}
+
+/** `workers: auto` → one per CPU this process may run on. */
+export function workerCount (setting: number | 'auto', available: () => number): number {
+  return setting === 'auto' ? Math.max(1, available()) : setting
+}
