@@ -105,6 +105,26 @@ t.test('every rejection reason has its own code', async (t) => {
   rejects(t, svc, good, 'TOKEN_NOT_YET_VALID', 'issued in the future beyond skew')
 })
 
+t.test('a token verified once is still checked for expiry on every use (the verification cache keeps no verdict on time)', async (t) => {
+  let clock = Date.now()
+  const svc = await createTokenService(config(), { now: () => clock })
+  const s = svc.signAccess(who)
+  t.equal(svc.verifyAccess(s.token).openid, 'oUser1', 'verified (and now cached)')
+  t.equal(svc.verifyAccess(s.token).openid, 'oUser1', 'from the cache')
+  clock = s.expiresAtMs + 30_000 + 1000 // past exp + clockSkew
+  rejects(t, svc, s.token, 'TOKEN_EXPIRED', 'a cached token past its exp')
+})
+
+t.test('forged tokens are refused every time, also after their real twin was cached', async (t) => {
+  const svc = await createTokenService(config())
+  const s = svc.signAccess(who)
+  svc.verifyAccess(s.token)
+  const [h, p, sig] = s.token.split('.')
+  const tampered = `${h}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), openid: 'oSomeoneElse', sub: 'oSomeoneElse' })).toString('base64url')}.${sig}`
+  for (let i = 0; i < 3; i++) rejects(t, svc, tampered, 'TOKEN_BAD_SIGNATURE', `tampered payload, attempt ${i + 1}`)
+  t.equal(svc.verifyAccess(s.token).openid, 'oUser1', 'the real token still verifies')
+})
+
 t.test('key rotation: old kid still verifies, new kid signs', async (t) => {
   const old = await createTokenService(config({ keys: [{ kid: 'k2', secret: SECRET2 }] }))
   const oldToken = old.signAccess(who).token

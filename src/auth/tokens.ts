@@ -214,13 +214,15 @@ export async function createTokenService (cfg: TokensConfig, opts: { now?: () =>
       requiredClaims: ['iss', 'aud', 'exp', 'iat', 'jti', 'sub'],
       ignoreExpiration: true,
       ignoreNotBefore: true,
-      cache: VERIFY_CACHE_SIZE,
-      cacheTTL: cfg.accessTtl,
-      // the token itself is the key: an exact match, like its SHA-256, without hashing ~400 bytes per request
-      cacheKeyBuilder: (token: string) => token
+      cache: false // see `verified` below
     }))
   }
   const skew = cfg.clockSkew
+  // Tokens whose signature, alg, iss and aud have been verified, keyed by the token itself (an exact
+  // match: fast-jwt's own cache would hash ~400 bytes per request to make its key). Only successes
+  // are kept, so forged tokens cannot push real ones out; the oldest entry goes first when full.
+  // exp / nbf / iat and the claim shapes are checked on every request, cached or not.
+  const verified = new Map<string, unknown>()
   const accessTtlS = Math.max(1, Math.floor(cfg.accessTtl / 1000))
 
   // header segment → verifier: every token one key signs has the same header, so the
@@ -267,18 +269,22 @@ export async function createTokenService (cfg: TokensConfig, opts: { now?: () =>
         throw reject('TOKEN_MALFORMED', 'empty or oversized token')
       }
       const verify = pickVerifier(token)
-      let payload: unknown
-      // fast-jwt's TokenError captures a stack we never show: with forged tokens that is the
-      // most expensive part of a 401, so no frames are captured while verifying.
-      const stackLimit = Error.stackTraceLimit
-      Error.stackTraceLimit = 0
-      try {
-        payload = verify(token)
-      } catch (err) {
-        const code = err instanceof TokenError ? FAST_JWT_CODES[err.code] : undefined
-        throw reject(code ?? 'TOKEN_BAD_SIGNATURE', `verify failed: ${err instanceof TokenError ? err.code : 'error'}`, err)
-      } finally {
-        Error.stackTraceLimit = stackLimit
+      let payload = verified.get(token)
+      if (payload === undefined) {
+        // fast-jwt's TokenError captures a stack we never show: with forged tokens that is the
+        // most expensive part of a 401, so no frames are captured while verifying.
+        const stackLimit = Error.stackTraceLimit
+        Error.stackTraceLimit = 0
+        try {
+          payload = verify(token)
+        } catch (err) {
+          const code = err instanceof TokenError ? FAST_JWT_CODES[err.code] : undefined
+          throw reject(code ?? 'TOKEN_BAD_SIGNATURE', `verify failed: ${err instanceof TokenError ? err.code : 'error'}`, err)
+        } finally {
+          Error.stackTraceLimit = stackLimit
+        }
+        if (verified.size >= VERIFY_CACHE_SIZE) verified.delete(verified.keys().next().value as string)
+        verified.set(token, payload)
       }
       const p = payload as Partial<AccessClaims>
       if (p.typ !== 'access') throw reject('TOKEN_CLAIMS_INVALID', 'typ is not access')
