@@ -10,6 +10,7 @@ import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
 import proxyAddr from '@fastify/proxy-addr'
 import { Pool, type Dispatcher } from 'undici'
+import { findDemoCredentials } from './config/demo.js'
 import { ConfigError, formatProblem, loadConfigFile, type LoadedConfig } from './config/load.js'
 import { registerRateLimits } from './http/ratelimit.js'
 import { createCanaryControl } from './proxy/canary.js'
@@ -36,6 +37,11 @@ export interface GatewayDeps {
   metrics?: Metrics
   /** Shared state; default: created from `store` in the config (and closed on shutdown). */
   store?: Store
+  /**
+   * The demo (`serve --demo`): the repository's public JWT secret is accepted. Otherwise a
+   * config that uses it is refused, at start (ConfigError) and at every reload.
+   */
+  demo?: boolean
 }
 
 export type { Snapshot } from './runtime.js'
@@ -83,7 +89,12 @@ function requestId (req: IncomingMessage): string {
 
 export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const { config } = loaded
+  const allowDemo = deps.demo === true
+  // Before anything is created: a refused config must leave nothing running.
+  const demoFound = findDemoCredentials(config)
+  if (!allowDemo && demoFound.problems.length > 0) throw new ConfigError(loaded.file, demoFound.problems)
   const logger = deps.logger ?? createLogger({ level: config.logging.level })
+  for (const w of demoFound.warnings) logger.warn({ path: w.path }, formatProblem(w))
   const metrics = deps.metrics ?? createMetrics()
   const ownStore = deps.store === undefined
   const store = deps.store ?? createStore(config.store, logger.child({ component: 'store' }), {
@@ -246,6 +257,9 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
       try {
         const fresh = await loadConfigFile(file)
         if (fresh.hash === current.hash) return { status: 'unchanged', hash: current.hash }
+        const found = findDemoCredentials(fresh.config)
+        if (!allowDemo && found.problems.length > 0) throw new ConfigError(file, found.problems)
+        for (const w of found.warnings) logger.warn({ path: w.path }, formatProblem(w))
         next = await buildSnapshot(fresh, { store, metrics, logger })
       } catch (err) {
         const problems = err instanceof ConfigError ? err.problems.map(formatProblem) : [err instanceof Error ? err.message : String(err)]

@@ -3,6 +3,7 @@
  * process signals (SIGTERM/SIGINT drain and exit 0).
  */
 import { buildGateway } from '../app.js'
+import { findDemoCredentials } from '../config/demo.js'
 import { ConfigError, formatProblem, loadConfigFile } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { startDemoUpstream } from '../demo/upstream.js'
@@ -11,7 +12,7 @@ import { createWeChatEmulator } from '../emulator/wechat.js'
 
 export interface ServeOptions {
   file: string
-  /** Also run the demo upstreams (npm start). */
+  /** Also run the WeChat emulator and the demo upstreams, and allow the demo JWT secret (npm start). */
   demo: boolean
 }
 
@@ -23,6 +24,14 @@ export async function serve (opts: ServeOptions): Promise<void> {
     if (!(e instanceof ConfigError)) throw e
     process.stderr.write(`wegate: refusing to start, ${opts.file} has ${e.problems.length} problem(s):\n`)
     for (const p of e.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
+    process.exitCode = 1
+    return
+  }
+  // The repository's JWT secret is public: outside the demo, tokens signed with it could be forged by anyone.
+  const demo = findDemoCredentials(loaded.config)
+  if (!opts.demo && demo.problems.length > 0) {
+    process.stderr.write(`wegate: refusing to start, ${opts.file} uses the repository's public demo JWT secret:\n`)
+    for (const p of demo.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
     process.exitCode = 1
     return
   }
@@ -41,7 +50,7 @@ export async function serve (opts: ServeOptions): Promise<void> {
     logger.info({ stable: stable.url, canary: canary.url }, 'demo upstreams listening')
   }
 
-  const gateway = await buildGateway(loaded, { logger })
+  const gateway = await buildGateway(loaded, { logger, demo: opts.demo })
   const { publicUrl, adminUrl } = await gateway.listen()
   logger.info({ publicUrl, adminUrl, config: loaded.file, hash: loaded.hash }, 'wegate listening')
   if (opts.demo) process.stdout.write(demoBanner(publicUrl, adminUrl))

@@ -70,7 +70,7 @@ const Route = Strict({
 
 const KeyEntry = Strict({
   kid: Name('Key id, written to the token header'),
-  secret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 shared secret (>= 32 characters)' })),
+  secret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 shared secret (>= 32 characters); the repository\'s public demo secret is refused except by serve --demo' })),
   privateKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key (RS256/ES256/EdDSA); needed on the signing (first) key' })),
   publicKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256/ES256/EdDSA); derived from the private key when omitted' }))
 }, 'A signing / verification key', false)
