@@ -179,3 +179,27 @@ t.test('X-Request-Id: a sane client id is kept end to end, otherwise one is mint
   t.match(id, /^[0-9a-f-]{36}$/, 'a UUID replaces an unsafe id')
   t.equal((await minted.body.json() as Echo).headers['x-request-id'], id, 'upstream sees the same id')
 })
+
+t.test('regression: the upstream\'s own X-Request-Id replaced the gateway\'s in the response', async (t) => {
+  const received: string[] = []
+  const own = await startServer(t, (req, res) => {
+    received.push(String(req.headers['x-request-id']))
+    res.setHeader('X-Request-Id', 'upstream-own-id')
+    res.end('ok')
+  })
+  const { url: gw, logs } = await startGateway(t, { routes: [{ name: 'root', prefix: '/', auth: 'public', upstreams: [{ name: 's', url: own.url, weight: 1 }] }] })
+  const accessId = (path: string) => logs.lines.find((l) => l.msg === 'access' && l.path === path)?.reqId
+
+  const sent = await request(`${gw}/traced`, { headers: { 'x-request-id': 'trace-abc.2' } })
+  t.equal(await sent.body.text(), 'ok')
+  t.equal(sent.headers['x-request-id'], 'trace-abc.2', 'the client sees its own id, not the upstream\'s')
+  t.equal(received.at(-1), 'trace-abc.2')
+  t.equal(accessId('/traced'), 'trace-abc.2', 'the access line has the same id')
+
+  const minted = await request(`${gw}/minted`)
+  await minted.body.dump()
+  const id = minted.headers['x-request-id']
+  t.match(id, /^[0-9a-f-]{36}$/)
+  t.equal(received.at(-1), id, 'the upstream was sent the id the client sees')
+  t.equal(accessId('/minted'), id, 'and so is the access line')
+})

@@ -173,13 +173,17 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
   return out
 }
 
-/** Copy upstream response headers for the client, minus hop-by-hop ones. */
+/**
+ * Copy upstream response headers for the client, minus hop-by-hop ones and the
+ * upstream's own X-Request-Id: the client keeps the gateway's (set before the
+ * proxy runs), the id its access log line carries and the upstream was sent.
+ */
 export function clientResponseHeaders (incoming: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const listed = connectionListed(incoming.connection)
   for (const name in incoming) {
     const value = incoming[name]
-    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-request-id') continue
     if (listed !== undefined && listed.has(name)) continue
     out[name] = value
   }
