@@ -53,6 +53,14 @@ t.test('a prefix of / matches everything no longer prefix does', async (t) => {
   t.equal(table.match('/api/x')?.name, 'api')
 })
 
+t.test('a root route does not receive the gateway\'s own /auth and /.well-known paths', async (t) => {
+  const table = buildRouteTable([route('root', '/'), route('api', '/api')])
+  for (const p of ['/auth', '/auth/', '/auth/login/', '/auth/x/y', '/.well-known', '/.well-known/openid-configuration']) {
+    t.equal(table.match(p), undefined, `${p}: no route`)
+  }
+  for (const p of ['/authx', '/auth-z', '/AUTH/x', '/.well-knownx', '/a/auth/x']) t.equal(table.match(p)?.name, 'root', `${p}: root`)
+})
+
 t.test('prefixes are case-sensitive', async (t) => {
   const table = buildRouteTable([route('orders', '/api/Orders')])
   t.equal(table.match('/api/Orders/1')?.name, 'orders')

@@ -68,6 +68,19 @@ export class RouteTableError extends Error {
   }
 }
 
+/**
+ * The gateway's own namespaces: `/auth`, `/auth/…`, `/.well-known`, `/.well-known/…`
+ * (a normalised path; case-sensitive like every match). No route prefix may claim
+ * them, and a root route `/` does not receive them: whatever the gateway does not
+ * serve there is a 404, never proxied.
+ */
+export function isReservedPath (path: string): boolean {
+  const c = path.charCodeAt(1)
+  if (c === 0x61 /* a */) return path.startsWith('/auth') && (path.length === 5 || path.charCodeAt(5) === 0x2f)
+  if (c === 0x2e /* . */) return path.startsWith('/.well-known') && (path.length === 12 || path.charCodeAt(12) === 0x2f)
+  return false
+}
+
 /** `/api/orders/` and `/api/orders` are the same prefix; `/` stays `/`. */
 function normalisePrefix (prefix: string): string {
   let end = prefix.length
@@ -171,7 +184,8 @@ export function buildRouteTable (routes: readonly RouteConfig[]): RouteTable {
         }
         i = path.lastIndexOf('/', i - 1)
       }
-      return root
+      // Only the root can match a reserved path (no prefix may be one): checked only here.
+      return root !== undefined && isReservedPath(path) ? undefined : root
     },
     get (name: string): CompiledRoute | undefined {
       return byName.get(name)
