@@ -88,7 +88,7 @@ export const GatewayConfigSchema = Type.Object({
     url: Type.String({ default: 'redis://127.0.0.1:6379', description: 'Redis URL (redis:// or rediss://)' }),
     keyPrefix: Type.String({ default: 'wegate:', pattern: '^[A-Za-z0-9:_.-]*$', description: 'Namespace for every key' }),
     failMode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed', description: 'When the store is unreachable: closed rejects authenticated requests (503), open lets verified tokens through' }),
-    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on entries per kind' })
+    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on sessions and refresh families each (oldest evicted); revocations are never evicted, they expire' })
   }, 'Shared state: sessions, refresh tokens, revocations, rate-limit counters'),
   wechat: Strict({
     baseUrl: Type.String({ pattern: '^https?://[^\\s]+$', default: 'https://api.weixin.qq.com', description: 'WeChat server API base URL' }),

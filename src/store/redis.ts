@@ -155,7 +155,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   main.defineCommand('wgKill', { numberOfKeys: 2, lua: KILL_FAMILY_LUA })
   main.defineCommand('wgDeny', { numberOfKeys: 1, lua: DENY_LUA })
 
-  const mirror = new RevocationSet(Number.MAX_SAFE_INTEGER) // Redis holds the truth; the mirror only mirrors it
+  const mirror = new RevocationSet() // Redis holds the truth; the mirror only mirrors it
   // Canary rollbacks in force (few: one per rolled-back upstream and config).
   const rollbackKeys = new Set<string>()
   const rollbackListeners: Array<(key: string) => void> = []
