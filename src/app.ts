@@ -104,7 +104,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   metrics.storeUp.set(store.healthy() ? 1 : 0)
   const storeUpTimer = setInterval(() => metrics.storeUp.set(store.healthy() ? 1 : 0), 1000)
   storeUpTimer.unref()
-  const canary = createCanaryControl({ store, metrics, logger, current: () => current })
+  const canary = createCanaryControl({ store, metrics, logger })
   const installMetrics = (snap: Snapshot) => {
     metrics.configInfo.reset()
     metrics.configInfo.set({ hash: snap.hash }, 1)
@@ -113,7 +113,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   metrics.configReloads.inc({ result: 'success' }, 0)
   metrics.configReloads.inc({ result: 'failure' }, 0)
   installMetrics(current)
-  canary.install(current)
+  canary.install(current, false)
 
   // One keep-alive pool per upstream origin, shared by every snapshot that names it.
   const pools = new Map<string, Pool>()
@@ -272,11 +272,11 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
       ensurePools(next)
       // The swap: requests read `current` once, so in-flight ones finish on the old snapshot.
       current = next
-      canary.install(next)
+      canary.install(next, true)
       installMetrics(next)
       metrics.configReloads.inc({ result: 'success' })
       logger.level = next.config.logging.level
-      logger.info({ file, from: previous.hash, to: next.hash, routes: next.routes.routes.length }, 'config reloaded')
+      logger.info({ file, from: previous.hash, to: next.hash, activation: canary.epoch(), routes: next.routes.routes.length }, 'config reloaded')
       if (restartRequired.length > 0) {
         logger.warn({ settings: restartRequired }, 'these settings only change on restart; the running values stay until then')
       }
@@ -312,6 +312,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
         }
         await admin.close()
         clearInterval(storeUpTimer)
+        canary.close()
         await Promise.allSettled([...pools.values()].map(async (p) => await p.close()))
         await current.wechat.close()
         if (ownStore) await store.close()

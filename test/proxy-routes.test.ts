@@ -167,6 +167,10 @@ t.test('rollBack moves traffic off the upstream until the table is rebuilt', asy
   for (const random of [0, 0.1, 0.49, 0.5, 0.99]) t.equal(r.picker.pick({ ip: 'x', random }), 0)
   const fresh = buildRouteTable(routes).routes[0]
   t.same(fresh.picker.weights, [50, 50], 'a new snapshot starts from the config')
+  t.equal(fresh.restore(), false, 'nothing to restore')
+  t.equal(r.restore(), true, 'restore: back to the configured weights (the config was re-applied)')
+  t.same(r.picker.weights, [50, 50])
+  t.equal(r.picker.pick({ ip: 'x', random: 0.1 }), 1)
 })
 
 t.test('a route set the loader should have refused throws with its path', async (t) => {

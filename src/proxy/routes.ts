@@ -40,11 +40,13 @@ export interface CompiledRoute {
   readonly rollbackUpstream: CompiledUpstream | undefined
   /**
    * The current picker. It starts from the configured weights and changes only
-   * through `rollBack`; a config reload builds a new table, which ends rollbacks.
+   * through `rollBack` and `restore`; a config reload builds a new table, which ends rollbacks.
    */
   readonly picker: Picker
   /** Roll upstream `index` back (effective weight 0). Returns false if it already was. */
   rollBack (index: number): boolean
+  /** Back to the configured weights (the config was re-applied). Returns false if nothing was rolled back. */
+  restore (): boolean
   /** The path to send to `upstream` for a normalised request `path` that this route matched (no query). */
   upstreamPath (path: string, upstream: CompiledUpstream): string
 }
@@ -112,7 +114,8 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
   // Characters stripped from the front of the path when stripPrefix is on;
   // stripping `/` removes nothing.
   const strip = r.stripPrefix && prefix !== '/' ? prefix.length : 0
-  let picker = createPicker(r.upstreams, r.canary)
+  const configured = createPicker(r.upstreams, r.canary)
+  let picker = configured
   const watched = r.canary?.rollback?.upstream
   const rollbackUpstream = watched === undefined ? undefined : upstreams.find((u) => u.name === watched)
   if (watched !== undefined && rollbackUpstream === undefined) {
@@ -134,6 +137,11 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
       // A weight-0 upstream cannot be rolled back any further.
       if (next.rolledBack[i] !== true) return false
       picker = next
+      return true
+    },
+    restore (): boolean {
+      if (picker === configured) return false
+      picker = configured
       return true
     },
     upstreamPath (path: string, upstream: CompiledUpstream): string {
