@@ -3,6 +3,9 @@
 # node_modules on a slim Node 20, running as the unprivileged `node` user (uid 1000).
 #   docker build -t wegate:0.1.0 .
 #   docker run --rm -p 8080:8080 -v $PWD/my-gateway.yaml:/etc/wegate/gateway.yaml:ro wegate:0.1.0
+# The bundled default config needs JWT_SECRET: its fallback is the repository's public
+# demo secret, which `serve` refuses (exit 1) so that nobody can forge tokens:
+#   docker run --rm -p 8080:8080 -e JWT_SECRET="$(openssl rand -base64 48)" wegate:0.1.0
 ARG NODE_IMAGE=node:20-bookworm-slim
 
 # Production dependencies only, in their own stage so they are cached apart
@@ -32,8 +35,9 @@ COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/config ./config
-# The repository's default config (memory store, local demo settings) so a bare
-# `docker run` starts; production mounts its own at /etc/wegate (see deploy/).
+# The repository's default config (memory store, local demo settings) so that
+# `docker run -e JWT_SECRET=…` starts (without it: refused, the default secret is
+# public); production mounts its own at /etc/wegate (see deploy/).
 COPY gateway.yaml ./gateway.yaml
 COPY gateway.yaml /etc/wegate/gateway.yaml
 USER node

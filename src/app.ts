@@ -10,6 +10,7 @@ import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
 import proxyAddr from '@fastify/proxy-addr'
 import { Pool, type Dispatcher } from 'undici'
+import { findDemoCredentials } from './config/demo.js'
 import { ConfigError, formatProblem, loadConfigFile, type LoadedConfig } from './config/load.js'
 import { registerRateLimits } from './http/ratelimit.js'
 import { createCanaryControl } from './proxy/canary.js'
@@ -49,6 +50,11 @@ export interface GatewayDeps {
    * serves /healthz, /readyz and the workers' summed /metrics (cli/serve.ts).
    */
   admin?: boolean
+  /**
+   * The demo (`serve --demo`): the repository's public JWT secret is accepted. Otherwise a
+   * config that uses it is refused, at start (ConfigError) and at every reload.
+   */
+  demo?: boolean
 }
 
 export type { Snapshot } from './runtime.js'
@@ -96,7 +102,12 @@ function requestId (req: IncomingMessage): string {
 
 export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const { config } = loaded
+  const allowDemo = deps.demo === true
+  // Before anything is created: a refused config must leave nothing running.
+  const demoFound = findDemoCredentials(config)
+  if (!allowDemo && demoFound.problems.length > 0) throw new ConfigError(loaded.file, demoFound.problems)
   const logger = deps.logger ?? createLogger({ level: config.logging.level })
+  for (const w of demoFound.warnings) logger.warn({ path: w.path }, formatProblem(w))
   const metrics = deps.metrics ?? createMetrics()
   const ownStore = deps.store === undefined
   const store = deps.store ?? createStore(config.store, logger.child({ component: 'store' }), {
@@ -106,7 +117,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   metrics.storeUp.set(store.healthy() ? 1 : 0)
   const storeUpTimer = setInterval(() => metrics.storeUp.set(store.healthy() ? 1 : 0), 1000)
   storeUpTimer.unref()
-  const canary = createCanaryControl({ store, metrics, logger, current: () => current })
+  const canary = createCanaryControl({ store, metrics, logger })
   const installMetrics = (snap: Snapshot) => {
     metrics.configInfo.reset()
     metrics.configInfo.set({ hash: snap.hash }, 1)
@@ -115,7 +126,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   metrics.configReloads.inc({ result: 'success' }, 0)
   metrics.configReloads.inc({ result: 'failure' }, 0)
   installMetrics(current)
-  canary.install(current)
+  canary.install(current, false)
 
   // One keep-alive pool per upstream origin, shared by every snapshot that names it.
   const pools = new Map<string, Pool>()
@@ -264,6 +275,9 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
       try {
         const fresh = await loadConfigFile(file)
         if (fresh.hash === current.hash) return { status: 'unchanged', hash: current.hash }
+        const found = findDemoCredentials(fresh.config)
+        if (!allowDemo && found.problems.length > 0) throw new ConfigError(file, found.problems)
+        for (const w of found.warnings) logger.warn({ path: w.path }, formatProblem(w))
         next = await buildSnapshot(fresh, { store, metrics, logger })
       } catch (err) {
         const problems = err instanceof ConfigError ? err.problems.map(formatProblem) : [err instanceof Error ? err.message : String(err)]
@@ -276,11 +290,12 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
       ensurePools(next)
       // The swap: requests read `current` once, so in-flight ones finish on the old snapshot.
       current = next
-      canary.install(next)
+      // a change for rollbacks only when gateway.yaml itself changed (a key file rotation keeps them)
+      canary.install(next, next.fileHash !== previous.fileHash)
       installMetrics(next)
       metrics.configReloads.inc({ result: 'success' })
       logger.level = next.config.logging.level
-      logger.info({ file, from: previous.hash, to: next.hash, routes: next.routes.routes.length }, 'config reloaded')
+      logger.info({ file, from: previous.hash, to: next.hash, activation: canary.epoch(), routes: next.routes.routes.length }, 'config reloaded')
       if (restartRequired.length > 0) {
         logger.warn({ settings: restartRequired }, 'these settings only change on restart; the running values stay until then')
       }
@@ -316,6 +331,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
         }
         await admin.close()
         clearInterval(storeUpTimer)
+        canary.close()
         await Promise.allSettled([...pools.values()].map(async (p) => await p.close()))
         await current.wechat.close()
         if (ownStore) await store.close()

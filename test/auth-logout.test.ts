@@ -142,3 +142,19 @@ t.test('logout with a refresh token of another login of the caller ends that log
   t.equal((await refresh(spent.refreshToken)).json?.code, 20010)
   t.equal((await api(spent.accessToken)).json?.code, 20006)
 })
+
+t.test('regression: the memory store evicted the oldest revocation when full, so a logged-out token worked again', async (t) => {
+  const mem = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, patch: { store: { type: 'memory', maxEntries: 100 } } })
+  const memApi = (token: string) => get(mem.url + '/api/me', bearer(token))
+  const sessions = []
+  for (let i = 0; i < 120; i++) sessions.push(await login(mem.url, `u-full-${i}`))
+  for (const s of sessions) t.equal((await post(mem.url + '/auth/logout', {}, bearer(s.accessToken))).status, 200)
+  // 120 jti and 120 family revocations: past maxEntries for both kinds.
+  for (const i of [0, 1, 50, 119]) {
+    const a = await memApi(sessions[i].accessToken)
+    t.equal(a.status, 401, `logout ${i}: still refused`)
+    t.equal(a.json?.code, 20006, 'revoked')
+  }
+  t.equal((await post(mem.url + '/auth/refresh', { refreshToken: sessions[0].refreshToken })).status, 401, 'its refresh token stays dead')
+  t.equal((await memApi((await login(mem.url, 'u-full-new')).accessToken)).status, 200, 'a fresh login works')
+})

@@ -4,22 +4,84 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { stringify } from 'yaml'
-import { baseConfig, merge } from './helpers/gateway.js'
+import { DEMO_JWT_SECRET, DEMO_WECHAT_SECRET } from '../src/config/demo.js'
+import { loadConfigFile } from '../src/config/load.js'
+import { baseConfig, merge, startGateway, TEST_JWT_SECRET } from './helpers/gateway.js'
 
 const CLI = ['--import', 'tsx', 'src/cli/main.ts']
 
 function run (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [...CLI, ...args], { env: { PATH: process.env.PATH, ...env } }, (err, stdout, stderr) => {
+    // timeout: a `serve` that wrongly starts fails the test instead of hanging it
+    execFile(process.execPath, [...CLI, ...args], { env: { PATH: process.env.PATH, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : (err.code as number), stdout, stderr })
     })
   })
 }
 
-t.test('wegate check: exit 0 on the default gateway.yaml', async (t) => {
+t.test('wegate check: exit 0 on the default gateway.yaml, as the demo or with JWT_SECRET set', async (t) => {
+  const demo = await run(['check', '-c', 'gateway.yaml', '--demo'])
+  t.equal(demo.code, 0, demo.stderr)
+  t.match(demo.stdout, /gateway\.yaml: ok \(2 routes, sha256 [0-9a-f]{16}\)/)
+  t.equal(demo.stderr, '', 'the demo AppSecret goes to the local emulator: no warning')
+  const prod = await run(['check', '-c', 'gateway.yaml'], { JWT_SECRET: 'a-real-secret-from-the-vault-0123456789' })
+  t.equal(prod.code, 0, prod.stderr)
+})
+
+const DEMO_REFUSAL = /tokens\.keys\[0\]\.secret: is the repository's public demo secret: anyone can sign tokens with it\. Set JWT_SECRET/
+
+t.test('the demo secrets are gateway.yaml\'s defaults (one constant in the code, the same value in the file)', async (t) => {
+  const { config } = await loadConfigFile('gateway.yaml', {})
+  t.equal(config.tokens.keys[0].secret, DEMO_JWT_SECRET)
+  t.equal(config.wechat.apps[0].secret, DEMO_WECHAT_SECRET)
+})
+
+t.test('regression: wegate serve without --demo accepted the public demo JWT secret, so anyone could forge tokens', async (t) => {
+  const r = await run(['serve', '-c', 'gateway.yaml'], { PORT: '0', ADMIN_PORT: '0' })
+  t.equal(r.code, 1, 'refuses to start')
+  t.match(r.stderr, /refusing to start, gateway\.yaml uses the repository's public demo JWT secret/)
+  t.match(r.stderr, DEMO_REFUSAL)
+  t.notMatch(r.stdout, /wegate listening/, 'never listened')
+})
+
+t.test('wegate check reports the demo JWT secret as a problem (exit 1) unless --demo, in any key of the list', async (t) => {
   const r = await run(['check', '-c', 'gateway.yaml'])
+  t.equal(r.code, 1)
+  t.match(r.stderr, /gateway\.yaml: 1 problem\n/)
+  t.match(r.stderr, DEMO_REFUSAL)
+
+  // Every key verifies: a demo key kept second during a rotation still lets anyone sign tokens.
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-check-'))
+  const file = join(dir, 'rotation.yaml')
+  await writeFile(file, stringify(merge(baseConfig(), {
+    tokens: { keys: [{ kid: 'k2', secret: TEST_JWT_SECRET }, { kid: 'k1', secret: DEMO_JWT_SECRET }] }
+  })))
+  const rotated = await run(['check', '-c', file])
+  t.equal(rotated.code, 1)
+  t.match(rotated.stderr, /tokens\.keys\[1\]\.secret: is the repository's public demo secret/)
+})
+
+t.test('the demo AppSecret with a WeChat that is not a local emulator is a warning (exit 0)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-check-'))
+  const file = join(dir, 'wechat.yaml')
+  await writeFile(file, stringify(merge(baseConfig(), { wechat: { baseUrl: 'https://api.weixin.qq.com' } })))
+  const r = await run(['check', '-c', file])
   t.equal(r.code, 0, r.stderr)
-  t.match(r.stdout, /gateway\.yaml: ok \(2 routes, sha256 [0-9a-f]{16}\)/)
+  t.match(r.stdout, /: ok \(/)
+  t.match(r.stderr, /warning: wechat\.apps\[0\]\.secret: is the emulator's demo AppSecret but wechat\.baseUrl \(https:\/\/api\.weixin\.qq\.com\) is not a local emulator.*Set WX_SECRET/)
+})
+
+t.test('a reload that brings in the demo JWT secret is refused; the running config keeps serving', async (t) => {
+  const { gateway, logs } = await startGateway(t)
+  const before = gateway.snapshot().hash
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-reload-'))
+  const file = join(dir, 'gateway.yaml')
+  await writeFile(file, stringify(merge(baseConfig(), { tokens: { keys: [{ kid: 'k1', secret: DEMO_JWT_SECRET }] } })))
+  const result = await gateway.reload(file)
+  t.equal(result.status, 'refused')
+  t.match(result.status === 'refused' ? result.problems.join('\n') : '', DEMO_REFUSAL)
+  t.equal(gateway.snapshot().hash, before, 'still serving the last good config')
+  t.ok(logs.lines.some((l) => String(l.msg).startsWith('config reload refused')))
 })
 
 t.test('wegate check: exit 1 listing every problem with its path', async (t) => {

@@ -1,10 +1,11 @@
 /**
  * What the Dockerfile relies on, checked here since Docker cannot run on this
  * machine: the compiled dist/ runs with production dependencies only
- * (`npm ci --omit=dev`), as an unprivileged user, starts on the default
- * gateway.yaml, answers its probes, and drains on SIGTERM with exit 0.
+ * (`npm ci --omit=dev`), as an unprivileged user, refuses the default
+ * gateway.yaml's public demo JWT secret, starts on it once JWT_SECRET is set
+ * (as the Kubernetes Secret does), answers its probes, and drains on SIGTERM with exit 0.
  */
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { chmodSync, cpSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -26,8 +27,12 @@ t.test('dist/ runs on production dependencies alone, as a non-root user', async 
   // Unprivileged like the image's `node` user (here: nobody), when the test runs as root.
   // `env -i`: a clean environment, as in the image (no test-runner hooks in NODE_OPTIONS).
   const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : []
-  const [cmd, ...pre] = [...asUser, 'env', '-i', `PATH=${process.env.PATH ?? ''}`, 'PORT=0', 'ADMIN_PORT=0', process.execPath]
-  const child = spawn(cmd, [...pre, 'dist/cli/main.js', 'serve', '-c', 'gateway.yaml'], {
+  const [cmd, ...pre] = [...asUser, 'env', '-i', `PATH=${process.env.PATH ?? ''}`, 'PORT=0', 'ADMIN_PORT=0']
+  // A bare `docker run`: no JWT_SECRET, so the file's public demo secret would sign tokens. Refused.
+  const bare = spawnSync(cmd, [...pre, process.execPath, 'dist/cli/main.js', 'serve', '-c', 'gateway.yaml'], { cwd: app, encoding: 'utf8', timeout: 30_000 })
+  t.equal(bare.status, 1, 'without JWT_SECRET: exit 1')
+  t.match(bare.stderr, /refusing to start.*public demo JWT secret[\s\S]*Set JWT_SECRET/)
+  const child = spawn(cmd, [...pre, 'JWT_SECRET=dist-test-secret-0123456789abcdef-0123', process.execPath, 'dist/cli/main.js', 'serve', '-c', 'gateway.yaml'], {
     cwd: app,
     stdio: ['ignore', 'pipe', 'inherit']
   })

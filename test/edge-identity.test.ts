@@ -105,6 +105,52 @@ t.test('X-Forwarded-* from an untrusted client are replaced (trustProxy: false)'
   t.equal(echo.headers['x-real-ip'], undefined)
 })
 
+/** Client-IP, scheme, port, prefix and original-URL claims a backend framework may believe. */
+const FORWARDING_SPOOF = [
+  'X-Forwarded-Port: 8443', 'X-Forwarded-Prefix: /admin', 'X-Forwarded-Server: evil', 'X-Forwarded-Ssl: on',
+  'X-Forwarded-Scheme: https', 'X-Forwarded-Uri: /admin', 'X-Original-Forwarded-For: 6.6.6.6',
+  'X-Client-IP: 6.6.6.6', 'True-Client-IP: 6.6.6.6', 'CF-Connecting-IP: 6.6.6.6', 'Fastly-Client-IP: 6.6.6.6',
+  'X-Cluster-Client-IP: 6.6.6.6', 'X-Originating-IP: 6.6.6.6', 'X-Remote-IP: 6.6.6.6', 'X-Remote-Addr: 6.6.6.6',
+  'X-Original-URL: /admin/users', 'X-Rewrite-URL: /admin/users',
+  // CGI-style servers read the underscore spellings as the same variables
+  'X_Forwarded_For: 6.6.6.6', 'x_forwarded_proto: https', 'X_Forwarded_Host: evil.example', 'x-forwarded_port: 1',
+  'X_Real_IP: 6.6.6.6', 'x_client_ip: 6.6.6.6', 'True_Client_IP: 6.6.6.6', 'cf_connecting_ip: 6.6.6.6',
+  'X_Original_URL: /admin', 'x_rewrite_url: /admin', 'X_Original_Forwarded_For: 6.6.6.6'
+]
+
+/** Every header the upstream got that is not one the gateway set or a harmless end-to-end one. */
+function forwardingLeft (echo: Echo): string[] {
+  return Object.keys(echo.headers).filter((n) => /forward|client|connecting|real|original|rewrite|remote/i.test(n)).sort()
+}
+
+t.test('regression: X-Forwarded-Port/-Prefix, CDN client-IP headers, X-Original-URL and underscore spellings passed through from an untrusted client', async (t) => {
+  const echo = await raw('/pub/x', FORWARDING_SPOOF)
+  t.same(forwardingLeft(echo), ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto'], 'only the three the gateway sets')
+  t.equal(echo.headers['x-forwarded-for'], '127.0.0.1')
+  t.equal(echo.headers['x-forwarded-proto'], 'http')
+  t.equal(echo.headers['x-forwarded-host'], host)
+  t.notMatch(JSON.stringify(echo.headers), /6\.6\.6\.6|admin|evil|8443/)
+  t.equal(echo.url, '/pub/x', 'the path is the one that was authorised')
+})
+
+t.test('from a trusted proxy: its X-Forwarded-* family is kept; client-IP claims, URL overrides and underscore spellings are not', async (t) => {
+  const { url: gw } = await startGateway(t, { trustProxy: ['127.0.0.1/32'], routes })
+  const lines = ['X-Forwarded-For: 203.0.113.7', 'X-Forwarded-Proto: https', ...FORWARDING_SPOOF]
+  const res = await rawRequest(gw, `GET /pub/x HTTP/1.1\r\nHost: gw.internal\r\nConnection: close\r\n${lines.map((h) => h + '\r\n').join('')}\r\n`)
+  const echo = JSON.parse(res.body) as Echo
+  t.same(forwardingLeft(echo), [
+    'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-proto',
+    'x-forwarded-scheme', 'x-forwarded-server', 'x-forwarded-ssl', 'x-forwarded-uri', 'x-original-forwarded-for'
+  ])
+  t.equal(echo.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1', 'extended, not replaced by the underscore copy')
+  t.equal(echo.headers['x-forwarded-port'], '8443')
+  t.equal(echo.headers['x-forwarded-prefix'], '/admin')
+  t.equal(echo.headers['x-original-forwarded-for'], '6.6.6.6')
+  for (const name of ['x-client-ip', 'true-client-ip', 'cf-connecting-ip', 'fastly-client-ip', 'x-original-url', 'x-rewrite-url', 'x_forwarded_for', 'x-forwarded_port', 'x_real_ip']) {
+    t.equal(echo.headers[name], undefined, `${name} dropped`)
+  }
+})
+
 t.test('X-Forwarded-* from a trusted proxy are extended (trustProxy: [127.0.0.1/32])', async (t) => {
   const { url: gw } = await startGateway(t, { trustProxy: ['127.0.0.1/32'], routes })
   const res = await rawRequest(gw, 'GET /pub/x HTTP/1.1\r\nHost: gw.internal\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example.com\r\n\r\n')
@@ -132,4 +178,28 @@ t.test('X-Request-Id: a sane client id is kept end to end, otherwise one is mint
   const id = minted.headers['x-request-id']
   t.match(id, /^[0-9a-f-]{36}$/, 'a UUID replaces an unsafe id')
   t.equal((await minted.body.json() as Echo).headers['x-request-id'], id, 'upstream sees the same id')
+})
+
+t.test('regression: the upstream\'s own X-Request-Id replaced the gateway\'s in the response', async (t) => {
+  const received: string[] = []
+  const own = await startServer(t, (req, res) => {
+    received.push(String(req.headers['x-request-id']))
+    res.setHeader('X-Request-Id', 'upstream-own-id')
+    res.end('ok')
+  })
+  const { url: gw, logs } = await startGateway(t, { routes: [{ name: 'root', prefix: '/', auth: 'public', upstreams: [{ name: 's', url: own.url, weight: 1 }] }] })
+  const accessId = (path: string) => logs.lines.find((l) => l.msg === 'access' && l.path === path)?.reqId
+
+  const sent = await request(`${gw}/traced`, { headers: { 'x-request-id': 'trace-abc.2' } })
+  t.equal(await sent.body.text(), 'ok')
+  t.equal(sent.headers['x-request-id'], 'trace-abc.2', 'the client sees its own id, not the upstream\'s')
+  t.equal(received.at(-1), 'trace-abc.2')
+  t.equal(accessId('/traced'), 'trace-abc.2', 'the access line has the same id')
+
+  const minted = await request(`${gw}/minted`)
+  await minted.body.dump()
+  const id = minted.headers['x-request-id']
+  t.match(id, /^[0-9a-f-]{36}$/)
+  t.equal(received.at(-1), id, 'the upstream was sent the id the client sees')
+  t.equal(accessId('/minted'), id, 'and so is the access line')
 })

@@ -90,3 +90,53 @@ t.test('absolute-form and asterisk-form targets are not proxied', async (t) => {
   t.ok(star.status === 400 || star.status === 404, `OPTIONS *: ${star.status}`)
   t.equal(pub.seen.filter((e) => e.url.includes('evil')).length, 0)
 })
+
+t.test('regression: POST /auth/login/ and /auth/foo reached a root route\'s upstream', async (t) => {
+  const root = await startEcho(t, 'root')
+  const { url: gw } = await startGateway(t, { routes: [{ name: 'root', prefix: '/', auth: 'public', upstreams: [{ name: 'root', url: root.url, weight: 1 }] }] })
+  const gwHost = new URL(gw).host
+  const send = async (method: string, path: string, extra = '') =>
+    await rawRequest(gw, `${method} ${path} HTTP/1.1\r\nHost: ${gwHost}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n${extra}\r\n{}`)
+
+  // Under /auth and /.well-known, whatever the gateway does not serve is 404 — in every
+  // spelling that normalises there (// merged, dot segments, %61 decoded), for every method.
+  const notServed = [
+    '/auth', '/auth/', '/auth/login/', '/auth/foo', '/auth/a/b', '/auth/logout/x', '/auth?x=1',
+    '//auth/login', '//auth/foo', '/auth/./login', '/auth//login', '/pub/../auth/login', '/%61uth/login', '/%61uth/x', '/%61%75%74%68/refresh',
+    '/.well-known', '/.well-known/', '/.well-known/openid-configuration', '/.well-known/jwks.json/', '/%2Ewell-known/jwks.json', '//.well-known/x'
+  ]
+  for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD']) {
+    for (const path of notServed) {
+      const res = await send(method, path)
+      t.equal(res.status, 404, `${method} ${path}: 404`)
+      if (method !== 'HEAD') t.equal(envelope(res.body).code, ErrorCatalog.NO_ROUTE.code, `${method} ${path}: NO_ROUTE envelope`)
+    }
+  }
+  // The gateway's own paths with another method: 405.
+  for (const [method, path] of [['GET', '/auth/login'], ['OPTIONS', '/auth/refresh'], ['DELETE', '/auth/logout'], ['HEAD', '/auth/login'], ['POST', '/.well-known/jwks.json'], ['OPTIONS', '/.well-known/jwks.json']]) {
+    const res = await send(method, path)
+    t.equal(res.status, 405, `${method} ${path}: 405`)
+  }
+  // What the normaliser refuses is refused the same way under /auth as anywhere else.
+  for (const path of ['/auth;x', '/auth/login;jsessionid=1', '/auth%2Flogin', '/auth/%3Bx']) {
+    for (const method of ['GET', 'POST']) {
+      const res = await send(method, path)
+      t.equal(res.status, 400, `${method} ${path}: 400`)
+      t.equal(envelope(res.body).code, ErrorCatalog.BAD_PATH.code)
+    }
+  }
+  // A WebSocket handshake is routed by the same table.
+  const ws = await send('GET', '/auth/socket', 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n')
+  t.equal(ws.status, 404, 'upgrade to /auth/socket: 404')
+  t.equal(root.seen.length, 0, 'nothing under /auth or /.well-known reached the root route')
+
+  // The exact endpoints still answer (here: body validation, not a proxy).
+  const login = await send('POST', '/auth/login')
+  t.equal(login.status, 400)
+  t.equal(envelope(login.body).code, ErrorCatalog.VALIDATION_FAILED.code)
+  // Paths are case-sensitive: /AUTH is not the gateway's, it is an ordinary path of the root route.
+  const upper = await send('GET', '/AUTH/x')
+  t.equal(upper.status, 200)
+  t.equal((JSON.parse(upper.body) as Echo).url, '/AUTH/x')
+  t.equal(root.seen.length, 1)
+})

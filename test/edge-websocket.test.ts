@@ -188,6 +188,36 @@ t.test('the same picker as HTTP: tester header override and sticky openid', asyn
   }
 })
 
+t.test('regression: the upstream\'s own X-Request-Id reached the client instead of the gateway\'s', async (t) => {
+  const own = await startWsUpstream(t, 'own')
+  own.wss.on('headers', (headers) => { headers.push('X-Request-Id: upstream-own-id') })
+  const refusing = await startServer(t, (_req, res) => { res.end() })
+  refusing.server.on('upgrade', (_req, socket) => {
+    socket.end('HTTP/1.1 403 Forbidden\r\nX-Request-Id: upstream-own-id\r\nContent-Length: 0\r\n\r\n')
+  })
+  const gw = await wsGateway(t, [
+    { name: 'own', prefix: '/own', auth: 'public', upstreams: [{ name: 'own', url: own.url, weight: 1 }] },
+    { name: 'no', prefix: '/no', auth: 'public', upstreams: [{ name: 'no', url: refusing.url, weight: 1 }] }
+  ])
+  const base = gw.url.replace('http://', 'ws://')
+  const answer = async (path: string) => await new Promise<{ ws: WebSocket, status: number, id: unknown }>((resolve, reject) => {
+    const ws = new WebSocket(`${base}${path}`, { headers: { 'x-request-id': `ws-${path.slice(1)}` } })
+    let id: unknown
+    ws.once('upgrade', (res) => { id = res.headers['x-request-id'] })
+    ws.once('open', () => resolve({ ws, status: 101, id }))
+    ws.once('unexpected-response', (_req, res) => { res.resume(); resolve({ ws, status: res.statusCode ?? 0, id: res.headers['x-request-id'] }) })
+    ws.once('error', reject)
+  })
+  const up = await answer('/own')
+  t.equal(up.status, 101)
+  t.equal(up.id, 'ws-own', '101: the gateway\'s id')
+  await closeWs(up.ws)
+  const no = await answer('/no')
+  t.equal(no.status, 403)
+  t.equal(no.id, 'ws-no', 'a declined upgrade: the gateway\'s id')
+  t.equal(gw.logs.lines.find((l) => l.msg === 'access' && l.path === '/no')?.reqId, 'ws-no', 'the access line has the same id')
+})
+
 t.test('an upstream that refuses the upgrade: its answer is relayed', async (t) => {
   const r = await connectWs('/ws/denied/x')
   t.equal(r.status, 403)

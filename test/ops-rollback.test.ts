@@ -122,3 +122,106 @@ t.test('a config change ends a rollback', async (t) => {
   await hit(gw, 50)
   t.ok(canary.received.length > served, 'the canary gets traffic again')
 })
+
+const canaryWeight = /^wegate_upstream_weight\{route="orders",upstream="canary"\} (\d+)$/m
+
+/** Poll an instance's effective canary weight until it is `want` (fails by the test timeout). */
+async function weightBecomes (gw: StartedGateway, want: string): Promise<void> {
+  while (await metric(gw, canaryWeight) !== want) await new Promise((resolve) => setTimeout(resolve, 20))
+}
+
+/** Send traffic until the canary is rolled back (minRequests 20 canary requests in the window). */
+async function tripOn (gw: StartedGateway): Promise<void> {
+  while (await metric(gw, canaryWeight) !== '0') await hit(gw, 10)
+}
+
+/** Wait until `gw`'s store has seen the activation `from` announced at its last reload. */
+async function seesActivationOf (gw: StartedGateway, from: StartedGateway): Promise<void> {
+  const line = from.logs.lines.findLast((l) => l.msg === 'config reloaded')
+  const marker = `${from.gateway.snapshot().hash}@${String(line?.activation)}`
+  while (!gw.gateway.store.rollbacks().has(marker)) await new Promise((resolve) => setTimeout(resolve, 10))
+}
+
+/** Config files for A (the text startGateway builds from the same patch, so the same hash) and B. */
+async function configFiles (patchA: Record<string, unknown>, patchB: Record<string, unknown>) {
+  const { mkdtemp, writeFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { stringify } = await import('yaml')
+  const { baseConfig, merge } = await import('./helpers/gateway.js')
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-revert-'))
+  const a = join(dir, 'a.yaml')
+  const b = join(dir, 'b.yaml')
+  await writeFile(a, stringify(merge(baseConfig(), patchA)))
+  await writeFile(b, stringify(merge(baseConfig(), patchB)))
+  return { a, b }
+}
+
+t.test('regression: reverting to an earlier config (A → B → A) re-applied A\'s old rollback', async (t) => {
+  const stable = await startUpstream(t, 'stable')
+  const canary = await startUpstream(t, 'canary', { status: 500 })
+  const patchA = { routes: [route(stable, canary)] }
+  const patchB = { routes: [{ ...route(stable, canary), upstreams: [{ name: 'stable', url: stable.url, weight: 80 }, { name: 'canary', url: canary.url, weight: 20 }] }] }
+  const files = await configFiles(patchA, patchB)
+  const gw = await startGateway(t, patchA)
+  await tripOn(gw)
+  t.equal(await metric(gw, canaryWeight), '0', 'A rolled back')
+  t.equal((await gw.gateway.reload(files.a)).status, 'unchanged', 'the same bytes are no change…')
+  t.equal(await metric(gw, canaryWeight), '0', '…and keep the rollback')
+
+  t.equal((await gw.gateway.reload(files.b)).status, 'applied')
+  t.equal(await metric(gw, canaryWeight), '20', 'B: its configured weight')
+  t.equal((await gw.gateway.reload(files.a)).status, 'applied')
+  t.equal(await metric(gw, canaryWeight), '50', 'back on A: A\'s configured weight, not its old rollback')
+  const served = canary.received.length
+  await hit(gw, 10)
+  t.ok(canary.received.length > served, 'the canary gets traffic again (until it fails its window anew)')
+})
+
+t.test('rollbacks and reloads across instances on one Redis: a later reload joins the change, a revert starts afresh', async (t) => {
+  const redis = await startRedis()
+  t.teardown(redis.stop)
+  const stable = await startUpstream(t, 'stable')
+  const canary = await startUpstream(t, 'canary', { status: 503 })
+  const store = { type: 'redis', url: redis.url }
+  const patchA = { store, routes: [route(stable, canary)] }
+  const patchB = { store, routes: [{ ...route(stable, canary), upstreams: [{ name: 'stable', url: stable.url, weight: 70 }, { name: 'canary', url: canary.url, weight: 30 }] }] }
+  const files = await configFiles(patchA, patchB)
+  const [a, b, c] = [await startGateway(t, patchA), await startGateway(t, patchA), await startGateway(t, patchA)]
+  for (const gw of [a, b, c]) await gw.gateway.store.ready()
+
+  await tripOn(a)
+  for (const gw of [a, b, c]) await weightBecomes(gw, '0')
+  t.pass('A rolled back on a, announced to b and c')
+
+  // a applies B first and its canary fails there too; b applies B a moment later.
+  t.equal((await a.gateway.reload(files.b)).status, 'applied')
+  t.equal(await metric(a, canaryWeight), '30')
+  await tripOn(a)
+  t.equal(await metric(b, canaryWeight), '0', 'b, still on A, keeps A\'s rollback')
+  await seesActivationOf(b, a)
+  t.equal((await b.gateway.reload(files.b)).status, 'applied')
+  await weightBecomes(b, '0')
+  t.pass('b joined the change a made: B\'s rollback is in force on b')
+
+  // The SRE reverts to A. a applies it; c never saw B.
+  t.equal((await a.gateway.reload(files.a)).status, 'applied')
+  t.equal(await metric(a, canaryWeight), '50', 'a: A at its configured weight, not A\'s old rollback')
+  await weightBecomes(c, '50')
+  t.pass('c (on A all along) follows the re-applied A: its old rollback ended')
+  t.equal(await metric(b, canaryWeight), '0', 'b, still on B, keeps B\'s rollback until it reloads')
+  await seesActivationOf(b, a)
+  t.equal((await b.gateway.reload(files.a)).status, 'applied')
+  t.equal(await metric(b, canaryWeight), '50', 'b joins the revert')
+  const d = await startGateway(t, patchA)
+  await d.gateway.store.ready()
+  const joined = (l: Record<string, unknown>) => l.msg === 'joined the config activation' || String(l.msg).startsWith('config re-applied elsewhere')
+  while (!d.logs.lines.some(joined)) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(await metric(d, canaryWeight), '50', 'an instance started now joins the current activation of A')
+  t.equal(await metric(d, /^wegate_canary_rollbacks_total\{route="orders",upstream="canary"\} (\d+)$/m), '0', 'without applying A\'s old rollback on the way')
+
+  // A fails again: the new rollback reaches every instance on A, the one started last included.
+  await tripOn(a)
+  for (const gw of [a, b, c, d]) await weightBecomes(gw, '0')
+  t.pass('a rollback in the new activation is shared as before')
+})

@@ -53,6 +53,14 @@ t.test('a prefix of / matches everything no longer prefix does', async (t) => {
   t.equal(table.match('/api/x')?.name, 'api')
 })
 
+t.test('a root route does not receive the gateway\'s own /auth and /.well-known paths', async (t) => {
+  const table = buildRouteTable([route('root', '/'), route('api', '/api')])
+  for (const p of ['/auth', '/auth/', '/auth/login/', '/auth/x/y', '/.well-known', '/.well-known/openid-configuration']) {
+    t.equal(table.match(p), undefined, `${p}: no route`)
+  }
+  for (const p of ['/authx', '/auth-z', '/AUTH/x', '/.well-knownx', '/a/auth/x']) t.equal(table.match(p)?.name, 'root', `${p}: root`)
+})
+
 t.test('prefixes are case-sensitive', async (t) => {
   const table = buildRouteTable([route('orders', '/api/Orders')])
   t.equal(table.match('/api/Orders/1')?.name, 'orders')
@@ -159,6 +167,10 @@ t.test('rollBack moves traffic off the upstream until the table is rebuilt', asy
   for (const random of [0, 0.1, 0.49, 0.5, 0.99]) t.equal(r.picker.pick({ ip: 'x', random }), 0)
   const fresh = buildRouteTable(routes).routes[0]
   t.same(fresh.picker.weights, [50, 50], 'a new snapshot starts from the config')
+  t.equal(fresh.restore(), false, 'nothing to restore')
+  t.equal(r.restore(), true, 'restore: back to the configured weights (the config was re-applied)')
+  t.same(r.picker.weights, [50, 50])
+  t.equal(r.picker.pick({ ip: 'x', random: 0.1 }), 1)
 })
 
 t.test('a route set the loader should have refused throws with its path', async (t) => {

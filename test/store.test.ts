@@ -269,16 +269,24 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
         for (const k of loginKeys) t.ok(await r.pttl(k) <= 10_000, `login claim ${k} lives at most its TTL`)
       })
     } else {
-      t.test('memory store is bounded by maxEntries', async (t) => {
+      t.test('memory store: families are bounded by maxEntries, revocations only by their lifetime', async (t) => {
         const c = clock()
         const s = await make(t, { maxEntries: 100 }, c.now)
         const first = record(c.now())
         await s.createFamily(h('first'), first)
         for (let i = 0; i < 100; i++) await s.createFamily(h('f' + i), record(c.now()))
-        t.same(await s.rotateRefresh(rotation(first, h('first'), h('x'), c.now())), { status: 'invalid' }, 'oldest family evicted')
-        for (let i = 0; i < 150; i++) await s.revokeAccessToken('j' + i, c.now() + MIN)
-        t.notOk(s.isRevoked({ jti: 'j0', fid: 'f', appid: 'a', openid: 'o', iatMs: 0 }), 'oldest revocation evicted')
-        t.ok(s.isRevoked({ jti: 'j149', fid: 'f', appid: 'a', openid: 'o', iatMs: 0 }))
+        t.same(await s.rotateRefresh(rotation(first, h('first'), h('x'), c.now())), { status: 'invalid' }, 'oldest family evicted (its user logs in again)')
+        const subject = (i: number) => ({ jti: 'j' + i, fid: 'f' + i, appid: 'a', openid: 'o' + i, iatMs: c.now() - 1 })
+        for (let i = 0; i < 150; i++) {
+          await s.revokeAccessToken('j' + i, c.now() + MIN)
+          await s.revokeFamily('f' + i, c.now() + MIN)
+          await s.revokeUserBefore('a', 'o' + i, c.now(), c.now() + 2 * MIN)
+        }
+        for (const i of [0, 1, 99, 100, 149]) {
+          t.ok(s.isRevoked({ ...subject(i), fid: 'live' }), `jti ${i} still revoked past maxEntries`)
+          t.ok(s.isRevoked({ ...subject(i), jti: 'live' }), `fid ${i} still revoked`)
+          t.ok(s.isRevoked({ ...subject(i), jti: 'live', fid: 'live' }), `user ${i}'s cutoff still in force`)
+        }
       })
     }
   })

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { GatewayError, ok, type ErrorName } from '../errors.js'
+import { normalisePath } from '../proxy/path.js'
 import type { GatewayConfig } from '../config/schema.js'
 import type { Metrics } from '../metrics/index.js'
 import type { LoginState, Store } from '../store/index.js'
@@ -73,6 +74,23 @@ const logoutSchema = {
   }
 } as const
 
+/**
+ * The gateway's endpoints answer only at their exact spelling. Fastify's router
+ * decodes `%61uth` to `auth` before matching, while `//auth/login` or
+ * `/auth/./login` never match: one answer for every spelling means none of them
+ * but the exact one is served (404, like any other path under /auth), and a path
+ * the normaliser refuses (`/auth/login;x`) is the same 400 as anywhere else.
+ */
+async function exactSpelling (request: FastifyRequest): Promise<void> {
+  const url = request.url
+  const target = normalisePath(url)
+  if (!target.ok) throw new GatewayError('BAD_PATH', { detail: `path rejected: ${target.reason}` })
+  const n = target.path.length
+  if (!url.startsWith(target.path) || (url.length !== n && url.charCodeAt(n) !== 0x3f /* ? */)) {
+    throw new GatewayError('NO_ROUTE', { detail: `not the exact spelling of ${target.path}` })
+  }
+}
+
 /** Named before the limiter runs, so a refused login is still counted under auth_login. */
 async function nameLogin (request: FastifyRequest): Promise<void> {
   request.routeName = 'auth_login'
@@ -123,6 +141,8 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
 
   // JSON only: a form or text body is a 415, not a confusing validation error.
   app.removeContentTypeParser('text/plain')
+  // Every route of this plugin (the plugin is encapsulated: proxied requests never run it).
+  app.addHook('onRequest', exactSpelling)
 
   /** Drop expired entries (insertion order = age) and keep the map bounded. */
   const trim = <V extends { at: number }>(map: Map<string, V>, t: number, ttl: number): void => {
@@ -431,13 +451,20 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     return jwks
   })
 
-  // A known auth path with the wrong method is a 405, not a 404.
+  // A known gateway path with the wrong method is a 405, not a 404. Every other
+  // /auth… and /.well-known… path reaches the proxy, whose route table refuses
+  // it (NO_ROUTE): a root route never receives them.
   app.route({
-    method: ['GET', 'PUT', 'PATCH', 'DELETE'],
+    method: ['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     url: '/auth/:action',
     handler: async (request) => {
       const { action } = request.params as { action: string }
       throw new GatewayError(['login', 'refresh', 'logout'].includes(action) ? 'METHOD_NOT_ALLOWED' : 'NO_ROUTE')
     }
+  })
+  app.route({
+    method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: '/.well-known/jwks.json',
+    handler: async () => { throw new GatewayError('METHOD_NOT_ALLOWED') }
   })
 }

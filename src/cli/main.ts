@@ -5,8 +5,9 @@ import { check } from './check.js'
 import { serve } from './serve.js'
 
 const USAGE = `usage:
-  wegate serve    [-c gateway.yaml] [--demo]   run the gateway
-  wegate check    [-c gateway.yaml]            validate a config (exit 0 ok, 1 problems)
+  wegate serve    [-c gateway.yaml] [--demo]   run the gateway (--demo: with the WeChat emulator
+                                               and demo upstreams; allows the demo JWT secret)
+  wegate check    [-c gateway.yaml] [--demo]   validate a config as serve would (exit 0 ok, 1 problems)
   wegate emulator [--port 9400] [--host 127.0.0.1] [--app appId:secret ...]
                                                run the WeChat API stand-in
 The config path defaults to $WEGATE_CONFIG, then ./gateway.yaml.
@@ -33,7 +34,7 @@ async function main (argv: string[]): Promise<number | undefined> {
       await serve({ file, demo: values.demo ?? false })
       return undefined
     case 'check':
-      return await check(file)
+      return await check(file, { demo: values.demo ?? false })
     case 'emulator': {
       const { runEmulator } = await import('./emulator.js')
       await runEmulator({ port: Number(values.port ?? 9400), host: values.host ?? '127.0.0.1', apps: values.app ?? [] })

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os'
 import { AggregatorRegistry } from 'prom-client'
 import { buildGateway } from '../app.js'
 import { servePrimary, STATUS_INTERVAL_MS, workerCount, type WorkerMessage } from './cluster.js'
+import { findDemoCredentials } from '../config/demo.js'
 import { ConfigError, formatProblem, loadConfigFile, referencedFiles } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { startDemoUpstream } from '../demo/upstream.js'
@@ -15,7 +16,7 @@ import { createWeChatEmulator } from '../emulator/wechat.js'
 
 export interface ServeOptions {
   file: string
-  /** Also run the demo upstreams (npm start). */
+  /** Also run the WeChat emulator and the demo upstreams, and allow the demo JWT secret (npm start). */
   demo: boolean
 }
 
@@ -27,6 +28,14 @@ export async function serve (opts: ServeOptions): Promise<void> {
     if (!(e instanceof ConfigError)) throw e
     process.stderr.write(`wegate: refusing to start, ${opts.file} has ${e.problems.length} problem(s):\n`)
     for (const p of e.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
+    process.exitCode = 1
+    return
+  }
+  // The repository's JWT secret is public: outside the demo, tokens signed with it could be forged by anyone.
+  const demo = findDemoCredentials(loaded.config)
+  if (!opts.demo && demo.problems.length > 0) {
+    process.stderr.write(`wegate: refusing to start, ${opts.file} uses the repository's public demo JWT secret:\n`)
+    for (const p of demo.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
     process.exitCode = 1
     return
   }
@@ -53,7 +62,7 @@ export async function serve (opts: ServeOptions): Promise<void> {
   }
   const inWorker = cluster.isWorker
 
-  const gateway = await buildGateway(loaded, { logger, admin: !inWorker })
+  const gateway = await buildGateway(loaded, { logger, admin: !inWorker, demo: opts.demo })
   const { publicUrl, adminUrl } = await gateway.listen()
   let report: NodeJS.Timeout | undefined
   if (inWorker) {

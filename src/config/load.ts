@@ -10,6 +10,7 @@ import { isIP } from 'node:net'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml'
+import { isReservedPath } from '../proxy/routes.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 
 export interface ConfigProblem {
@@ -281,7 +282,7 @@ function crossCheck (c: RawConfig): ConfigProblem[] {
   dup(c.routes.map((r) => normalisePrefix(r.prefix)), (i) => `routes[${i}].prefix`, 'prefix')
   c.routes.forEach((r, i) => {
     const p = normalisePrefix(r.prefix)
-    if (p === '/auth' || p.startsWith('/auth/') || p === '/.well-known' || p.startsWith('/.well-known/')) {
+    if (isReservedPath(p)) {
       problems.push({ path: `routes[${i}].prefix`, message: `'${r.prefix}' is reserved by the gateway` })
     }
     if (/\/\/|\/\.\.?(\/|$)|[%;?#\\]/.test(r.prefix)) {

@@ -70,7 +70,7 @@ const Route = Strict({
 
 const KeyEntry = Strict({
   kid: Name('Key id, written to the token header'),
-  secret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 shared secret (>= 32 characters)' })),
+  secret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 shared secret (>= 32 characters); the repository\'s public demo secret is refused except by serve --demo' })),
   privateKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key (RS256/ES256/EdDSA); needed on the signing (first) key. Watched: replacing the file (e.g. a Secret update) reloads' })),
   publicKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256/ES256/EdDSA); derived from the private key when omitted. Watched like privateKeyFile' }))
 }, 'A signing / verification key', false)
@@ -92,7 +92,7 @@ export const GatewayConfigSchema = Type.Object({
     url: Type.String({ default: 'redis://127.0.0.1:6379', description: 'Redis URL (redis:// or rediss://)' }),
     keyPrefix: Type.String({ default: 'wegate:', pattern: '^[A-Za-z0-9:_.-]*$', description: 'Namespace for every key' }),
     failMode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed', description: 'When the store is unreachable: closed rejects authenticated requests (503), open lets verified tokens through' }),
-    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on entries per kind' })
+    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on sessions and refresh families each (oldest evicted); revocations are never evicted, they expire' })
   }, 'Shared state: sessions, refresh tokens, revocations, rate-limit counters'),
   wechat: Strict({
     baseUrl: Type.String({ pattern: '^https?://[^\\s]+$', default: 'https://api.weixin.qq.com', description: 'WeChat server API base URL' }),

@@ -8,6 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { DEMO_WECHAT_SECRET } from '../config/demo.js'
 
 export interface WeChatEmulatorApp {
   appId: string
@@ -38,7 +39,7 @@ export interface WeChatEmulator {
 }
 
 /** The app used when none is configured; matches the repository's gateway.yaml. */
-export const DEMO_APP: Readonly<WeChatEmulatorApp> = Object.freeze({ appId: 'wx00000000000demo0', secret: 'demo-secret' })
+export const DEMO_APP: Readonly<WeChatEmulatorApp> = Object.freeze({ appId: 'wx00000000000demo0', secret: DEMO_WECHAT_SECRET })
 
 /** errmsg texts as WeChat sends them (before `, rid: …`). */
 export const WECHAT_ERRMSG: Readonly<Record<number, string>> = Object.freeze({

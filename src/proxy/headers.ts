@@ -41,6 +41,71 @@ export function isIdentityHeader (lowerName: string): boolean {
   return lowerName.includes('_') && IDENTITY_NAMES.has(lowerName.replace(/_/g, '-'))
 }
 
+/**
+ * Headers that claim where the request came from (client address, scheme, port,
+ * path prefix) or which URL it really asked for. Backends and their frameworks
+ * believe them (Express `trust proxy`, Spring's ForwardedHeaderFilter, Symfony and
+ * IIS reading X-Original-URL / X-Rewrite-URL as the path to route), so a client must
+ * not be able to send them through the gateway.
+ * - FWD_PROXY: the X-Forwarded-* family (and ingress-nginx's X-Original-Forwarded-For):
+ *   what trustProxy is about. Kept from a trusted proxy, dropped from anyone else.
+ * - FWD_ALWAYS: single-value client-IP claims of CDNs and servers, and URL overrides.
+ *   Dropped from everyone: whether the hop in front removed a client's copy is
+ *   unknowable here, and the client address travels in X-Forwarded-For.
+ * Underscore spellings (`X_Forwarded_Port`) are read as the same name by CGI-style
+ * servers; proxies pass them through untouched, so they are the client's: always dropped.
+ */
+const FWD_NONE = 0
+const FWD_PROXY = 1
+const FWD_ALWAYS = 2
+
+const FORWARDING_NAMES: ReadonlyArray<readonly [string, number]> = [
+  ['x-original-forwarded-for', FWD_PROXY],
+  ['x-real-ip', FWD_ALWAYS], // in GATEWAY_SET too; listed here for its `x_real_ip` spelling
+  ['x-client-ip', FWD_ALWAYS],
+  ['true-client-ip', FWD_ALWAYS],
+  ['cf-connecting-ip', FWD_ALWAYS],
+  ['fastly-client-ip', FWD_ALWAYS],
+  ['x-cluster-client-ip', FWD_ALWAYS],
+  ['x-originating-ip', FWD_ALWAYS],
+  ['x-remote-ip', FWD_ALWAYS],
+  ['x-remote-addr', FWD_ALWAYS],
+  ['x-original-url', FWD_ALWAYS],
+  ['x-rewrite-url', FWD_ALWAYS]
+]
+const X_FORWARDED = 'x-forwarded-'
+
+// Exact names by length, so most headers are ruled out by one array read.
+const FORWARDING_BY_LENGTH: Array<Array<readonly [string, number]> | undefined> = []
+for (const entry of FORWARDING_NAMES) (FORWARDING_BY_LENGTH[entry[0].length] ??= []).push(entry)
+// Every name above starts with one of these: x, t(rue-), c(f-), f(astly-).
+const FIRST = new Uint8Array(128)
+for (const ch of 'xtcf') FIRST[ch.charCodeAt(0)] = 1
+
+/** `name[from..]` equals `canon[from..]` for `length` characters, reading `_` as `-` (no allocation). */
+function foldedEquals (name: string, canon: string, from: number, length: number): boolean {
+  for (let i = from; i < from + length; i++) {
+    let c = name.charCodeAt(i)
+    if (c === 0x5f /* _ */) c = 0x2d /* - */
+    if (c !== canon.charCodeAt(i)) return false
+  }
+  return true
+}
+
+/** FWD_NONE, FWD_PROXY or FWD_ALWAYS for a lower-cased header name. */
+function forwardingClass (lowerName: string): number {
+  const len = lowerName.length
+  const c0 = lowerName.charCodeAt(0)
+  if (len < 9 || FIRST[c0] !== 1) return FWD_NONE
+  if (c0 === 0x78 /* x */ && len > X_FORWARDED.length && foldedEquals(lowerName, X_FORWARDED, 0, X_FORWARDED.length)) return FWD_PROXY
+  const candidates = FORWARDING_BY_LENGTH[len]
+  if (candidates === undefined) return FWD_NONE
+  for (let k = 0; k < candidates.length; k++) {
+    if (foldedEquals(lowerName, candidates[k][0], 0, len)) return candidates[k][1]
+  }
+  return FWD_NONE
+}
+
 /** Header names listed in `Connection` (lower-cased), excluding ones the gateway sets itself. */
 function connectionListed (value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined
@@ -78,13 +143,16 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
     const value = incoming[name]
     if (value === undefined) continue
     if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || isIdentityHeader(name)) continue
+    const fwd = forwardingClass(name)
+    if (fwd !== FWD_NONE && (fwd === FWD_ALWAYS || !ctx.remoteTrusted || name.indexOf('_') !== -1)) continue
     if (name === 'authorization' && !ctx.forwardAuthorization) continue
     if (listed !== undefined && listed.has(name)) continue
     out[name] = value
   }
   const originalHost = incoming.host ?? ''
   const priorFor = incoming['x-forwarded-for']
-  // Forwarding headers from the client are believed only when it is a trusted proxy.
+  // Forwarding headers from the client are believed only when it is a trusted proxy
+  // (its other X-Forwarded-* passed through above; nobody else's did).
   if (ctx.remoteTrusted) {
     out['x-forwarded-for'] = priorFor === undefined ? ctx.remoteAddress : `${Array.isArray(priorFor) ? priorFor.join(', ') : priorFor}, ${ctx.remoteAddress}`
     out['x-forwarded-proto'] = firstValue(incoming['x-forwarded-proto']) ?? 'http'
@@ -105,13 +173,17 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
   return out
 }
 
-/** Copy upstream response headers for the client, minus hop-by-hop ones. */
+/**
+ * Copy upstream response headers for the client, minus hop-by-hop ones and the
+ * upstream's own X-Request-Id: the client keeps the gateway's (set before the
+ * proxy runs), the id its access log line carries and the upstream was sent.
+ */
 export function clientResponseHeaders (incoming: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const listed = connectionListed(incoming.connection)
   for (const name in incoming) {
     const value = incoming[name]
-    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-request-id') continue
     if (listed !== undefined && listed.has(name)) continue
     out[name] = value
   }

@@ -40,11 +40,13 @@ export interface CompiledRoute {
   readonly rollbackUpstream: CompiledUpstream | undefined
   /**
    * The current picker. It starts from the configured weights and changes only
-   * through `rollBack`; a config reload builds a new table, which ends rollbacks.
+   * through `rollBack` and `restore`; a config reload builds a new table, which ends rollbacks.
    */
   readonly picker: Picker
   /** Roll upstream `index` back (effective weight 0). Returns false if it already was. */
   rollBack (index: number): boolean
+  /** Back to the configured weights (the config was re-applied). Returns false if nothing was rolled back. */
+  restore (): boolean
   /** The path to send to `upstream` for a normalised request `path` that this route matched (no query). */
   upstreamPath (path: string, upstream: CompiledUpstream): string
 }
@@ -66,6 +68,19 @@ export class RouteTableError extends Error {
     this.name = 'RouteTableError'
     this.path = path
   }
+}
+
+/**
+ * The gateway's own namespaces: `/auth`, `/auth/…`, `/.well-known`, `/.well-known/…`
+ * (a normalised path; case-sensitive like every match). No route prefix may claim
+ * them, and a root route `/` does not receive them: whatever the gateway does not
+ * serve there is a 404, never proxied.
+ */
+export function isReservedPath (path: string): boolean {
+  const c = path.charCodeAt(1)
+  if (c === 0x61 /* a */) return path.startsWith('/auth') && (path.length === 5 || path.charCodeAt(5) === 0x2f)
+  if (c === 0x2e /* . */) return path.startsWith('/.well-known') && (path.length === 12 || path.charCodeAt(12) === 0x2f)
+  return false
 }
 
 /** `/api/orders/` and `/api/orders` are the same prefix; `/` stays `/`. */
@@ -99,7 +114,8 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
   // Characters stripped from the front of the path when stripPrefix is on;
   // stripping `/` removes nothing.
   const strip = r.stripPrefix && prefix !== '/' ? prefix.length : 0
-  let picker = createPicker(r.upstreams, r.canary)
+  const configured = createPicker(r.upstreams, r.canary)
+  let picker = configured
   const watched = r.canary?.rollback?.upstream
   const rollbackUpstream = watched === undefined ? undefined : upstreams.find((u) => u.name === watched)
   if (watched !== undefined && rollbackUpstream === undefined) {
@@ -121,6 +137,11 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
       // A weight-0 upstream cannot be rolled back any further.
       if (next.rolledBack[i] !== true) return false
       picker = next
+      return true
+    },
+    restore (): boolean {
+      if (picker === configured) return false
+      picker = configured
       return true
     },
     upstreamPath (path: string, upstream: CompiledUpstream): string {
@@ -171,7 +192,8 @@ export function buildRouteTable (routes: readonly RouteConfig[]): RouteTable {
         }
         i = path.lastIndexOf('/', i - 1)
       }
-      return root
+      // Only the root can match a reserved path (no prefix may be one): checked only here.
+      return root !== undefined && isReservedPath(path) ? undefined : root
     },
     get (name: string): CompiledRoute | undefined {
       return byName.get(name)

@@ -194,10 +194,11 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
         for (let i = 0; i < raw.length; i += 2) {
           // The body is re-framed by closing the connection: drop the upstream's framing and connection headers.
           const name = raw[i].toLowerCase()
-          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'upgrade') continue
+          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'upgrade' || name === 'x-request-id') continue
           text += `${raw[i]}: ${raw[i + 1]}\r\n`
         }
-        socket.write(text + 'Connection: close\r\n\r\n')
+        // The gateway's id, as in the access line (the upstream's own is dropped above).
+        socket.write(text + `X-Request-Id: ${id}\r\nConnection: close\r\n\r\n`)
         res.on('error', () => { socket.destroy() })
         // The server socket is half-open capable: do not wait for the client's FIN.
         socket.once('finish', () => socket.destroy())
@@ -217,8 +218,11 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
         upstreamSocket.setNoDelay(true)
         let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
         const raw = res.rawHeaders
-        for (let i = 0; i < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`
-        socket.write(text + '\r\n')
+        for (let i = 0; i < raw.length; i += 2) {
+          if (raw[i].length === 12 && raw[i].toLowerCase() === 'x-request-id') continue
+          text += `${raw[i]}: ${raw[i + 1]}\r\n`
+        }
+        socket.write(text + `X-Request-Id: ${id}\r\n\r\n`)
         if (upstreamHead.length > 0) socket.write(upstreamHead)
         if (head.length > 0) upstreamSocket.write(head)
         tunnels.add(socket)

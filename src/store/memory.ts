@@ -1,7 +1,12 @@
 /**
  * In-process Store: same semantics as the Redis store, for one instance and
- * development. Every map is bounded by `maxEntries` (oldest inserted evicted
- * first) and expired entries are swept, so memory never grows without bound.
+ * development. Sessions and refresh families are bounded by `maxEntries`
+ * (oldest inserted evicted first: a user logs in again). Revocations are never
+ * evicted — forgetting one would make a logged-out token work again — they are
+ * bounded by their lifetime instead: a jti or fid entry lives at most
+ * accessTtl + clockSkew, a logout-all cutoff sessionTtl, and every revocation
+ * needs a live token, so their number follows the login rate. Expired entries
+ * of every kind are swept every minute.
  */
 import { GatewayError } from '../errors.js'
 import type { StoreConfig } from '../config/schema.js'
@@ -29,8 +34,9 @@ function boundedSet<K, V> (map: Map<K, V>, key: K, value: V, max: number): boole
 
 /**
  * The deny lists the hot-path check reads: revoked jtis, revoked families and
- * per-user cutoffs, each entry kept until its `until` (ms). Used as the whole
- * revocation state by the memory store and as the local mirror by the Redis store.
+ * per-user cutoffs, each entry kept until its `until` (ms) and never dropped
+ * before (no count bound: an evicted entry would un-revoke a token). Used as the
+ * whole revocation state by the memory store and as the local mirror by the Redis store.
  */
 export class RevocationSet {
   readonly jtis = new Map<string, number>()
@@ -38,22 +44,20 @@ export class RevocationSet {
   /** appid → openid → latest logout-all cutoff and how long to keep it (nested: no key building per check). */
   readonly users = new Map<string, Map<string, { cutoff: number, until: number }>>()
   private userCount = 0
-  private readonly max: number
-  private readonly onEvict: (kind: string) => void
 
-  constructor (max: number, onEvict: (kind: string) => void = () => {}) {
-    this.max = max
-    this.onEvict = onEvict
+  /** Users with a logout-all cutoff in force. */
+  get userEntries (): number {
+    return this.userCount
   }
 
   addJti (jti: string, until: number): void {
     const prev = this.jtis.get(jti)
-    if (boundedSet(this.jtis, jti, Math.max(prev ?? 0, until), this.max)) this.onEvict('jti')
+    this.jtis.set(jti, Math.max(prev ?? 0, until))
   }
 
   addFid (fid: string, until: number): void {
     const prev = this.fids.get(fid)
-    if (boundedSet(this.fids, fid, Math.max(prev ?? 0, until), this.max)) this.onEvict('fid')
+    this.fids.set(fid, Math.max(prev ?? 0, until))
   }
 
   addUser (appid: string, openid: string, cutoff: number, until: number): void {
@@ -65,25 +69,9 @@ export class RevocationSet {
     const prev = app.get(openid)
     if (prev === undefined) {
       app.set(openid, { cutoff, until })
-      if (++this.userCount > this.max) this.evictUser()
+      this.userCount++
     } else {
       app.set(openid, { cutoff: Math.max(prev.cutoff, cutoff), until: Math.max(prev.until, until) })
-    }
-  }
-
-  /** Drop the entry that ends first (rare: only when maxEntries users logged out everywhere). */
-  private evictUser (): void {
-    let victim: [Map<string, { cutoff: number, until: number }>, string] | null = null
-    let soonest = Infinity
-    for (const app of this.users.values()) {
-      for (const [openid, u] of app) {
-        if (u.until < soonest) { soonest = u.until; victim = [app, openid] }
-      }
-    }
-    if (victim !== null) {
-      victim[0].delete(victim[1])
-      this.userCount--
-      this.onEvict('user')
     }
   }
 
@@ -144,9 +132,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
   const families = new Map<string, Family>()
   // Login claims and outcomes by login key: 'p' pending (owner), 'd' remembered outcome, 'r' transient failure.
   const logins = new Map<string, { state: 'p' | 'd' | 'r', value: string, expiresAt: number }>()
-  const revocations = new RevocationSet(max, (kind) => {
-    logger.warn({ kind, maxEntries: max }, 'memory store full: oldest revocation evicted')
-  })
+  const revocations = new RevocationSet()
   let closed = false
 
   const sweep = (): void => {
@@ -155,6 +141,11 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     for (const [k, f] of families) if (f.familyExpiresAt <= t) families.delete(k)
     for (const [k, l] of logins) if (l.expiresAt <= t) logins.delete(k)
     revocations.sweep(t)
+    // Not a limit (revocations are kept until they expire): a sign that this instance outgrew the memory store.
+    const inForce = { jti: revocations.jtis.size, fid: revocations.fids.size, user: revocations.userEntries }
+    if (inForce.jti > max || inForce.fid > max || inForce.user > max) {
+      logger.warn({ maxEntries: max, ...inForce }, 'memory store: more revocations in force than store.maxEntries; all are kept until they expire (consider store.type: redis)')
+    }
   }
   const timer = setInterval(sweep, SWEEP_INTERVAL_MS)
   timer.unref()

@@ -190,14 +190,15 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   main.defineCommand('wgFinishLogin', { numberOfKeys: 1, lua: FINISH_LOGIN_LUA })
   main.defineCommand('wgReleaseLogin', { numberOfKeys: 1, lua: RELEASE_LOGIN_LUA })
 
-  const mirror = new RevocationSet(Number.MAX_SAFE_INTEGER) // Redis holds the truth; the mirror only mirrors it
+  const mirror = new RevocationSet() // Redis holds the truth; the mirror only mirrors it
   // Canary rollbacks in force (few: one per rolled-back upstream and config).
   const rollbackKeys = new Set<string>()
   const rollbackListeners: Array<(key: string) => void> = []
-  const addRollback = (key: string): void => {
-    if (rollbackKeys.has(key)) return
-    rollbackKeys.add(key)
-    for (const fn of rollbackListeners) fn(key)
+  /** Add keys, then tell the listeners about the new ones: each listener sees the whole batch (a resync) in the set. */
+  const addRollbacks = (keys: readonly string[]): void => {
+    const fresh = keys.filter((key) => !rollbackKeys.has(key))
+    for (const key of fresh) rollbackKeys.add(key)
+    for (const key of fresh) for (const fn of rollbackListeners) fn(key)
   }
   let closed = false
   let subscribed = false
@@ -216,7 +217,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const apply = (m: Message): void => {
     if (m[0] === 'j') mirror.addJti(m[1], m[2])
     else if (m[0] === 'f') mirror.addFid(m[1], m[2])
-    else if (m[0] === 'r') addRollback(m[1])
+    else if (m[0] === 'r') addRollbacks([m[1]])
     else mirror.addUser(m[1], m[2], m[3], m[4])
   }
 
@@ -233,7 +234,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
         main.zrangebyscore(denyKey.rollback, t, '+inf')
       ])
       if (gen !== generation || closed) return
-      for (const key of rolled) addRollback(key)
+      addRollbacks(rolled)
       for (let i = 0; i + 1 < jtis.length; i += 2) mirror.addJti(jtis[i], Number(jtis[i + 1]))
       for (let i = 0; i + 1 < fids.length; i += 2) mirror.addFid(fids[i], Number(fids[i + 1]))
       for (let i = 0; i + 1 < users.length; i += 2) {
@@ -402,7 +403,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
 
     async announceRollback (key, untilMs) {
       await op('announceRollback', () => deny(denyKey.rollback, key, untilMs, ['r', key, untilMs]))
-      addRollback(key)
+      addRollbacks([key])
     },
 
     rollbacks: () => rollbackKeys,

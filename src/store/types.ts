@@ -139,8 +139,9 @@ export interface Store {
   releaseLogin (key: string, owner: string): Promise<void>
 
   /**
-   * Tell every instance that a canary was rolled back. `key` names the config and
-   * upstream (`<config hash>/<route>/<upstream>`), so a config change ends it; kept until `untilMs`.
+   * Tell every instance that a canary was rolled back, or that a config was activated.
+   * `key` is opaque to the store (src/proxy/canary.ts defines it: the config hash, its
+   * activation epoch, route and upstream); kept until `untilMs`, re-announcing extends it.
    */
   announceRollback (key: string, untilMs: number): Promise<void>
   /** Rollback keys announced by any instance and still in force (local view, like isRevoked). */
