@@ -1,13 +1,13 @@
-// One behavioural suite, run against the memory store and a real redis-server.
+// One behavioural suite, run against the memory store and real Redis in each topology:
+// a single redis-server, a 3-master Redis Cluster, and a master + replica behind Sentinel.
 import t, { type Test as Tap } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createHash, randomBytes } from 'node:crypto'
-import { Redis } from 'ioredis'
 import { createStore } from '../src/store/index.js'
 import type { RefreshRecord, RotateInput, Store, StoreLogger } from '../src/store/types.js'
 import type { StoreConfig } from '../src/config/schema.js'
 import { GatewayError } from '../src/errors.js'
-import { startRedis } from './helpers/redis.js'
+import { startCluster, startRedis, startSentinel, type TestTopology } from './helpers/redis.js'
 
 const silent: StoreLogger = { info () {}, warn () {}, error () {} }
 const MIN = 60_000
@@ -33,7 +33,7 @@ function rotation (rec: RefreshRecord, hash: string, nextHash: string, nowMs: nu
 type Make = (t: Tap, cfg?: Partial<StoreConfig>, now?: () => number) => Promise<Store>
 
 let prefixes = 0
-function suite (name: string, make: Make, redisUrl?: () => string) {
+function suite (name: string, make: Make, topo?: TestTopology) {
   t.test(name, async (t) => {
     t.test('session_key is overwritten at each login and expires', async (t) => {
       const c = clock()
@@ -172,7 +172,7 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
       t.equal((await s.rotateRefresh(rotation(fresh, h('new0'), h('new1'), c.now()))).status, 'rotated', 'a later login works')
     })
 
-    if (redisUrl !== undefined) {
+    if (topo !== undefined) {
       t.test('every Redis key has a TTL after a full scenario', async (t) => {
         const c = clock()
         const prefix = `ttl${++prefixes}:`
@@ -190,20 +190,22 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
         await s.revokeFamily(rec.fid, c.now() + 16 * MIN)
         await s.revokeAccessToken('jti1', c.now() + 15 * MIN)
         await s.revokeUserBefore('wxapp', 'ox', c.now(), c.now() + 30 * MIN)
-        const r = new Redis(redisUrl())
-        t.teardown(() => r.disconnect())
+        // on a cluster the keys are spread over the masters: scan each one, ask each key's own master
         const keys: string[] = []
-        let cursor = '0'
-        do {
-          const [next, batch] = await r.scan(cursor, 'MATCH', prefix + '*', 'COUNT', 1000)
-          cursor = next
-          keys.push(...batch)
-        } while (cursor !== '0')
+        const ttls = new Map<string, number>()
+        for (const r of await topo.masters()) {
+          let cursor = '0'
+          do {
+            const [next, batch] = await r.scan(cursor, 'MATCH', prefix + '*', 'COUNT', 1000)
+            cursor = next
+            for (const k of batch) { keys.push(k); ttls.set(k, await r.pttl(k)) }
+          } while (cursor !== '0')
+        }
         t.ok(keys.length >= 8, `scenario wrote keys (${keys.length})`)
-        for (const k of keys) t.ok(await r.pttl(k) > 0, `TTL on ${k}`)
+        for (const k of keys) t.ok((ttls.get(k) ?? -1) > 0, `TTL on ${k}`)
         const graceKeys = keys.filter((k) => k.includes(':grace:'))
         t.ok(graceKeys.length > 0, 'grace payloads were written')
-        for (const k of graceKeys) t.ok(await r.pttl(k) <= 10_000, `grace payload ${k} lives at most refreshGrace`)
+        for (const k of graceKeys) t.ok((ttls.get(k) ?? Infinity) <= 10_000, `grace payload ${k} lives at most refreshGrace`)
       })
     } else {
       t.test('memory store is bounded by maxEntries', async (t) => {
@@ -230,57 +232,86 @@ suite('memory store', async (t, cfg = {}, now) => {
   return s
 })
 
-const redis = await startRedis()
-t.teardown(redis.stop)
-suite('redis store', async (t, cfg = {}, now) => {
-  const s = createStore(memoryConfig({ type: 'redis', url: redis.url, keyPrefix: `t${++prefixes}:`, ...cfg }), silent, { now })
-  t.teardown(() => s.close())
-  await s.ready()
-  return s
-}, () => redis.url)
+// The three topologies side by side (started in parallel: the cluster takes ~3 s to form).
+const [single, cluster, sentinel] = await Promise.all([startRedis(), startCluster(), startSentinel()])
+t.teardown(() => Promise.all([single.stop(), cluster.stop(), sentinel.stop()]))
+const topologies: TestTopology[] = [single, cluster, sentinel]
+const redisConfig = (topo: TestTopology, over: Partial<StoreConfig> = {}): StoreConfig =>
+  memoryConfig({ type: 'redis', url: undefined, ...topo.store, ...over })
 
-t.test('redis: a revocation on one instance is seen by another within 1 s', async (t) => {
-  const cfg = memoryConfig({ type: 'redis', url: redis.url, keyPrefix: 'multi:' })
-  const a = createStore(cfg, silent)
-  const b = createStore(cfg, silent)
-  t.teardown(() => Promise.all([a.close(), b.close()]))
-  await Promise.all([a.ready(), b.ready()])
-  for (const [kind, revoke, subj] of [
-    ['jti', () => a.revokeAccessToken('jti-x', Date.now() + MIN), { jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }],
-    ['family', () => a.revokeFamily('fid-x', Date.now() + MIN), { jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }],
-    ['user', () => a.revokeUserBefore('wx', 'o-x', Date.now(), Date.now() + MIN), { jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 1000 }]
-  ] as const) {
-    t.notOk(b.isRevoked(subj), `${kind}: not revoked before`)
-    const t0 = performance.now()
-    await revoke()
-    let seen = false
-    while (performance.now() - t0 < 1000) {
-      if (b.isRevoked(subj)) { seen = true; break }
-      await sleep(2)
+for (const topo of topologies) {
+  suite(`redis store (${topo.name})`, async (t, cfg = {}, now) => {
+    const s = createStore(redisConfig(topo, { keyPrefix: `t${++prefixes}:`, ...cfg }), silent, { now })
+    t.teardown(() => s.close())
+    await s.ready()
+    return s
+  }, topo)
+
+  t.test(`redis (${topo.name}): a revocation on one instance is seen by another within 1 s`, async (t) => {
+    const cfg = redisConfig(topo, { keyPrefix: 'multi:' })
+    const a = createStore(cfg, silent)
+    const b = createStore(cfg, silent)
+    t.teardown(() => Promise.all([a.close(), b.close()]))
+    await Promise.all([a.ready(), b.ready()])
+    for (const [kind, revoke, subj] of [
+      ['jti', () => a.revokeAccessToken('jti-x', Date.now() + MIN), { jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }],
+      ['family', () => a.revokeFamily('fid-x', Date.now() + MIN), { jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }],
+      ['user', () => a.revokeUserBefore('wx', 'o-x', Date.now(), Date.now() + MIN), { jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 1000 }]
+    ] as const) {
+      t.notOk(b.isRevoked(subj), `${kind}: not revoked before`)
+      const t0 = performance.now()
+      await revoke()
+      let seen = false
+      while (performance.now() - t0 < 1000) {
+        if (b.isRevoked(subj)) { seen = true; break }
+        await sleep(2)
+      }
+      t.ok(seen, `${kind} revocation reached the other instance within 1 s`)
+      t.comment(`${topo.name}: ${kind} revocation propagated in ${(performance.now() - t0).toFixed(1)} ms`)
     }
-    t.ok(seen, `${kind} revocation reached the other instance within 1 s`)
-    t.comment(`${kind} revocation propagated in ${(performance.now() - t0).toFixed(1)} ms`)
-  }
-  // a third instance started afterwards loads the existing revocations at connect
-  const c = createStore(cfg, silent)
-  t.teardown(() => c.close())
-  await c.ready()
-  t.ok(c.isRevoked({ jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }), 'full reload at connect')
-  t.ok(c.isRevoked({ jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }))
-  t.ok(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 5000 }))
-})
+    // a third instance started afterwards loads the existing revocations at connect
+    const c = createStore(cfg, silent)
+    t.teardown(() => c.close())
+    await c.ready()
+    t.ok(c.isRevoked({ jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }), 'full reload at connect')
+    t.ok(c.isRevoked({ jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }))
+    t.ok(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 5000 }))
+  })
 
-t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
-  const own = await startRedis()
-  t.teardown(own.stop)
-  const closedCfg = memoryConfig({ type: 'redis', url: own.url, keyPrefix: 'down:' })
+  t.test(`redis (${topo.name}): after a reconnect the mirror is reloaded, so a missed message is not missed for long`, async (t) => {
+    const cfg = redisConfig(topo, { keyPrefix: 'resync:', failMode: 'open' })
+    const ops: string[] = []
+    const b = createStore(cfg, silent, { observe: (op) => ops.push(op) })
+    t.teardown(() => b.close())
+    await b.ready()
+    // a revocation written to Redis whose pub/sub message this instance never got
+    await topo.client().zadd('resync:{rv}:jti', Date.now() + MIN, 'missed-jti')
+    const subj = { jti: 'missed-jti', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+    t.notOk(b.isRevoked(subj), 'not known yet: nothing was published')
+    // drop the subscriber connection, wherever it is (Cluster: on one of the nodes)
+    for (const r of await topo.masters()) await r.client('KILL', 'TYPE', 'pubsub')
+    const t0 = performance.now()
+    while (!b.isRevoked(subj) && performance.now() - t0 < 5000) await sleep(10)
+    t.ok(b.isRevoked(subj), 'picked up by the full reload after reconnecting')
+    t.comment(`${topo.name}: mirror reloaded ${(performance.now() - t0).toFixed(0)} ms after the subscriber was cut`)
+    await b.revokeAccessToken('j2', Date.now() + MIN)
+    t.ok(ops.includes('revokeAccessToken'), 'operations are reported to the observe hook')
+  })
+}
+
+/** Every call fails fast with STORE_UNAVAILABLE while the topology is down; it recovers by itself once back. */
+async function outage (t: Tap, topo: TestTopology, down: () => Promise<void>, up: () => Promise<void>): Promise<void> {
+  const closedCfg = redisConfig(topo, { keyPrefix: 'down:' })
   const s = createStore(closedCfg, silent)
   const open = createStore({ ...closedCfg, failMode: 'open' }, silent)
   t.teardown(() => Promise.all([s.close(), open.close()]))
   await Promise.all([s.ready(), open.ready()])
   await s.revokeAccessToken('before', Date.now() + MIN)
+  const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  // the other instance hears of it by pub/sub: let the message land before the outage
+  while (!open.isRevoked(subj)) await sleep(5)
   t.ok(s.healthy())
-  await own.stop()
+  await down()
   // wait until the client noticed (socket close), not a timing assertion
   while (s.healthy() || open.healthy()) await sleep(10)
   const rec = record(Date.now())
@@ -294,8 +325,7 @@ t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recove
   await t.rejects(s.revokeAccessToken('j', Date.now() + MIN), unavailable)
   await t.rejects(s.revokeUserBefore('wx', 'o', Date.now(), Date.now() + MIN), unavailable)
   await t.rejects(s.ping(), unavailable)
-  t.comment(`8 failed store calls took ${(performance.now() - t0).toFixed(1)} ms in all`)
-  const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  t.comment(`${topo.name}: 8 failed store calls took ${(performance.now() - t0).toFixed(1)} ms in all`)
   t.throws(() => s.isRevoked(subj), unavailable, 'failMode closed: the hot check refuses')
   t.equal(open.isRevoked(subj), true, 'failMode open: answers from the last known mirror')
   t.equal(open.isRevoked({ ...subj, jti: 'other' }), false)
@@ -303,31 +333,47 @@ t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recove
     t.ok(err instanceof GatewayError && err.message === 'Session store is unavailable', 'catalog message, no library text')
   }
 
-  await own.restart()
+  const t1 = performance.now()
+  await up()
   await s.ready(10_000)
+  t.comment(`${topo.name}: ready again ${(performance.now() - t1).toFixed(0)} ms after the restart began`)
   t.ok(s.healthy(), 'reconnected by itself')
   t.ok(s.isRevoked(subj), 'revocations known before the outage are kept')
   await s.setSessionKey('wx', 'o', 'sk2', MIN)
   t.equal(await s.getSessionKey('wx', 'o'), 'sk2')
   t.ok(await s.ping() >= 0)
+}
+
+t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
+  const own = await startRedis()
+  t.teardown(own.stop)
+  await outage(t, own, own.stop, own.restart)
 })
 
-t.test('redis: after a reconnect the mirror is reloaded, so a missed message is not missed for long', async (t) => {
-  const cfg = memoryConfig({ type: 'redis', url: redis.url, keyPrefix: 'resync:', failMode: 'open' })
-  const ops: string[] = []
-  const b = createStore(cfg, silent, { observe: (op) => ops.push(op) })
-  const raw = new Redis(redis.url)
-  t.teardown(async () => { raw.disconnect(); await b.close() })
-  await b.ready()
-  // a revocation written to Redis whose pub/sub message this instance never got
-  await raw.zadd('resync:{rv}:jti', Date.now() + MIN, 'missed-jti')
-  const subj = { jti: 'missed-jti', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
-  t.notOk(b.isRevoked(subj), 'not known yet: nothing was published')
-  await raw.client('KILL', 'TYPE', 'pubsub') // drop the subscriber connection
+// Last: these take the shared cluster down.
+t.test('cluster: one master lost turns the store unhealthy (cluster_state fail) and calls fail fast; it rejoins and all is well', async (t) => {
+  const s = createStore(redisConfig(cluster, { keyPrefix: 'lost:' }), silent)
+  t.teardown(() => s.close())
+  await s.ready()
+  await cluster.kill(2)
   const t0 = performance.now()
-  while (!b.isRevoked(subj) && performance.now() - t0 < 5000) await sleep(10)
-  t.ok(b.isRevoked(subj), 'picked up by the full reload after reconnecting')
-  t.comment(`mirror reloaded ${(performance.now() - t0).toFixed(0)} ms after the subscriber was cut`)
-  await b.revokeAccessToken('j2', Date.now() + MIN)
-  t.ok(ops.includes('revokeAccessToken'), 'operations are reported to the observe hook')
+  while (s.healthy()) await sleep(20)
+  t.comment(`unhealthy ${(performance.now() - t0).toFixed(0)} ms after a master was killed`)
+  // keys on every master: some hash to the lost one's slots
+  const t1 = performance.now()
+  const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => s.setSessionKey('wx', `o${i}`, 'sk', MIN)))
+  t.ok(results.every((r) => r.status === 'rejected' && r.reason instanceof GatewayError && r.reason.errorName === 'STORE_UNAVAILABLE'),
+    'writes refused with STORE_UNAVAILABLE while the cluster is down')
+  t.comment(`20 writes refused in ${(performance.now() - t1).toFixed(0)} ms`)
+  await cluster.revive(2)
+  await cluster.waitOk()
+  const t2 = performance.now()
+  while (!s.healthy()) await sleep(20)
+  t.comment(`healthy ${(performance.now() - t2).toFixed(0)} ms after the cluster said ok again`)
+  await Promise.all(Array.from({ length: 20 }, (_, i) => s.setSessionKey('wx', `o${i}`, 'sk', MIN)))
+  t.equal(await s.getSessionKey('wx', 'o19'), 'sk', 'every slot served again')
+})
+
+t.test('cluster stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
+  await outage(t, cluster, async () => { await Promise.all(cluster.ports.map((_, i) => cluster.kill(i))) }, cluster.restart)
 })
