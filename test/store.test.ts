@@ -350,6 +350,19 @@ t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recove
   await outage(t, own, own.stop, own.restart)
 })
 
+t.test('regression: a connection that ioredis ends (rather than retries) is started again', async (t) => {
+  // seen with ioredis' sentinel failoverDetector: a +switch-master during a reconnect ended the client for good
+  const s = createStore(redisConfig(single, { keyPrefix: 'ended:' }), silent)
+  t.teardown(() => s.close())
+  await s.ready()
+  s.redis?.disconnect() // the same 'end' as ioredis giving up
+  while (s.healthy()) await sleep(5)
+  await s.ready(5000)
+  t.ok(s.healthy(), 'connected again by itself')
+  await s.setSessionKey('wx', 'o', 'sk', MIN)
+  t.equal(await s.getSessionKey('wx', 'o'), 'sk')
+})
+
 // Last: these take the shared cluster down.
 t.test('cluster: one master lost turns the store unhealthy (cluster_state fail) and calls fail fast; it rejoins and all is well', async (t) => {
   const s = createStore(redisConfig(cluster, { keyPrefix: 'lost:' }), silent)

@@ -223,9 +223,10 @@ function connect (config: StoreConfig): Connections {
       ...(s.tls ? { sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
       sentinelCommandTimeout: COMMAND_TIMEOUT_MS,
       // every sentinel asked in turn, then again after 100 ms → 2 s
-      sentinelRetryStrategy: backoff,
-      // +switch-master from any sentinel: reconnect to the new master at once
-      failoverDetector: true
+      sentinelRetryStrategy: backoff
+      // No failoverDetector: its +switch-master handler can close a reconnect in progress, which ends the
+      // client for good (ioredis 5.11). A dead master closes our socket; a demoted one kills its clients
+      // (sentinel sends CLIENT KILL) or answers READONLY: each makes us ask the sentinels again.
     })
     return { topology: 'sentinel', main, subscriber: () => main.duplicate(), probe: async () => { await main.ping(); return true } }
   }
@@ -322,6 +323,12 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   main.on('error', onError)
   if (main instanceof Cluster) main.on('node error', (err: Error, node: string) => onError(new Error(`${node}: ${err.message}`)))
   main.on('close', () => markStale('main connection closed'))
+  // ioredis gave up on the connection (it should not: we retry forever): start it again
+  main.on('end', () => {
+    if (closed) return
+    logger.warn({ topology }, 'redis store: connection ended; reconnecting')
+    setTimeout(() => { if (!closed) main.connect().catch(() => {}) }, 100).unref()
+  })
   main.on('ready', () => { logged.clear(); resync().catch(() => {}) })
 
   // The subscriber: a plain Redis connection whose ready/close events are the subscription's own.
