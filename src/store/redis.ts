@@ -139,6 +139,8 @@ function errText (err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
 
+const SUB_NAME = 'wegate-sub'
+
 // reconnect forever, backing off 100 ms → 2 s
 const backoff = (times: number): number => Math.min(times * 100, 2000)
 
@@ -164,6 +166,7 @@ interface Connections {
 /** The connections for the configured topology; all of them fail fast while disconnected. */
 function connect (config: StoreConfig): Connections {
   const base: RedisOptions = {
+    connectionName: 'wegate', // CLIENT LIST tells the gateway's connections apart (the subscriber: wegate-sub)
     enableOfflineQueue: false, // fail fast while disconnected: no request waits for a reconnect
     maxRetriesPerRequest: 1,
     connectTimeout: CONNECT_TIMEOUT_MS,
@@ -196,16 +199,21 @@ function connect (config: StoreConfig): Connections {
       retryDelayOnTryAgain: 100
     })
     let turn = 0
+    let last = ''
     return {
       topology: 'cluster',
       main,
       subscriber () {
-        // any node will do (PUBLISH is broadcast); prefer the nodes the cluster knows now over the seeds
+        // any node will do (PUBLISH is broadcast); prefer the nodes the cluster knows now over the seeds,
+        // and another node than the last one (a new subscriber means the last one's node went away)
         const known = main.status === 'ready' ? main.nodes('all').map((n) => ({ host: n.options.host, port: n.options.port })) : []
-        const pool = known.length > 0 ? known : seeds as Array<{ host: string, port: number }>
+        const all = known.length > 0 ? known : seeds as Array<{ host?: string, port?: number }>
+        const others = all.filter((n) => `${n.host ?? ''}:${n.port ?? ''}` !== last)
+        const pool = others.length > 0 ? others : all
         const node = pool[turn++ % pool.length]
+        last = `${node.host ?? ''}:${node.port ?? ''}`
         // a few quick retries on this node, then 'end' and another node
-        return new Redis({ ...nodeOptions, host: node.host, port: node.port, retryStrategy: (times: number) => times > 3 ? null : times * 100 })
+        return new Redis({ ...nodeOptions, connectionName: SUB_NAME, host: node.host, port: node.port, retryStrategy: (times: number) => times > 3 ? null : times * 100 })
       },
       probe: async () => /^cluster_state:ok\b/m.test(await main.cluster('INFO'))
     }
@@ -228,11 +236,11 @@ function connect (config: StoreConfig): Connections {
       // client for good (ioredis 5.11). A dead master closes our socket; a demoted one kills its clients
       // (sentinel sends CLIENT KILL) or answers READONLY: each makes us ask the sentinels again.
     })
-    return { topology: 'sentinel', main, subscriber: () => main.duplicate(), probe: async () => { await main.ping(); return true } }
+    return { topology: 'sentinel', main, subscriber: () => main.duplicate({ connectionName: SUB_NAME }), probe: async () => { await main.ping(); return true } }
   }
 
   const main = new Redis(config.url ?? DEFAULT_REDIS_URL, base)
-  return { topology: 'single', main, subscriber: () => main.duplicate(), probe: async () => { await main.ping(); return true } }
+  return { topology: 'single', main, subscriber: () => main.duplicate({ connectionName: SUB_NAME }), probe: async () => { await main.ping(); return true } }
 }
 
 /** Create the Redis store; it connects in the background (await `ready()` to wait for it). */

@@ -177,6 +177,8 @@ export interface TestCluster extends TestTopology {
   revive: (i: number) => Promise<void>
   /** Wait until every running node reports cluster_state:ok. */
   waitOk: () => Promise<void>
+  /** Wait until every running node reports cluster_state:fail (after a master is lost: node timeout + gossip). */
+  waitFail: () => Promise<void>
   /** Kill every node (idempotent). */
   stop: () => Promise<void>
   /** Kill every node and start them again (same cluster, empty data). */
@@ -200,6 +202,13 @@ export async function startCluster (masters = 3): Promise<TestCluster> {
     nodes.push(await startNode(port, [...serverArgs(port, dir), '--cluster-enabled', 'yes', '--cluster-port', String(bus),
       '--cluster-config-file', join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', '1000']))
   }
+  const waitState = async (state: 'ok' | 'fail'): Promise<void> => {
+    for (const n of nodes) {
+      if (n.child.exitCode !== null || n.child.signalCode !== null) continue
+      await until(`cluster_state:${state} on ${n.port}`, 15_000, async () =>
+        String(await command(n.port, 'CLUSTER', 'INFO')).includes(`cluster_state:${state}`))
+    }
+  }
   const clients: Array<Redis | Cluster> = []
   const addresses = ports.map((p) => `127.0.0.1:${p}`)
   const cluster: TestCluster = {
@@ -214,12 +223,8 @@ export async function startCluster (masters = 3): Promise<TestCluster> {
       const n = nodes[i]
       nodes[i] = await startNode(n.port, n.args)
     },
-    async waitOk () {
-      for (const n of nodes) {
-        if (n.child.exitCode !== null || n.child.signalCode !== null) continue
-        await until(`cluster_state:ok on ${n.port}`, 15_000, async () => /cluster_state:ok/.test(String(await command(n.port, 'CLUSTER', 'INFO'))))
-      }
-    },
+    waitOk: () => waitState('ok'),
+    waitFail: () => waitState('fail'),
     async stop () {
       for (const c of clients.splice(0)) c.disconnect()
       await Promise.all(nodes.map((n) => kill(n.child)))
