@@ -3,6 +3,7 @@
 import t, { type Test as Tap } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createHash, randomBytes } from 'node:crypto'
+import { Redis } from 'ioredis'
 import { createStore } from '../src/store/index.js'
 import type { RefreshRecord, RotateInput, Store, StoreLogger } from '../src/store/types.js'
 import type { StoreConfig } from '../src/config/schema.js'
@@ -365,7 +366,32 @@ t.test('regression: a connection that ioredis ends (rather than retries) is star
   t.equal(await s.getSessionKey('wx', 'o'), 'sk')
 })
 
-// Last: these take the shared cluster down.
+// Last: these take the shared topologies through failures.
+t.test('sentinel: a planned failover (SENTINEL FAILOVER) is followed at once; writes go to the new master', async (t) => {
+  const s = createStore(redisConfig(sentinel, { keyPrefix: 'planned:' }), silent)
+  t.teardown(() => s.close())
+  await s.ready()
+  await sentinel.waitReplicated()
+  const { old, promoted } = await sentinel.failover()
+  const now = await promoted
+  const t0 = performance.now()
+  t.not(now, old, 'the replica was promoted')
+  // The old master is alive and still a master until the sentinels convert it (seconds later):
+  // whatever it acknowledges meanwhile is lost. Our writes must reach the new one well before that.
+  const direct = new Redis({ host: '127.0.0.1', port: now })
+  t.teardown(() => direct.disconnect())
+  let landed = false
+  for (let i = 0; performance.now() - t0 < 5000; i++) {
+    const ok = await s.setSessionKey('wx', `o${i}`, 'sk', MIN).then(() => true, () => false)
+    if (ok && await direct.get(`planned:{u:wx:o${i}}:sk`) === 'sk') { landed = true; break }
+    await sleep(20)
+  }
+  t.ok(landed, 'a write acknowledged after the promotion is on the new master')
+  t.comment(`sentinel (planned failover): writes reach the new master ${(performance.now() - t0).toFixed(0)} ms after the sentinel named it`)
+  while (!s.healthy() && performance.now() - t0 < 10_000) await sleep(20)
+  t.ok(s.healthy(), 'healthy')
+})
+
 t.test('cluster: the master holding the subscriber is lost: unhealthy (cluster_state fail), calls fail fast; it rejoins, the subscriber has moved, all is well', async (t) => {
   const cfg = redisConfig(cluster, { keyPrefix: 'lost:' })
   const s = createStore(cfg, silent)

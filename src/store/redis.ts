@@ -161,6 +161,8 @@ interface Connections {
   subscriber: () => Redis
   /** Heartbeat check of the main side; resolves false when a Cluster reports cluster_state other than ok. */
   probe: () => Promise<boolean>
+  /** Sentinel: call `onSwitch` with the new master's address at every failover; returns a stop function. */
+  watchFailovers?: (onSwitch: (host: string, port: number) => void) => () => void
 }
 
 /** The connections for the configured topology; all of them fail fast while disconnected. */
@@ -232,11 +234,38 @@ function connect (config: StoreConfig): Connections {
       sentinelCommandTimeout: COMMAND_TIMEOUT_MS,
       // every sentinel asked in turn, then again after 100 ms → 2 s
       sentinelRetryStrategy: backoff
-      // No failoverDetector: its +switch-master handler can close a reconnect in progress, which ends the
-      // client for good (ioredis 5.11). A dead master closes our socket; a demoted one kills its clients
-      // (sentinel sends CLIENT KILL) or answers READONLY: each makes us ask the sentinels again.
+      // Not ioredis' failoverDetector: it also drops a connection already on the new master (a second outage
+      // right after recovering), and one in the middle of a reconnect ends the client for good (ioredis 5.11).
+      // watchFailovers below does the job.
     })
-    return { topology: 'sentinel', main, subscriber: () => main.duplicate({ connectionName: SUB_NAME }), probe: async () => { await main.ping(); return true } }
+    return {
+      topology: 'sentinel',
+      main,
+      subscriber: () => main.duplicate({ connectionName: SUB_NAME }),
+      probe: async () => { await main.ping(); return true },
+      watchFailovers (onSwitch) {
+        // one subscriber per sentinel (there are few): whichever hears +switch-master first tells us
+        const watchers = s.nodes.map((node) => {
+          const w = new Redis({
+            ...address(node),
+            connectionName: 'wegate-watch',
+            ...(s.sentinelPassword !== undefined ? { password: s.sentinelPassword } : {}),
+            ...(s.tls ? { tls: {} } : {}),
+            connectTimeout: CONNECT_TIMEOUT_MS,
+            retryStrategy: backoff
+          })
+          w.on('error', () => {}) // a sentinel down is not the store down; the data connections report their own errors
+          w.subscribe('+switch-master').catch(() => {})
+          w.on('message', (_ch: string, msg: string) => {
+            // "<name> <old ip> <old port> <new ip> <new port>"
+            const [name, , , host, port] = msg.split(' ')
+            if (name === s.name && host !== undefined && port !== undefined) onSwitch(host, Number(port))
+          })
+          return w
+        })
+        return () => { for (const w of watchers) w.disconnect() }
+      }
+    }
   }
 
   const main = new Redis(config.url ?? DEFAULT_REDIS_URL, base)
@@ -254,7 +283,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const famKeys = (fid: string) => [`${p}{fam:${fid}}:meta`, `${p}{fam:${fid}}:spent`] as const
   const sessionKeyOf = (appid: string, openid: string) => `${p}{u:${appid}:${openid}}:sk`
 
-  const { main, subscriber, probe, topology } = connect(config)
+  const { main, subscriber, probe, topology, watchFailovers } = connect(config)
   const cmd = main as (Redis | Cluster) & Scripts
   main.defineCommand('wgCreate', { numberOfKeys: 2, lua: CREATE_LUA })
   main.defineCommand('wgRotate', { numberOfKeys: 3, lua: ROTATE_LUA })
@@ -369,6 +398,20 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     })
   }
   startSubscriber()
+
+  // Sentinel, planned failover (SENTINEL FAILOVER): the old master stays up and keeps acknowledging writes,
+  // lost when the sentinels turn it into a replica seconds later. Leave it as soon as a sentinel names the new one.
+  const stopWatching = watchFailovers?.((host, port) => {
+    for (const conn of [main as Redis, sub]) {
+      const at = conn.stream
+      const on = conn.status === 'ready' && at?.remotePort === port && at.remoteAddress?.replace(/^::ffff:/, '') === host
+      // a connection that is not ready asks the sentinels anyway when it connects
+      if (conn.status === 'ready' && !on) {
+        logger.warn({ topology, master: `${host}:${port}` }, 'redis store: sentinel failover; reconnecting to the new master')
+        conn.disconnect(true)
+      }
+    }
+  })
 
   // Cluster: whether the cluster says all its slots are served (cluster_state:ok); always true otherwise.
   let topologyOk = true
@@ -532,6 +575,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
       closed = true
       clearInterval(heartbeat)
       clearInterval(sweeper)
+      stopWatching?.()
       sub.disconnect()
       main.disconnect()
     }

@@ -257,8 +257,10 @@ export interface TestSentinel extends TestTopology {
   masterPort: () => Promise<number>
   /** Wait until the replica has everything the master wrote (so a failover loses nothing). */
   waitReplicated: () => Promise<void>
-  /** Kill the current master's process; the sentinel promotes the replica. Returns the new master's port. */
+  /** Kill the current master's process; the sentinel promotes the replica. `promoted`: the new master's port. */
   killMaster: () => Promise<{ old: number, promoted: Promise<number> }>
+  /** A planned failover (SENTINEL FAILOVER): the old master stays up and is turned into a replica later. */
+  failover: () => Promise<{ old: number, promoted: Promise<number> }>
 }
 
 /**
@@ -306,6 +308,11 @@ export async function startSentinel (): Promise<TestSentinel> {
       const addr = await command(sPort, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name) as [string, string]
       return Number(addr[1])
     }
+    const promotion = async (old: number): Promise<number> => {
+      let now = old
+      await until('the sentinel to promote the replica', 15_000, async () => { now = await masterPort(); return now !== old })
+      return now
+    }
     const nodes = [`127.0.0.1:${sPort}`]
     return {
       name: 'sentinel',
@@ -328,12 +335,12 @@ export async function startSentinel (): Promise<TestSentinel> {
       async killMaster () {
         const old = await masterPort()
         await kill(servers.get(old)!.child)
-        const promoted = (async () => {
-          let now = old
-          await until('the sentinel to promote the replica', 15_000, async () => { now = await masterPort(); return now !== old })
-          return now
-        })()
-        return { old, promoted }
+        return { old, promoted: promotion(old) }
+      },
+      async failover () {
+        const old = await masterPort()
+        await command(sPort, 'SENTINEL', 'FAILOVER', name)
+        return { old, promoted: promotion(old) }
       },
       stop
     }
