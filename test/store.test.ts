@@ -345,6 +345,16 @@ async function outage (t: Tap, topo: TestTopology, down: () => Promise<void>, up
   t.ok(await s.ping() >= 0)
 }
 
+t.test('the store logs where it connects, never the password of the URL', async (t) => {
+  const lines: string[] = []
+  const capture: StoreLogger = { info: (o, m) => lines.push(JSON.stringify(o) + String(m)), warn: (o, m) => lines.push(JSON.stringify(o) + String(m)), error () {} }
+  const s = createStore(redisConfig(single, { url: `redis://:pa@ssword@127.0.0.1:${single.port}` }), capture)
+  await s.close()
+  const line = lines.find((l) => l.includes('redis store: connecting'))
+  t.match(line, `127.0.0.1:${single.port}`, 'says where')
+  t.notMatch(lines.join('\n'), /pa@ss|ssword/, 'not the password')
+})
+
 t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
   const own = await startRedis()
   t.teardown(own.stop)

@@ -154,6 +154,17 @@ function address (node: string): { host: string, port: number } {
   return { host: node.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(node.slice(i + 1)) }
 }
 
+/** A Redis URL fit for the log: the password (if any) replaced by ***. */
+function withoutPassword (url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password !== '') u.password = '***'
+    return u.toString()
+  } catch {
+    return '(unparsable url)'
+  }
+}
+
 interface Connections {
   topology: 'single' | 'cluster' | 'sentinel'
   main: Redis | Cluster
@@ -284,6 +295,8 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const sessionKeyOf = (appid: string, openid: string) => `${p}{u:${appid}:${openid}}:sk`
 
   const { main, subscriber, probe, topology, watchFailovers } = connect(config)
+  const nodes = config.cluster?.nodes ?? config.sentinel?.nodes ?? [withoutPassword(config.url ?? DEFAULT_REDIS_URL)]
+  logger.info({ topology, nodes, ...(config.sentinel !== undefined ? { master: config.sentinel.name } : {}) }, 'redis store: connecting')
   const cmd = main as (Redis | Cluster) & Scripts
   main.defineCommand('wgCreate', { numberOfKeys: 2, lua: CREATE_LUA })
   main.defineCommand('wgRotate', { numberOfKeys: 3, lua: ROTATE_LUA })
