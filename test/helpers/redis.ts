@@ -5,6 +5,7 @@
  * files in a temp dir; killed by stop() (use t.teardown(stop)).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer, connect } from 'node:net'
 import { once } from 'node:events'
@@ -58,12 +59,40 @@ function ping (port: number): Promise<boolean> {
   })
 }
 
-function spawnServer (port: number): ChildProcess {
-  const child = spawn('redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
-  ], { stdio: 'ignore' })
-  child.on('error', () => {}) // surfaced as "did not answer PING" below
+// Every redis-server still running when this process exits without its teardown (a crash, an uncaught
+// error) is killed with it, so no orphan keeps a port or a temp dir.
+const running = new Set<ChildProcess>()
+const tempDirs = new Set<string>()
+process.once('exit', () => {
+  for (const c of running) c.kill('SIGKILL')
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true })
+})
+
+/** A temp dir for one topology's files, removed at stop (or when this process exits). */
+async function tempDir (name: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), `wegate-${name}-`))
+  tempDirs.add(dir)
+  return dir
+}
+
+async function removeDir (dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true })
+  tempDirs.delete(dir)
+}
+
+/** spawn redis-server, tracked in `running` until it exits. */
+function redisServer (args: string[]): ChildProcess {
+  const child = spawn('redis-server', args, { stdio: 'ignore' })
+  running.add(child)
+  child.once('exit', () => running.delete(child))
+  child.on('error', () => {}) // surfaced as "did not answer PING" by waitReady
   return child
+}
+
+function spawnServer (port: number): ChildProcess {
+  return redisServer([
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
+  ])
 }
 
 async function waitReady (port: number, child: ChildProcess): Promise<void> {
@@ -156,8 +185,7 @@ interface Node {
 }
 
 async function startNode (port: number, args: string[]): Promise<Node> {
-  const child = spawn('redis-server', args, { stdio: 'ignore' })
-  child.on('error', () => {})
+  const child = redisServer(args)
   await waitReady(port, child)
   return { port, args, child }
 }
@@ -191,7 +219,7 @@ export interface TestCluster extends TestTopology {
  * timeout 1 s, so that a lost master turns the cluster state to fail quickly.
  */
 export async function startCluster (masters = 3): Promise<TestCluster> {
-  const dir = await mkdtemp(join(tmpdir(), 'wegate-cluster-'))
+  const dir = await tempDir('cluster')
   const ports: number[] = []
   const nodes: Node[] = []
   for (let i = 0; i < masters; i++) {
@@ -245,7 +273,7 @@ export async function startCluster (masters = 3): Promise<TestCluster> {
   const stop = cluster.stop
   cluster.stop = async () => {
     await stop()
-    await rm(dir, { recursive: true, force: true })
+    await removeDir(dir)
   }
   return cluster
 }
@@ -270,14 +298,14 @@ export interface TestSentinel extends TestTopology {
  */
 export async function startSentinel (): Promise<TestSentinel> {
   const name = 'mymaster'
-  const dir = await mkdtemp(join(tmpdir(), 'wegate-sentinel-'))
+  const dir = await tempDir('sentinel')
   const servers = new Map<number, Node>()
   const clients: Array<Redis | Cluster> = []
   const procs: ChildProcess[] = []
   const stop = async (): Promise<void> => {
     for (const c of clients.splice(0)) c.disconnect()
     await Promise.all([...procs, ...[...servers.values()].map((n) => n.child)].map(kill))
-    await rm(dir, { recursive: true, force: true })
+    await removeDir(dir)
   }
   try {
     const mPort = await freePort()
@@ -295,8 +323,7 @@ export async function startSentinel (): Promise<TestSentinel> {
       `sentinel failover-timeout ${name} 2000`,
       `sentinel parallel-syncs ${name} 1`, ''
     ].join('\n'))
-    const sentinel = spawn('redis-server', [conf, '--sentinel', '--loglevel', 'warning'], { stdio: 'ignore' })
-    sentinel.on('error', () => {})
+    const sentinel = redisServer([conf, '--sentinel', '--loglevel', 'warning'])
     procs.push(sentinel)
     await waitReady(sPort, sentinel)
     // it can fail over only once it knows the replica (from the master's INFO)
