@@ -104,6 +104,34 @@ t.test('rules the schema cannot express', async (t) => {
   ])
 })
 
+t.test('store topologies: a single url (the default), a cluster or a sentinel', async (t) => {
+  const store = (over: Record<string, unknown>) => parseConfig(yamlOf({ store: { type: 'redis', ...over } }), { REDIS_PASSWORD: 's3cret' }).store
+  t.equal(store({}).url, undefined, 'no topology: the store uses its default url')
+  t.equal(store({ url: 'rediss://:pw@redis.example.com:6380/0' }).url, 'rediss://:pw@redis.example.com:6380/0')
+  t.same(store({ cluster: { nodes: ['10.0.0.1:6379', 'redis-1.redis:6379', '[::1]:7000'], password: '${REDIS_PASSWORD}' } }).cluster,
+    { nodes: ['10.0.0.1:6379', 'redis-1.redis:6379', '[::1]:7000'], password: 's3cret', tls: false }, 'password from the environment')
+  t.same(store({ sentinel: { name: 'mymaster', nodes: ['sentinel-0:26379', 'sentinel-1:26379'], sentinelPassword: 'sp', tls: true } }).sentinel,
+    { name: 'mymaster', nodes: ['sentinel-0:26379', 'sentinel-1:26379'], sentinelPassword: 'sp', tls: true })
+})
+
+t.test('store: more than one topology, or a malformed one, is refused with its path', async (t) => {
+  const problems = (store: Record<string, unknown>) => problemsOf(yamlOf({ store }))
+  t.same(problems({ type: 'redis', url: 'redis://r:6379', cluster: { nodes: ['r:6379'] } }),
+    ['store: set only one of url, cluster, sentinel (found url and cluster)'])
+  t.same(problems({ type: 'redis', cluster: { nodes: ['a:6379'] }, sentinel: { name: 'm', nodes: ['s:26379'] } }),
+    ['store: set only one of url, cluster, sentinel (found cluster and sentinel)'])
+  t.same(problems({ type: 'memory', sentinel: { name: 'm', nodes: ['s:26379'] } }), ['store.sentinel: needs store.type redis'])
+  t.same(problems({ type: 'redis', cluster: { nodes: [] } }).sort(), ['store.cluster.nodes: must have at least 1 item(s)'])
+  t.same(problems({ type: 'redis', cluster: { nodes: ['redis://a:6379', 'a', 'a:99999'], user: 'x' } }).sort(), [
+    'store.cluster.nodes[0]: must be host:port',
+    'store.cluster.nodes[1]: must be host:port',
+    'store.cluster.user: unknown key'
+  ])
+  t.same(problems({ type: 'redis', sentinel: { nodes: ['s:0'] } }), ['store.sentinel.name: is required'],
+    'a missing key is reported once; port ranges are checked once the schema holds')
+  t.same(problems({ type: 'redis', sentinel: { name: 'm', nodes: ['s:0', 's:26379'] } }), ['store.sentinel.nodes[0]: port must be 1…65535'])
+})
+
 t.test('YAML syntax errors and duplicate keys carry a line number', async (t) => {
   const problems = problemsOf('listen:\n  port: 1\n  port: 2\n')
   t.equal(problems.length, 1)

@@ -1,4 +1,5 @@
-// One behavioural suite, run against the memory store and a real redis-server.
+// One behavioural suite, run against the memory store and real Redis in each topology:
+// a single redis-server, a 3-master Redis Cluster, and a master + replica behind Sentinel.
 import t, { type Test as Tap } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createHash, randomBytes } from 'node:crypto'
@@ -7,7 +8,7 @@ import { createStore } from '../src/store/index.js'
 import type { RefreshRecord, RotateInput, Store, StoreLogger } from '../src/store/types.js'
 import type { StoreConfig } from '../src/config/schema.js'
 import { GatewayError } from '../src/errors.js'
-import { startRedis } from './helpers/redis.js'
+import { startCluster, startRedis, startSentinel, type TestTopology } from './helpers/redis.js'
 
 const silent: StoreLogger = { info () {}, warn () {}, error () {} }
 const MIN = 60_000
@@ -33,7 +34,7 @@ function rotation (rec: RefreshRecord, hash: string, nextHash: string, nowMs: nu
 type Make = (t: Tap, cfg?: Partial<StoreConfig>, now?: () => number) => Promise<Store>
 
 let prefixes = 0
-function suite (name: string, make: Make, redisUrl?: () => string) {
+function suite (name: string, make: Make, topo?: TestTopology) {
   t.test(name, async (t) => {
     t.test('session_key is overwritten at each login and expires', async (t) => {
       const c = clock()
@@ -228,7 +229,7 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
       t.equal(all.filter((r) => r.status === 'pending').length, 9)
     })
 
-    if (redisUrl !== undefined) {
+    if (topo !== undefined) {
       t.test('every Redis key has a TTL after a full scenario', async (t) => {
         const c = clock()
         const prefix = `ttl${++prefixes}:`
@@ -249,24 +250,26 @@ function suite (name: string, make: Make, redisUrl?: () => string) {
         await s.claimLogin(h('claimed-only'), 'A', 10_000)
         await s.claimLogin(h('finished'), 'A', 10_000)
         await s.finishLogin(h('finished'), 'A', 'outcome', true, 10_000)
-        const r = new Redis(redisUrl())
-        t.teardown(() => r.disconnect())
+        // on a cluster the keys are spread over the masters: scan each one, ask each key's own master
         const keys: string[] = []
-        let cursor = '0'
-        do {
-          const [next, batch] = await r.scan(cursor, 'MATCH', prefix + '*', 'COUNT', 1000)
-          cursor = next
-          keys.push(...batch)
-        } while (cursor !== '0')
+        const ttls = new Map<string, number>()
+        for (const r of await topo.masters()) {
+          let cursor = '0'
+          do {
+            const [next, batch] = await r.scan(cursor, 'MATCH', prefix + '*', 'COUNT', 1000)
+            cursor = next
+            for (const k of batch) { keys.push(k); ttls.set(k, await r.pttl(k)) }
+          } while (cursor !== '0')
+        }
         t.ok(keys.length >= 8, `scenario wrote keys (${keys.length})`)
-        for (const k of keys) t.ok(await r.pttl(k) > 0, `TTL on ${k}`)
+        for (const k of keys) t.ok((ttls.get(k) ?? -1) > 0, `TTL on ${k}`)
         const graceKeys = keys.filter((k) => k.includes(':grace:'))
         t.ok(graceKeys.length > 0, 'grace payloads were written')
-        for (const k of graceKeys) t.ok(await r.pttl(k) <= 10_000, `grace payload ${k} lives at most refreshGrace`)
+        for (const k of graceKeys) t.ok((ttls.get(k) ?? Infinity) <= 10_000, `grace payload ${k} lives at most refreshGrace`)
         const loginKeys = keys.filter((k) => k.includes('{login:'))
         t.same(loginKeys.sort(), [`${prefix}{login:${h('claimed-only')}}`, `${prefix}{login:${h('finished')}}`].sort(),
           'one key per login, under its own hash tag (Redis Cluster)')
-        for (const k of loginKeys) t.ok(await r.pttl(k) <= 10_000, `login claim ${k} lives at most its TTL`)
+        for (const k of loginKeys) t.ok((ttls.get(k) ?? Infinity) <= 10_000, `login claim ${k} lives at most its TTL`)
       })
     } else {
       t.test('memory store: families are bounded by maxEntries, revocations only by their lifetime', async (t) => {
@@ -301,57 +304,86 @@ suite('memory store', async (t, cfg = {}, now) => {
   return s
 })
 
-const redis = await startRedis()
-t.teardown(redis.stop)
-suite('redis store', async (t, cfg = {}, now) => {
-  const s = createStore(memoryConfig({ type: 'redis', url: redis.url, keyPrefix: `t${++prefixes}:`, ...cfg }), silent, { now })
-  t.teardown(() => s.close())
-  await s.ready()
-  return s
-}, () => redis.url)
+// The three topologies side by side (started in parallel: the cluster takes ~3 s to form).
+const [single, cluster, sentinel] = await Promise.all([startRedis(), startCluster(), startSentinel()])
+t.teardown(() => Promise.all([single.stop(), cluster.stop(), sentinel.stop()]))
+const topologies: TestTopology[] = [single, cluster, sentinel]
+const redisConfig = (topo: TestTopology, over: Partial<StoreConfig> = {}): StoreConfig =>
+  memoryConfig({ type: 'redis', url: undefined, ...topo.store, ...over })
 
-t.test('redis: a revocation on one instance is seen by another within 1 s', async (t) => {
-  const cfg = memoryConfig({ type: 'redis', url: redis.url, keyPrefix: 'multi:' })
-  const a = createStore(cfg, silent)
-  const b = createStore(cfg, silent)
-  t.teardown(() => Promise.all([a.close(), b.close()]))
-  await Promise.all([a.ready(), b.ready()])
-  for (const [kind, revoke, subj] of [
-    ['jti', () => a.revokeAccessToken('jti-x', Date.now() + MIN), { jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }],
-    ['family', () => a.revokeFamily('fid-x', Date.now() + MIN), { jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }],
-    ['user', () => a.revokeUserBefore('wx', 'o-x', Date.now(), Date.now() + MIN), { jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 1000 }]
-  ] as const) {
-    t.notOk(b.isRevoked(subj), `${kind}: not revoked before`)
-    const t0 = performance.now()
-    await revoke()
-    let seen = false
-    while (performance.now() - t0 < 1000) {
-      if (b.isRevoked(subj)) { seen = true; break }
-      await sleep(2)
+for (const topo of topologies) {
+  suite(`redis store (${topo.name})`, async (t, cfg = {}, now) => {
+    const s = createStore(redisConfig(topo, { keyPrefix: `t${++prefixes}:`, ...cfg }), silent, { now })
+    t.teardown(() => s.close())
+    await s.ready()
+    return s
+  }, topo)
+
+  t.test(`redis (${topo.name}): a revocation on one instance is seen by another within 1 s`, async (t) => {
+    const cfg = redisConfig(topo, { keyPrefix: 'multi:' })
+    const a = createStore(cfg, silent)
+    const b = createStore(cfg, silent)
+    t.teardown(() => Promise.all([a.close(), b.close()]))
+    await Promise.all([a.ready(), b.ready()])
+    for (const [kind, revoke, subj] of [
+      ['jti', () => a.revokeAccessToken('jti-x', Date.now() + MIN), { jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }],
+      ['family', () => a.revokeFamily('fid-x', Date.now() + MIN), { jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }],
+      ['user', () => a.revokeUserBefore('wx', 'o-x', Date.now(), Date.now() + MIN), { jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 1000 }]
+    ] as const) {
+      t.notOk(b.isRevoked(subj), `${kind}: not revoked before`)
+      const t0 = performance.now()
+      await revoke()
+      let seen = false
+      while (performance.now() - t0 < 1000) {
+        if (b.isRevoked(subj)) { seen = true; break }
+        await sleep(2)
+      }
+      t.ok(seen, `${kind} revocation reached the other instance within 1 s`)
+      t.comment(`${topo.name}: ${kind} revocation propagated in ${(performance.now() - t0).toFixed(1)} ms`)
     }
-    t.ok(seen, `${kind} revocation reached the other instance within 1 s`)
-    t.comment(`${kind} revocation propagated in ${(performance.now() - t0).toFixed(1)} ms`)
-  }
-  // a third instance started afterwards loads the existing revocations at connect
-  const c = createStore(cfg, silent)
-  t.teardown(() => c.close())
-  await c.ready()
-  t.ok(c.isRevoked({ jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }), 'full reload at connect')
-  t.ok(c.isRevoked({ jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }))
-  t.ok(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 5000 }))
-})
+    // a third instance started afterwards loads the existing revocations at connect
+    const c = createStore(cfg, silent)
+    t.teardown(() => c.close())
+    await c.ready()
+    t.ok(c.isRevoked({ jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }), 'full reload at connect')
+    t.ok(c.isRevoked({ jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }))
+    t.ok(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 5000 }))
+  })
 
-t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
-  const own = await startRedis()
-  t.teardown(own.stop)
-  const closedCfg = memoryConfig({ type: 'redis', url: own.url, keyPrefix: 'down:' })
+  t.test(`redis (${topo.name}): after a reconnect the mirror is reloaded, so a missed message is not missed for long`, async (t) => {
+    const cfg = redisConfig(topo, { keyPrefix: 'resync:', failMode: 'open' })
+    const ops: string[] = []
+    const b = createStore(cfg, silent, { observe: (op) => ops.push(op) })
+    t.teardown(() => b.close())
+    await b.ready()
+    // a revocation written to Redis whose pub/sub message this instance never got
+    await topo.client().zadd('resync:{rv}:jti', Date.now() + MIN, 'missed-jti')
+    const subj = { jti: 'missed-jti', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+    t.notOk(b.isRevoked(subj), 'not known yet: nothing was published')
+    // drop the subscriber connection, wherever it is (Cluster: on one of the nodes)
+    for (const r of await topo.masters()) await r.client('KILL', 'TYPE', 'pubsub')
+    const t0 = performance.now()
+    while (!b.isRevoked(subj) && performance.now() - t0 < 5000) await sleep(10)
+    t.ok(b.isRevoked(subj), 'picked up by the full reload after reconnecting')
+    t.comment(`${topo.name}: mirror reloaded ${(performance.now() - t0).toFixed(0)} ms after the subscriber was cut`)
+    await b.revokeAccessToken('j2', Date.now() + MIN)
+    t.ok(ops.includes('revokeAccessToken'), 'operations are reported to the observe hook')
+  })
+}
+
+/** Every call fails fast with STORE_UNAVAILABLE while the topology is down; it recovers by itself once back. */
+async function outage (t: Tap, topo: TestTopology, down: () => Promise<void>, up: () => Promise<void>): Promise<void> {
+  const closedCfg = redisConfig(topo, { keyPrefix: 'down:' })
   const s = createStore(closedCfg, silent)
   const open = createStore({ ...closedCfg, failMode: 'open' }, silent)
   t.teardown(() => Promise.all([s.close(), open.close()]))
   await Promise.all([s.ready(), open.ready()])
   await s.revokeAccessToken('before', Date.now() + MIN)
+  const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  // the other instance hears of it by pub/sub: let the message land before the outage
+  while (!open.isRevoked(subj)) await sleep(5)
   t.ok(s.healthy())
-  await own.stop()
+  await down()
   // wait until the client noticed (socket close), not a timing assertion
   while (s.healthy() || open.healthy()) await sleep(10)
   const rec = record(Date.now())
@@ -367,8 +399,7 @@ t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recove
   await t.rejects(s.claimLogin('k', 'A', 10_000), unavailable)
   await t.rejects(s.peekLogin('k'), unavailable)
   await t.rejects(s.ping(), unavailable)
-  t.comment(`10 failed store calls took ${(performance.now() - t0).toFixed(1)} ms in all`)
-  const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  t.comment(`${topo.name}: 10 failed store calls took ${(performance.now() - t0).toFixed(1)} ms in all`)
   t.throws(() => s.isRevoked(subj), unavailable, 'failMode closed: the hot check refuses')
   t.equal(open.isRevoked(subj), true, 'failMode open: answers from the last known mirror')
   t.equal(open.isRevoked({ ...subj, jti: 'other' }), false)
@@ -376,31 +407,115 @@ t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recove
     t.ok(err instanceof GatewayError && err.message === 'Session store is unavailable', 'catalog message, no library text')
   }
 
-  await own.restart()
+  const t1 = performance.now()
+  await up()
   await s.ready(10_000)
+  t.comment(`${topo.name}: ready again ${(performance.now() - t1).toFixed(0)} ms after the restart began`)
   t.ok(s.healthy(), 'reconnected by itself')
   t.ok(s.isRevoked(subj), 'revocations known before the outage are kept')
   await s.setSessionKey('wx', 'o', 'sk2', MIN)
   t.equal(await s.getSessionKey('wx', 'o'), 'sk2')
   t.ok(await s.ping() >= 0)
+}
+
+t.test('the store logs where it connects, never the password of the URL', async (t) => {
+  const lines: string[] = []
+  const capture: StoreLogger = { info: (o, m) => lines.push(JSON.stringify(o) + String(m)), warn: (o, m) => lines.push(JSON.stringify(o) + String(m)), error () {} }
+  const s = createStore(redisConfig(single, { url: `redis://:pa@ssword@127.0.0.1:${single.port}` }), capture)
+  await s.close()
+  const line = lines.find((l) => l.includes('redis store: connecting'))
+  t.match(line, `127.0.0.1:${single.port}`, 'says where')
+  t.notMatch(lines.join('\n'), /pa@ss|ssword/, 'not the password')
 })
 
-t.test('redis: after a reconnect the mirror is reloaded, so a missed message is not missed for long', async (t) => {
-  const cfg = memoryConfig({ type: 'redis', url: redis.url, keyPrefix: 'resync:', failMode: 'open' })
-  const ops: string[] = []
-  const b = createStore(cfg, silent, { observe: (op) => ops.push(op) })
-  const raw = new Redis(redis.url)
-  t.teardown(async () => { raw.disconnect(); await b.close() })
-  await b.ready()
-  // a revocation written to Redis whose pub/sub message this instance never got
-  await raw.zadd('resync:{rv}:jti', Date.now() + MIN, 'missed-jti')
-  const subj = { jti: 'missed-jti', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
-  t.notOk(b.isRevoked(subj), 'not known yet: nothing was published')
-  await raw.client('KILL', 'TYPE', 'pubsub') // drop the subscriber connection
+t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
+  const own = await startRedis()
+  t.teardown(own.stop)
+  await outage(t, own, own.stop, own.restart)
+})
+
+t.test('regression: a connection that ioredis ends (rather than retries) is started again', async (t) => {
+  // seen with ioredis' sentinel failoverDetector: a +switch-master during a reconnect ended the client for good
+  const s = createStore(redisConfig(single, { keyPrefix: 'ended:' }), silent)
+  t.teardown(() => s.close())
+  await s.ready()
+  s.redis?.disconnect() // the same 'end' as ioredis giving up
   const t0 = performance.now()
-  while (!b.isRevoked(subj) && performance.now() - t0 < 5000) await sleep(10)
-  t.ok(b.isRevoked(subj), 'picked up by the full reload after reconnecting')
-  t.comment(`mirror reloaded ${(performance.now() - t0).toFixed(0)} ms after the subscriber was cut`)
-  await b.revokeAccessToken('j2', Date.now() + MIN)
-  t.ok(ops.includes('revokeAccessToken'), 'operations are reported to the observe hook')
+  while (s.healthy() && performance.now() - t0 < 5000) await sleep(5)
+  t.notOk(s.healthy(), 'lost')
+  await s.ready(5000)
+  t.ok(s.healthy(), 'connected again by itself')
+  await s.setSessionKey('wx', 'o', 'sk', MIN)
+  t.equal(await s.getSessionKey('wx', 'o'), 'sk')
+})
+
+// Last: these take the shared topologies through failures.
+t.test('sentinel: a planned failover (SENTINEL FAILOVER) is followed at once; writes go to the new master', async (t) => {
+  const s = createStore(redisConfig(sentinel, { keyPrefix: 'planned:' }), silent)
+  t.teardown(() => s.close())
+  await s.ready()
+  await sentinel.waitReplicated()
+  const { old, promoted } = await sentinel.failover()
+  const now = await promoted
+  const t0 = performance.now()
+  t.not(now, old, 'the replica was promoted')
+  // The old master is alive and still a master until the sentinels convert it (seconds later):
+  // whatever it acknowledges meanwhile is lost. Our writes must reach the new one well before that.
+  const direct = new Redis({ host: '127.0.0.1', port: now })
+  t.teardown(() => direct.disconnect())
+  let landed = false
+  for (let i = 0; performance.now() - t0 < 5000; i++) {
+    const ok = await s.setSessionKey('wx', `o${i}`, 'sk', MIN).then(() => true, () => false)
+    if (ok && await direct.get(`planned:{u:wx:o${i}}:sk`) === 'sk') { landed = true; break }
+    await sleep(20)
+  }
+  t.ok(landed, 'a write acknowledged after the promotion is on the new master')
+  t.comment(`sentinel (planned failover): writes reach the new master ${(performance.now() - t0).toFixed(0)} ms after the sentinel named it`)
+  while (!s.healthy() && performance.now() - t0 < 10_000) await sleep(20)
+  t.ok(s.healthy(), 'healthy')
+})
+
+t.test('cluster: the master holding the subscriber is lost: unhealthy (cluster_state fail), calls fail fast; it rejoins, the subscriber has moved, all is well', async (t) => {
+  const cfg = redisConfig(cluster, { keyPrefix: 'lost:' })
+  const s = createStore(cfg, silent)
+  const w = createStore(cfg, silent)
+  t.teardown(() => Promise.all([s.close(), w.close()]))
+  await Promise.all([s.ready(), w.ready()])
+  // the node our subscribers listen on (CLIENT LIST names them wegate-sub)
+  const masters = await cluster.masters()
+  const lists = await Promise.all(masters.map(async (r) => String(await r.call('CLIENT', 'LIST', 'TYPE', 'pubsub'))))
+  const lost = lists.findIndex((l) => l.includes('name=wegate-sub'))
+  t.ok(lost >= 0, `the subscribers listen on node ${cluster.ports[lost]}`)
+  await cluster.kill(lost)
+  const t0 = performance.now()
+  await cluster.waitFail()
+  t.comment(`the other masters say cluster_state:fail ${(performance.now() - t0).toFixed(0)} ms after one was killed`)
+  while (s.healthy() && performance.now() - t0 < 10_000) await sleep(20)
+  t.notOk(s.healthy(), 'not healthy while the cluster is not ok')
+  t.comment(`the store unhealthy ${(performance.now() - t0).toFixed(0)} ms after the kill`)
+  // keys on every master: some hash to the lost one's slots
+  const t1 = performance.now()
+  const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => s.setSessionKey('wx', `o${i}`, 'sk', MIN)))
+  t.ok(results.every((r) => r.status === 'rejected' && r.reason instanceof GatewayError && r.reason.errorName === 'STORE_UNAVAILABLE'),
+    'writes refused with STORE_UNAVAILABLE while the cluster is down')
+  t.comment(`20 writes refused in ${(performance.now() - t1).toFixed(0)} ms`)
+  await cluster.revive(lost)
+  await cluster.waitOk()
+  const t2 = performance.now()
+  while ((!s.healthy() || !w.healthy()) && performance.now() - t2 < 10_000) await sleep(20)
+  t.ok(s.healthy() && w.healthy(), 'healthy again by themselves')
+  t.comment(`healthy ${(performance.now() - t2).toFixed(0)} ms after the cluster said ok again`)
+  await Promise.all(Array.from({ length: 20 }, (_, i) => s.setSessionKey('wx', `o${i}`, 'sk', MIN)))
+  t.equal(await s.getSessionKey('wx', 'o19'), 'sk', 'every slot served again')
+  const moved = await Promise.all(masters.map(async (r) => String(await r.call('CLIENT', 'LIST', 'TYPE', 'pubsub'))))
+  t.notOk(moved[lost].includes('name=wegate-sub'), 'the subscribers moved to another node while theirs was gone')
+  const subj = { jti: 'after-loss', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  await w.revokeAccessToken(subj.jti, Date.now() + MIN)
+  const t3 = performance.now()
+  while (!s.isRevoked(subj) && performance.now() - t3 < 1000) await sleep(2)
+  t.ok(s.isRevoked(subj), 'and still hear every revocation')
+})
+
+t.test('cluster stopped: every call fails fast with STORE_UNAVAILABLE, then recovers', async (t) => {
+  await outage(t, cluster, async () => { await Promise.all(cluster.ports.map((_, i) => cluster.kill(i))) }, cluster.restart)
 })

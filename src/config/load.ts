@@ -136,10 +136,14 @@ export function parseConfig (text: string, env: NodeJS.ProcessEnv = process.env,
   if (!compiled.Check(value)) {
     // A field already reported for an unset variable needs no second message.
     const reported = new Set(problems.map((p) => p.path))
+    const missing = new Set<string>()
     for (const err of compiled.Errors(value)) {
       const segments = pointerSegments(err.path)
-      if (reported.has(toDotted(segments))) continue
-      problems.push({ path: toDotted(segments), message: describe(err), line: lineOf(segments) })
+      const path = toDotted(segments)
+      // a missing key is also "not a string" etc.: say it is required, once
+      if (reported.has(path) || missing.has(path)) continue
+      if (err.type === ValueErrorType.ObjectRequiredProperty) missing.add(path)
+      problems.push({ path, message: describe(err), line: lineOf(segments) })
     }
   }
   if (problems.length === 0) problems.push(...crossCheck(value as unknown as RawConfig))
@@ -216,6 +220,7 @@ function patternMessage (pattern: string): string {
   if (pattern.includes('[kKmMgG]')) return 'must be a size like 512b, 16kb, 1mb'
   if (pattern.startsWith('^https?://')) return 'must be an http:// or https:// URL'
   if (pattern === '^/') return 'must start with /'
+  if (pattern.endsWith(':[0-9]{1,5}$')) return 'must be host:port'
   return `must match ${pattern}`
 }
 
@@ -231,7 +236,7 @@ function dedupe (problems: ConfigProblem[]): ConfigProblem[] {
 
 interface RawConfig {
   workers: number | 'auto'
-  store: { type: string }
+  store: { type: string, url?: string, cluster?: { nodes: string[] }, sentinel?: { nodes: string[] } }
   trustProxy: boolean | string[]
   wechat: { apps: Array<{ appId: string }> }
   tokens: { algorithm: string, keys: Array<{ kid: string, secret?: string, privateKeyFile?: string, publicKeyFile?: string }> }
@@ -253,6 +258,7 @@ function crossCheck (c: RawConfig): ConfigProblem[] {
       else seen.set(v, i)
     })
   }
+  problems.push(...storeCheck(c.store))
   dup(c.wechat.apps.map((a) => a.appId), (i) => `wechat.apps[${i}].appId`, 'appId')
   dup(c.tokens.keys.map((k) => k.kid), (i) => `tokens.keys[${i}].kid`, 'kid')
   c.tokens.keys.forEach((k, i) => {
@@ -299,6 +305,25 @@ function crossCheck (c: RawConfig): ConfigProblem[] {
     ref(r.canary?.upstream, `routes[${i}].canary.upstream`)
     ref(r.canary?.rollback?.upstream, `routes[${i}].canary.rollback.upstream`)
   })
+  return problems
+}
+
+/** One Redis topology at most (none: the default single server); port numbers in range. */
+function storeCheck (store: RawConfig['store']): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const topologies = (['url', 'cluster', 'sentinel'] as const).filter((k) => store[k] !== undefined)
+  if (store.type === 'redis' && topologies.length > 1) {
+    problems.push({ path: 'store', message: `set only one of url, cluster, sentinel (found ${topologies.join(' and ')})` })
+  }
+  for (const k of ['cluster', 'sentinel'] as const) {
+    const t = store[k]
+    if (t === undefined) continue
+    if (store.type !== 'redis') problems.push({ path: `store.${k}`, message: 'needs store.type redis' })
+    t.nodes.forEach((node, i) => {
+      const port = Number(node.slice(node.lastIndexOf(':') + 1))
+      if (port < 1 || port > 65535) problems.push({ path: `store.${k}.nodes[${i}]`, message: 'port must be 1…65535' })
+    })
+  }
   return problems
 }
 

@@ -75,6 +75,20 @@ const KeyEntry = Strict({
   publicKeyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256/ES256/EdDSA); derived from the private key when omitted. Watched like privateKeyFile' }))
 }, 'A signing / verification key', false)
 
+/** Where a redis store connects when the config names no topology. */
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379'
+
+/** host:port of a Redis node or sentinel ([v6 address]:port for IPv6). */
+const NodeAddress = (description: string) =>
+  Type.String({ pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$', description })
+
+/** Credentials and TLS of the data nodes; the same for every node of a topology. */
+const RedisAuth = (who: string, tlsAlso = '') => ({
+  username: Type.Optional(Type.String({ minLength: 1, description: `ACL user of ${who} (Redis 6+; default: the default user)` })),
+  password: Type.Optional(Type.String({ minLength: 1, description: `Password of ${who} (use \${VAR})` })),
+  tls: Type.Boolean({ default: false, description: `TLS to ${who}${tlsAlso} (trusted CAs: the system's, or NODE_EXTRA_CA_CERTS)` })
+})
+
 export const GatewayConfigSchema = Type.Object({
   $schema: Type.Optional(Type.String()),
   listen: Listen(8080, 'Public listener'),
@@ -89,8 +103,18 @@ export const GatewayConfigSchema = Type.Object({
   ], { default: false, description: 'Whose X-Forwarded-* headers to believe: false (nobody), true (everybody: only behind a proxy that overwrites them), or a list of CIDRs' }),
   store: Strict({
     type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], { default: 'memory', description: 'memory: one instance only; redis: shared by every instance' }),
-    url: Type.String({ default: 'redis://127.0.0.1:6379', description: 'Redis URL (redis:// or rediss://)' }),
-    keyPrefix: Type.String({ default: 'wegate:', pattern: '^[A-Za-z0-9:_.-]*$', description: 'Namespace for every key' }),
+    url: Type.Optional(Type.String({ minLength: 1, description: `Single Redis server (or a managed endpoint): redis://[user:password@]host:port[/db], rediss:// for TLS. Set at most one of url, cluster, sentinel; with none, ${DEFAULT_REDIS_URL}` })),
+    cluster: Type.Optional(Strict({
+      nodes: Type.Array(NodeAddress('A seed node of the cluster'), { minItems: 1, description: 'Some nodes of the cluster (host:port); the others are discovered from them' }),
+      ...RedisAuth('every node')
+    }, 'Redis Cluster: keys are spread over the masters by hash slot', false)),
+    sentinel: Type.Optional(Strict({
+      name: Type.String({ minLength: 1, description: 'Name of the monitored master group (`sentinel monitor <name> …`)' }),
+      nodes: Type.Array(NodeAddress('A sentinel (host:port, usually port 26379)'), { minItems: 1, description: 'Sentinels to ask where the master is; list several' }),
+      ...RedisAuth('the master', ' and to the sentinels'),
+      sentinelPassword: Type.Optional(Type.String({ minLength: 1, description: 'The sentinels\' own password, when they have one (use ${VAR})' }))
+    }, 'Redis Sentinel: the gateway asks the sentinels for the current master and follows failovers', false)),
+    keyPrefix: Type.String({ default: 'wegate:', pattern: '^[A-Za-z0-9:_.-]*$', description: 'Namespace for every key (no braces: the keys carry their own {hash tags} for Redis Cluster)' }),
     failMode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed', description: 'When the store is unreachable: closed rejects authenticated requests (503), open lets verified tokens through' }),
     maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on sessions and refresh families each (oldest evicted); revocations are never evicted, they expire' })
   }, 'Shared state: sessions, refresh tokens, revocations, rate-limit counters'),

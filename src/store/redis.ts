@@ -1,24 +1,32 @@
 /**
- * Redis Store: shared by every gateway instance.
+ * Redis Store: shared by every gateway instance, on a single server, a Redis
+ * Cluster or behind Sentinel (`store.url` / `store.cluster` / `store.sentinel`).
  *
  * - Refresh families live under one hash tag `{fam:<fid>}` (meta hash, spent
  *   zset, short-lived grace keys), so each family operation is ONE Lua script
- *   (registered once with defineCommand) that stays valid on Redis Cluster.
+ *   (registered once with defineCommand) whose keys share one Cluster hash slot.
+ *   Every other script touches one key. keyPrefix cannot hold braces, so it never
+ *   moves a key's hash tag.
  * - Revocations are three sorted sets (`{rv}:jti`, `{rv}:fid`, `{rv}:user`,
  *   score = until ms) plus a pub/sub message per revocation. Every instance keeps
  *   a local mirror (RevocationSet) fed by the channel and fully reloaded after
  *   every (re)connect, so the per-request check is a synchronous Map lookup.
+ *   On a Cluster, PUBLISH (from the script, on the {rv} slot's master) reaches
+ *   every node over the cluster bus: the subscriber is a plain connection to any
+ *   one node, moved to another node when its node goes away.
  * - Redis unreachable: commands fail at once (no offline queue, 1 s command
- *   timeout) with STORE_UNAVAILABLE; ioredis reconnects in the background.
+ *   timeout) with STORE_UNAVAILABLE; ioredis reconnects in the background
+ *   (Sentinel: asks the sentinels for the current master; Cluster: rediscovers
+ *   the slots).
  * - A login claims its wx.login code under `{login:<sha256(appId, code)>}` (SET NX
  *   semantics in Lua, with a TTL), and replaces the claim with its sealed outcome,
  *   so a retry on another instance gets the same answer without calling WeChat.
  * Every key has a TTL. Times are ms; Lua gets `now` from the caller.
  */
 import { performance } from 'node:perf_hooks'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterNode, type RedisOptions } from 'ioredis'
 import { GatewayError } from '../errors.js'
-import type { StoreConfig } from '../config/schema.js'
+import { DEFAULT_REDIS_URL, type StoreConfig } from '../config/schema.js'
 import { RevocationSet } from './memory.js'
 import type { RefreshRecord, RotateResult, Store, StoreLogger, StoreOptions } from './types.js'
 
@@ -30,6 +38,10 @@ const CONNECT_TIMEOUT_MS = 2000
 const HEARTBEAT_MS = 1000
 // 60 s: sweep expired entries from the local mirror
 const SWEEP_MS = 60_000
+// 5 s: Cluster slot map refresh, so a failover or resharding is followed without waiting for errors
+const SLOTS_REFRESH_MS = 5000
+// Cluster: at most 5 tries of one command across MOVED/ASK/failover redirections (~0.5 s), then fail
+const MAX_REDIRECTIONS = 5
 
 // KEYS: meta, spent. ARGV: hash, curExp, fexp, openid, unionid, appid, created
 const CREATE_LUA = `
@@ -157,6 +169,150 @@ function errText (err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
 
+const SUB_NAME = 'wegate-sub'
+
+// reconnect forever, backing off 100 ms → 2 s
+const backoff = (times: number): number => Math.min(times * 100, 2000)
+
+// A failed-over master that was turned into a replica answers writes with READONLY: reconnect
+// (Sentinel then asks where the master is now; a DNS endpoint resolves again). The command fails.
+const reconnectOnError = (err: Error): boolean => err.message.includes('READONLY')
+
+/** `host:port` (or `[v6]:port`) → ioredis' { host, port }. */
+function address (node: string): { host: string, port: number } {
+  const i = node.lastIndexOf(':')
+  return { host: node.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(node.slice(i + 1)) }
+}
+
+/** A Redis URL fit for the log: the password (if any) replaced by ***. */
+function withoutPassword (url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password !== '') u.password = '***'
+    return u.toString()
+  } catch {
+    return '(unparsable url)'
+  }
+}
+
+interface Connections {
+  topology: 'single' | 'cluster' | 'sentinel'
+  main: Redis | Cluster
+  /** A new subscriber connection: a plain Redis (Cluster: to one node of the cluster). */
+  subscriber: () => Redis
+  /** Heartbeat check of the main side; resolves false when a Cluster reports cluster_state other than ok. */
+  probe: () => Promise<boolean>
+  /** Sentinel: call `onSwitch` with the new master's address at every failover; returns a stop function. */
+  watchFailovers?: (onSwitch: (host: string, port: number) => void) => () => void
+}
+
+/** The connections for the configured topology; all of them fail fast while disconnected. */
+function connect (config: StoreConfig): Connections {
+  const base: RedisOptions = {
+    connectionName: 'wegate', // CLIENT LIST tells the gateway's connections apart (the subscriber: wegate-sub)
+    enableOfflineQueue: false, // fail fast while disconnected: no request waits for a reconnect
+    maxRetriesPerRequest: 1,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    commandTimeout: COMMAND_TIMEOUT_MS,
+    autoResubscribe: false, // we subscribe on every 'ready' ourselves, then reload the mirror
+    retryStrategy: backoff,
+    reconnectOnError
+  }
+  const auth = (t: { username?: string, password?: string, tls: boolean }): RedisOptions => ({
+    ...(t.username !== undefined ? { username: t.username } : {}),
+    ...(t.password !== undefined ? { password: t.password } : {}),
+    ...(t.tls ? { tls: {} } : {})
+  })
+
+  if (config.cluster !== undefined) {
+    const seeds: ClusterNode[] = config.cluster.nodes.map(address)
+    const nodeOptions: RedisOptions = { ...base, ...auth(config.cluster) }
+    const main = new Cluster(seeds, {
+      redisOptions: nodeOptions,
+      // with TLS keep the seeds' host names (certificates name hosts, not addresses)
+      ...(config.cluster.tls ? { dnsLookup: (host: string, cb: (err: null, address: string) => void) => cb(null, host) } : {}),
+      enableOfflineQueue: false,
+      enableReadyCheck: true, // refuses a cluster whose state is not ok
+      clusterRetryStrategy: backoff,
+      slotsRefreshInterval: SLOTS_REFRESH_MS,
+      slotsRefreshTimeout: COMMAND_TIMEOUT_MS,
+      maxRedirections: MAX_REDIRECTIONS,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnTryAgain: 100
+    })
+    let turn = 0
+    let last = ''
+    return {
+      topology: 'cluster',
+      main,
+      subscriber () {
+        // any node will do (PUBLISH is broadcast); prefer the nodes the cluster knows now over the seeds,
+        // and another node than the last one (a new subscriber means the last one's node went away)
+        const known = main.status === 'ready' ? main.nodes('all').map((n) => ({ host: n.options.host, port: n.options.port })) : []
+        const all = known.length > 0 ? known : seeds as Array<{ host?: string, port?: number }>
+        const others = all.filter((n) => `${n.host ?? ''}:${n.port ?? ''}` !== last)
+        const pool = others.length > 0 ? others : all
+        const node = pool[turn++ % pool.length]
+        last = `${node.host ?? ''}:${node.port ?? ''}`
+        // a few quick retries on this node, then 'end' and another node
+        return new Redis({ ...nodeOptions, connectionName: SUB_NAME, host: node.host, port: node.port, retryStrategy: (times: number) => times > 3 ? null : times * 100 })
+      },
+      probe: async () => /^cluster_state:ok\b/m.test(await main.cluster('INFO'))
+    }
+  }
+
+  if (config.sentinel !== undefined) {
+    const s = config.sentinel
+    const main = new Redis({
+      ...base,
+      ...auth(s),
+      sentinels: s.nodes.map(address),
+      name: s.name,
+      role: 'master',
+      ...(s.sentinelPassword !== undefined ? { sentinelPassword: s.sentinelPassword } : {}),
+      ...(s.tls ? { sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
+      sentinelCommandTimeout: COMMAND_TIMEOUT_MS,
+      // every sentinel asked in turn, then again after 100 ms → 2 s
+      sentinelRetryStrategy: backoff
+      // Not ioredis' failoverDetector: it also drops a connection already on the new master (a second outage
+      // right after recovering), and one in the middle of a reconnect ends the client for good (ioredis 5.11).
+      // watchFailovers below does the job.
+    })
+    return {
+      topology: 'sentinel',
+      main,
+      subscriber: () => main.duplicate({ connectionName: SUB_NAME }),
+      probe: async () => { await main.ping(); return true },
+      watchFailovers (onSwitch) {
+        // one subscriber per sentinel (there are few): whichever hears +switch-master first tells us
+        const watchers = s.nodes.map((node) => {
+          const w = new Redis({
+            ...address(node),
+            connectionName: 'wegate-watch',
+            ...(s.sentinelPassword !== undefined ? { password: s.sentinelPassword } : {}),
+            ...(s.tls ? { tls: {} } : {}),
+            connectTimeout: CONNECT_TIMEOUT_MS,
+            retryStrategy: backoff
+          })
+          w.on('error', () => {}) // a sentinel down is not the store down; the data connections report their own errors
+          w.subscribe('+switch-master').catch(() => {})
+          w.on('message', (_ch: string, msg: string) => {
+            // "<name> <old ip> <old port> <new ip> <new port>"
+            const [name, , , host, port] = msg.split(' ')
+            if (name === s.name && host !== undefined && port !== undefined) onSwitch(host, Number(port))
+          })
+          return w
+        })
+        return () => { for (const w of watchers) w.disconnect() }
+      }
+    }
+  }
+
+  const main = new Redis(config.url ?? DEFAULT_REDIS_URL, base)
+  return { topology: 'single', main, subscriber: () => main.duplicate({ connectionName: SUB_NAME }), probe: async () => { await main.ping(); return true } }
+}
+
 /** Create the Redis store; it connects in the background (await `ready()` to wait for it). */
 export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts: StoreOptions = {}): Store {
   const now = opts.now ?? Date.now
@@ -170,18 +326,10 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const loginKeyOf = (key: string) => `${p}{login:${key}}`
   const ms = (n: number) => String(Math.max(1, Math.round(n)))
 
-  const redisOptions: RedisOptions = {
-    enableOfflineQueue: false, // fail fast while disconnected: no request waits for a reconnect
-    maxRetriesPerRequest: 1,
-    connectTimeout: CONNECT_TIMEOUT_MS,
-    commandTimeout: COMMAND_TIMEOUT_MS,
-    autoResubscribe: false, // we subscribe on every 'ready' ourselves, then reload the mirror
-    // reconnect forever, backing off 100 ms → 2 s
-    retryStrategy: (times: number) => Math.min(times * 100, 2000)
-  }
-  const main = new Redis(config.url, redisOptions)
-  const sub = main.duplicate()
-  const cmd = main as Redis & Scripts
+  const { main, subscriber, probe, topology, watchFailovers } = connect(config)
+  const nodes = config.cluster?.nodes ?? config.sentinel?.nodes ?? [withoutPassword(config.url ?? DEFAULT_REDIS_URL)]
+  logger.info({ topology, nodes, ...(config.sentinel !== undefined ? { master: config.sentinel.name } : {}) }, 'redis store: connecting')
+  const cmd = main as (Redis | Cluster) & Scripts
   main.defineCommand('wgCreate', { numberOfKeys: 2, lua: CREATE_LUA })
   main.defineCommand('wgRotate', { numberOfKeys: 3, lua: ROTATE_LUA })
   main.defineCommand('wgKill', { numberOfKeys: 2, lua: KILL_FAMILY_LUA })
@@ -251,33 +399,82 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     }
   }
 
-  let lastError = ''
+  // ioredis emits an error per reconnect attempt (Sentinel: two that alternate): log each distinct one once per outage
+  const logged = new Set<string>()
   const onError = (err: Error): void => {
-    // ioredis emits an error per reconnect attempt: log each distinct one once
-    if (err.message !== lastError) logger.warn({ err: err.message }, 'redis store: connection error')
-    lastError = err.message
+    if (logged.has(err.message) || logged.size > 20) return
+    logged.add(err.message)
+    logger.warn({ err: err.message, topology }, 'redis store: connection error')
   }
   main.on('error', onError)
-  sub.on('error', onError)
+  if (main instanceof Cluster) main.on('node error', (err: Error, node: string) => onError(new Error(`${node}: ${err.message}`)))
   main.on('close', () => markStale('main connection closed'))
-  sub.on('close', () => { subscribed = false; markStale('subscriber connection closed') })
-  main.on('ready', () => { lastError = ''; resync().catch(() => {}) })
-  sub.on('ready', () => {
-    sub.subscribe(channel).then(() => {
-      subscribed = true
-      return resync()
-    }).catch((err: unknown) => logger.warn({ err: errText(err) }, 'redis store: subscribe failed'))
+  // ioredis gave up on the connection (it should not: we retry forever): start it again
+  main.on('end', () => {
+    if (closed) return
+    logger.warn({ topology }, 'redis store: connection ended; reconnecting')
+    setTimeout(() => { if (!closed) main.connect().catch(() => {}) }, 100).unref()
   })
-  sub.on('message', (ch: string, raw: string) => {
-    if (ch !== channel) return
-    const m = parseMessage(raw)
-    if (m !== null) apply(m)
+  main.on('ready', () => { logged.clear(); resync().catch(() => {}) })
+
+  // The subscriber: a plain Redis connection whose ready/close events are the subscription's own.
+  let sub: Redis
+  const startSubscriber = (): void => {
+    const s = subscriber()
+    sub = s
+    s.on('error', onError)
+    s.on('close', () => {
+      if (sub !== s) return
+      subscribed = false
+      markStale('subscriber connection closed')
+    })
+    // 'end': this connection gave up (Cluster: its node is gone); start another, on another node
+    s.on('end', () => {
+      if (sub !== s || closed) return
+      setTimeout(() => { if (!closed && sub === s) startSubscriber() }, 100).unref()
+    })
+    s.on('ready', () => {
+      s.subscribe(channel).then(() => {
+        if (sub !== s) return
+        subscribed = true
+        return resync()
+      }).catch((err: unknown) => logger.warn({ err: errText(err) }, 'redis store: subscribe failed'))
+    })
+    s.on('message', (ch: string, raw: string) => {
+      if (ch !== channel) return
+      const m = parseMessage(raw)
+      if (m !== null) apply(m)
+    })
+  }
+  startSubscriber()
+
+  // Sentinel, planned failover (SENTINEL FAILOVER): the old master stays up and keeps acknowledging writes,
+  // lost when the sentinels turn it into a replica seconds later. Leave it as soon as a sentinel names the new one.
+  const stopWatching = watchFailovers?.((host, port) => {
+    for (const conn of [main as Redis, sub]) {
+      const at = conn.stream
+      const on = conn.status === 'ready' && at?.remotePort === port && at.remoteAddress?.replace(/^::ffff:/, '') === host
+      // a connection that is not ready asks the sentinels anyway when it connects
+      if (conn.status === 'ready' && !on) {
+        logger.warn({ topology, master: `${host}:${port}` }, 'redis store: sentinel failover; reconnecting to the new master')
+        conn.disconnect(true)
+      }
+    }
   })
 
-  // A half-open socket never emits 'close': ping both connections, treat a failure as a loss.
+  // Cluster: whether the cluster says all its slots are served (cluster_state:ok); always true otherwise.
+  let topologyOk = true
+  // A half-open socket never emits 'close': probe both connections, treat a failure as a loss.
   const heartbeat = setInterval(() => {
     if (closed) return
-    Promise.all([main.ping(), sub.ping()]).then(() => resync()).catch((err: unknown) => {
+    Promise.all([probe(), sub.ping()]).then(([ok]) => {
+      if (ok !== topologyOk) {
+        if (ok) logger.info({ topology }, 'redis store: cluster state ok again')
+        else logger.warn({ topology }, 'redis store: cluster state is not ok (slots without a reachable master)')
+      }
+      topologyOk = ok
+      return resync()
+    }).catch((err: unknown) => {
       if (synced) markStale('heartbeat failed: ' + errText(err))
     })
   }, HEARTBEAT_MS)
@@ -430,7 +627,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     },
 
     healthy () {
-      return !closed && synced && main.status === 'ready'
+      return !closed && synced && topologyOk && main.status === 'ready'
     },
 
     ready (timeoutMs = 5000) {
@@ -450,6 +647,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
       closed = true
       clearInterval(heartbeat)
       clearInterval(sweeper)
+      stopWatching?.()
       sub.disconnect()
       main.disconnect()
     }

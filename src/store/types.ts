@@ -149,8 +149,8 @@ export interface Store {
   /** Called for each rollback key announced elsewhere (or on resync) after this call. */
   onRollback (listener: (key: string) => void): void
 
-  /** The Redis connection, for features that share it (rate-limit counters); absent for memory. */
-  readonly redis?: import('ioredis').Redis
+  /** The Redis connection (a Cluster on Redis Cluster), for features that share it (rate-limit counters); absent for memory. */
+  readonly redis?: import('ioredis').Redis | import('ioredis').Cluster
 
   /** Round trip to the backing store, in ms (0 for memory). */
   ping (): Promise<number>
