@@ -6,7 +6,6 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { bearer, get, login, metric, post, redisFor, startAuthGateway, startEcho, startWeChat } from './helpers/auth.js'
 
-// 300 ms: long enough for an immediate retry, short enough to wait out in a test.
 // 1.5 s: wide enough that ten concurrent refreshes on a loaded CI machine all land inside it
 const GRACE_MS = 1500
 
