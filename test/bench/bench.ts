@@ -25,6 +25,8 @@
  *          --profile (write a --cpu-prof of D under load to the results folder and print its top)
  *          --only C,D (just these scenarios of the comparison, no extras: for quick iterations)
  *          --workers N (2 where there are 2 CPUs: the Dw scenario runs D with `workers: N`; 1 skips it)
+ * Env: BENCH_NODE_FLAGS="--max-semi-space-size=64" adds node flags to D's process;
+ *      BENCH_SKIP_BUILD=1 uses dist/ as it is.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -184,6 +186,13 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status))
 end
 `
+// Paced load: each connection waits a random 0…2×pace ms (mean pace) before its next request.
+// A fixed delay would keep all connections in step, and the gateway would see bursts of
+// every connection at once instead of the steady rate being asked for.
+const PACE_LUA = `
+math.randomseed(os.time())
+if pace > 0 then delay = function() return math.random(0, 2 * pace) end end
+`
 const TOKENS_LUA = `
 local tokens = {}
 for line in io.lines(os.getenv('WRK_TOKENS')) do tokens[#tokens + 1] = line end
@@ -193,12 +202,10 @@ request = function()
   i = i % #tokens + 1
   return wrk.format(nil, nil, { authorization = 'Bearer ' .. tokens[i] })
 end
-if pace > 0 then delay = function() return pace end end
-`
+${PACE_LUA}`
 const PACED_LUA = `
 local pace = tonumber(os.getenv('WRK_DELAY_MS') or '0')
-if pace > 0 then delay = function() return pace end end
-`
+${PACE_LUA}`
 const LOGIN_LUA = `
 local n = 0
 local out = io.open(os.getenv('WRK_OUT'), 'w')
@@ -350,7 +357,7 @@ async function main (): Promise<void> {
   writeFileSync(join(TMP, 'gateway-workers.yaml'), stringify(config(pW, pWadmin, WORKERS)))
   const profileDir = join(ROOT, 'test/bench/results/profile')
   if (args.profile) rmSync(profileDir, { recursive: true, force: true })
-  const nodeFlags = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
+  const nodeFlags = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)
   // The access log goes to a file, as it would to a container's log pipe.
   const gw = start(process.execPath, [...nodeFlags, 'dist/cli/main.js', 'serve', '-c', join(TMP, 'gateway.yaml')], { out: join(TMP, 'access.log') })
   await waitHttp(`http://127.0.0.1:${pDadmin}/readyz`, (s) => s === 200)
@@ -462,13 +469,15 @@ async function main (): Promise<void> {
   const halfRate = Math.round(sum.D.rps / 2)
   const delayMs = String(Math.max(1, Math.round(CONNECTIONS * 1000 / halfRate)))
   log(`paced load at ~${halfRate} req/s (delay ${delayMs} ms per connection)`)
-  const pacedA: WrkResult[] = []
-  const pacedD: WrkResult[] = []
+  // B and C at the same rate put the figure in context: what any proxy on this machine adds.
+  const pacedRuns: Record<'A' | 'B' | 'C' | 'D', WrkResult[]> = { A: [], B: [], C: [], D: [] }
   for (let i = 0; i < Math.max(2, Math.ceil(ROUNDS / 2)); i++) {
-    pacedA.push(await wrk(A, { seconds: DURATION, lua: PACED_LUA, name: 'plain', pids: upstreamPids, env: { WRK_DELAY_MS: delayMs } }))
-    pacedD.push(await wrk(D, { seconds: DURATION, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-hot.txt'), WRK_DELAY_MS: delayMs } }))
+    for (const s of scenarios) {
+      if (s.key !== 'A' && s.key !== 'B' && s.key !== 'C' && s.key !== 'D') continue
+      pacedRuns[s.key].push(await wrk(s.url, { seconds: DURATION, lua: s.lua, name: s.name, pids: s.pids, env: { ...s.env, WRK_DELAY_MS: delayMs } }))
+    }
   }
-  const paced = { A: summarise(pacedA), D: summarise(pacedD) }
+  const paced = { A: summarise(pacedRuns.A), B: summarise(pacedRuns.B), C: summarise(pacedRuns.C), D: summarise(pacedRuns.D) }
 
   // 5. /auth/refresh: each minted refresh token spent once.
   log('refresh throughput')
@@ -512,7 +521,7 @@ async function main (): Promise<void> {
     settings: { rounds: ROUNDS, seconds: DURATION, connections: CONNECTIONS, tokens: { hot: HOT, cold: access.length } },
     scenarios: sum,
     ratios,
-    paced: { rate: halfRate, A: paced.A, D: paced.D },
+    paced: { rate: halfRate, ...paced, p99AddedMs: { B: paced.B.p99 - paced.A.p99, C: paced.C.p99 - paced.A.p99, D: paced.D.p99 - paced.A.p99 } },
     rejected401: { rps: rejected.rps, p99: rejected.p99, cpu: rejected.cpu, non401: rejected.requests - rejected.non2xx },
     login: { rps: login.rps, p99: login.p99, minted: access.length, errors: login.errors + login.non2xx },
     refresh: { rps: refreshed.rps, p99: refreshed.p99, errors: refreshed.errors + refreshed.non2xx },
@@ -536,7 +545,7 @@ async function main (): Promise<void> {
     ...scenarios.map((s) => row(s.label, sum[s.key])),
     '',
     `D/C = ${ratios['D/C'].toFixed(3)}   D/B = ${ratios['D/B'].toFixed(3)}   C/B = ${ratios['C/B'].toFixed(3)}${sum.Dcold !== undefined ? `   D′/C = ${(sum.Dcold.rps / sum.C.rps).toFixed(3)}` : ''}${sum.Dw !== undefined ? `   workers: ${WORKERS} gives ×${(sum.Dw.rps / sum.D.rps).toFixed(2)}` : ''}`,
-    `p99 added over direct at ~${halfRate} req/s (half of D's max): ${ratios.p99AddedMs.toFixed(2)} ms (A p99 ${paced.A.p99.toFixed(2)} ms, D p99 ${paced.D.p99.toFixed(2)} ms)`,
+    `p99 added over direct at ~${halfRate} req/s (half of D's max), random pacing: D ${ratios.p99AddedMs.toFixed(2)} ms, C ${(paced.C.p99 - paced.A.p99).toFixed(2)} ms, B ${(paced.B.p99 - paced.A.p99).toFixed(2)} ms (p99: A ${paced.A.p99.toFixed(2)}, B ${paced.B.p99.toFixed(2)}, C ${paced.C.p99.toFixed(2)}, D ${paced.D.p99.toFixed(2)} ms; p50: A ${paced.A.p50.toFixed(2)}, D ${paced.D.p50.toFixed(2)} ms)`,
     '',
     `401 path (forged signatures)   ${f0(rejected.rps)} req/s  p99 ${rejected.p99.toFixed(2)} ms`,
     `/auth/login (emulator)         ${f0(login.rps)} req/s  p99 ${login.p99.toFixed(2)} ms  (${access.length} tokens minted${login.non2xx + login.errors > 0 ? `, ${login.non2xx + login.errors} failed` : ''})`,
