@@ -339,7 +339,7 @@ async function main (): Promise<void> {
     tokens: { keys: [{ kid: 'k1', secret: 'bench-secret-0123456789-0123456789-abcdef' }], accessTtl: '1h' },
     // the seed's 5/min per IP would stop a login benchmark from one address at once
     rateLimits: { login: { max: 100_000_000, window: '1m', by: 'ip' } },
-    logging: { level: 'info' },
+    logging: { level: process.env.BENCH_LOG_LEVEL ?? 'info' },
     routes: [{
       name: 'api',
       prefix: '/api',
@@ -385,11 +385,22 @@ async function main (): Promise<void> {
     const r = await wrk(D, { seconds: Math.round(ms / 1000), lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-cold.txt') } })
     clearInterval(sampler)
     samples.push(rssMb(gw.pid!))
-    // the last minute against the first: flat means bounded
+    // one median per minute (12 samples): a plateau means bounded, a slope means a leak
     const perMinute = 12
-    const first = median(samples.slice(1, 1 + perMinute))
-    const last = median(samples.slice(-perMinute))
-    return { minutes: ms / 60_000, rssStartMb: samples[0], rssEndMb: samples[samples.length - 1], rssMaxMb: Math.max(...samples), firstMinuteMedianMb: first, lastMinuteMedianMb: last, rps: r.rps, requests: r.requests, errors: r.errors + r.non2xx }
+    const minuteMediansMb: number[] = []
+    for (let i = 1; i + perMinute <= samples.length; i += perMinute) minuteMediansMb.push(median(samples.slice(i, i + perMinute)))
+    return {
+      minutes: ms / 60_000,
+      rssStartMb: samples[0],
+      rssEndMb: samples[samples.length - 1],
+      rssMaxMb: Math.max(...samples),
+      firstMinuteMedianMb: minuteMediansMb[0],
+      lastMinuteMedianMb: minuteMediansMb[minuteMediansMb.length - 1],
+      minuteMediansMb,
+      rps: r.rps,
+      requests: r.requests,
+      errors: r.errors + r.non2xx
+    }
   }
 
   // 1. /auth/login against the emulator; its answers are the token pool for everything after.
