@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
 import proxyAddr from '@fastify/proxy-addr'
@@ -154,6 +154,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   let shutdownPromise: Promise<void> | undefined
 
   const limits = config.limits
+  let trackFrameworkError: (request: FastifyRequest, reply: FastifyReply) => void = () => {}
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -166,7 +167,8 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     forceCloseConnections: 'idle',
     clientErrorHandler: handleClientError,
     // Router-level failures (a malformed URL, e.g. `/%zz`) get the envelope too.
-    frameworkErrors: (err, request, reply) => { handleError(err, request, reply) },
+    // (no hooks run for these, so they are tracked here)
+    frameworkErrors: (err, request, reply) => { trackFrameworkError(request, reply); handleError(err, request, reply) },
     // request.ip is the real client per trustProxy (restart to change: it shapes the server)
     trustProxy,
     // Node enforces these before Fastify sees the request; clientErrorHandler answers them.
@@ -196,7 +198,8 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     const ms = performance.now() - request.startedAt
     const route = request.routeName === '' ? 'none' : request.routeName
     const upstream = request.upstreamName === '' ? 'none' : request.upstreamName
-    const status = this.statusCode
+    // 499 (nginx's "client closed request"): the client left before any answer was sent.
+    const status = this.headersSent ? this.statusCode : 499
     metrics.requests.inc({
       route,
       upstream,
@@ -207,13 +210,18 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     accessLog({ reqId: request.id, method: request.method, path: pathOf(request.url), route, upstream, status, code: request.errorCode, ms, aborted: !this.writableFinished })
   }
 
-  app.addHook('onRequest', (request, reply, done) => {
+  /** Every request: timed, its id returned, accounted for when its response closes. */
+  const track = (request: FastifyRequest, reply: FastifyReply): void => {
     request.startedAt = performance.now()
     const res = reply.raw as TrackedResponse
     res[REQUEST] = request
     res.on('close', onResponseClose)
     reply.header('x-request-id', request.id)
     if (draining) reply.header('connection', 'close')
+  }
+  trackFrameworkError = track
+  app.addHook('onRequest', (request, reply, done) => {
+    track(request, reply)
     done(closing ? new GatewayError('SHUTTING_DOWN') : undefined)
   })
 

@@ -94,3 +94,37 @@ t.test('the access line is one JSON object per request with the documented field
   t.notOk('aborted' in (line ?? {}), 'a finished response is not marked aborted')
   t.notMatch(logs.text(), /secret=1/, 'the query string is never logged')
 })
+
+t.test('a client that leaves before the upstream answers: status 499 in the access line, the upstream request stopped', async (t) => {
+  let upstreamClosed = false
+  let arrived = false
+  const slow = await startServer(t, (req, res) => {
+    arrived = true
+    res.on('close', () => { upstreamClosed = true })
+    setTimeout(() => { if (!res.destroyed) res.end('late') }, 5000).unref()
+    req.resume()
+  })
+  const { url, logs } = await startGateway(t, {
+    routes: [{ name: 'slow', prefix: '/', auth: 'public', upstreams: [{ name: 'u', url: slow.url, weight: 1 }] }]
+  })
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  socket.on('error', () => {})
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write('GET /wait HTTP/1.1\r\nHost: x\r\nX-Request-Id: impatient-1\r\n\r\n')
+  await waitFor(() => arrived)
+  socket.destroy()
+  await waitFor(() => upstreamClosed && logs.lines.some((l) => l.msg === 'access'))
+  t.ok(upstreamClosed, 'the upstream request was aborted, not left waiting')
+  t.match(logs.lines.find((l) => l.msg === 'access'), { reqId: 'impatient-1', route: 'slow', status: 499, aborted: true })
+})
+
+t.test('regression: a malformed URL is accounted for too (access line, X-Request-Id)', async (t) => {
+  const { url, logs } = await startGateway(t, {})
+  const res = await request(`${url}/%zz`, { headers: { 'x-request-id': 'bad-url-1' } })
+  t.equal(res.statusCode, 400)
+  t.equal(res.headers['x-request-id'], 'bad-url-1')
+  await res.body.dump()
+  await waitFor(() => logs.lines.some((l) => l.msg === 'access'))
+  t.match(logs.lines.find((l) => l.msg === 'access'), { reqId: 'bad-url-1', status: 400, code: 40003 })
+})

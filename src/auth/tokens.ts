@@ -226,7 +226,8 @@ export async function createTokenService (cfg: TokensConfig, opts: { now?: () =>
   const accessTtlS = Math.max(1, Math.floor(cfg.accessTtl / 1000))
 
   // header segment → verifier: every token one key signs has the same header, so the
-  // common case is one Map lookup instead of base64 + JSON.parse (bounded: 64 variants)
+  // common case is one Map lookup instead of base64 + JSON.parse (bounded: 64 variants,
+  // each remembered only after a token with it verified)
   const headerCache = new Map<string, Verify>()
   /** Read only the header to pick the key: alg must be ours, kid must name a configured key. */
   const pickVerifier = (token: string): Verify => {
@@ -246,8 +247,13 @@ export async function createTokenService (cfg: TokensConfig, opts: { now?: () =>
     if (tokenAlg !== alg) throw reject('TOKEN_BAD_SIGNATURE', `alg ${String(tokenAlg)} is not accepted`)
     const verify = typeof kid === 'string' ? verifiers.get(kid) : undefined
     if (verify === undefined) throw reject('TOKEN_CLAIMS_INVALID', 'unknown or missing kid')
-    if (headerCache.size < 64) headerCache.set(segment, verify)
     return verify
+  }
+  /** Remember a header segment once a token carrying it has verified (forged headers never fill the cache). */
+  const rememberHeader = (token: string, verify: Verify): void => {
+    if (headerCache.size >= 64) return
+    const segment = token.slice(0, token.indexOf('.'))
+    if (!headerCache.has(segment)) headerCache.set(segment, verify)
   }
 
   const hashRefresh = (token: string): string => createHash('sha256').update(token).digest('hex')
@@ -285,6 +291,7 @@ export async function createTokenService (cfg: TokensConfig, opts: { now?: () =>
         }
         if (verified.size >= VERIFY_CACHE_SIZE) verified.delete(verified.keys().next().value as string)
         verified.set(token, payload)
+        rememberHeader(token, verify)
       }
       const p = payload as Partial<AccessClaims>
       if (p.typ !== 'access') throw reject('TOKEN_CLAIMS_INVALID', 'typ is not access')

@@ -8,12 +8,13 @@
  *   declare how they combine, e.g. the effective weight takes the minimum);
  * - the signals: SIGTERM/SIGINT turn readiness false and drain every worker
  *   (each runs the single-process drain), then exit 0; SIGHUP reloads them all;
- * - a worker that dies is replaced (1 s later), unless the group is stopping.
+ * - a worker that dies is replaced (1 s later, backing off to 30 s while workers keep
+ *   dying young), unless the group is stopping.
  *
  * Workers share state through Redis only (the config refuses the memory store).
  */
 import cluster, { type Worker } from 'node:cluster'
-import Fastify, { type FastifyBaseLogger } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { AggregatorRegistry } from 'prom-client'
 import type { LoadedConfig } from '../config/load.js'
@@ -30,51 +31,95 @@ export const STATUS_INTERVAL_MS = 500
 const STATUS_STALE_MS = 2000
 // 30 s: workers that have not listened by then mean the group cannot start
 const START_TIMEOUT_MS = 30_000
-// 1 s: pause before replacing a dead worker, so a crash loop does not spin
+// 1 s: pause before replacing a dead worker, doubling (to 30 s) while workers keep dying within 10 s
 const RESPAWN_DELAY_MS = 1000
+const RESPAWN_MAX_MS = 30_000
+const QUICK_DEATH_MS = 10_000
 
 /** Run the primary: fork `count` workers, serve the admin port, own the signals. */
 export async function servePrimary (loaded: LoadedConfig, count: number, logger: Logger): Promise<void> {
   const { config } = loaded
   const aggregator = new AggregatorRegistry()
   const status = new Map<number, { ready: boolean, at: number }>()
+  const listening = new Set<number>() // worker ids that have reported listening
+  const bornAt = new Map<number, number>()
   let stopping = false
   let publicUrl = ''
-  let listening = 0
+  let quickDeaths = 0
+  const served: { admin?: FastifyInstance } = {} // the admin server, once the workers are up
   let onAllListening: (() => void) | undefined
+  let onStopWhileStarting: (() => void) | undefined
 
+  const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
   const fork = (): Worker => {
     const worker = cluster.fork()
+    bornAt.set(worker.id, Date.now())
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'wegate:status') {
         status.set(worker.id, { ready: m.ready, at: Date.now() })
       } else if (m.type === 'wegate:listening') {
         publicUrl = m.publicUrl
+        listening.add(worker.id)
         logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker listening')
-        if (++listening === count) onAllListening?.()
+        if (listening.size === count) onAllListening?.()
       }
     })
     return worker
   }
   cluster.on('exit', (worker, code, signal) => {
     status.delete(worker.id)
+    listening.delete(worker.id)
+    const lived = Date.now() - (bornAt.get(worker.id) ?? 0)
+    bornAt.delete(worker.id)
     if (stopping) return
-    logger.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker exited; starting a new one')
-    setTimeout(() => { if (!stopping) fork() }, RESPAWN_DELAY_MS).unref()
+    // A worker that dies young again and again waits longer each time: 1 s, 2 s, 4 s … 30 s.
+    quickDeaths = lived < QUICK_DEATH_MS ? quickDeaths + 1 : 0
+    const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_DELAY_MS * 2 ** Math.max(0, quickDeaths - 1))
+    logger.error({ worker: worker.id, pid: worker.process.pid, code, signal, livedMs: lived, respawnInMs: delay }, 'worker exited; starting a new one')
+    setTimeout(() => { if (!stopping) fork() }, delay).unref()
   })
 
-  const started = new Promise<void>((resolve, reject) => {
+  // Signals are ours from the start: a SIGTERM while the workers are still starting drains them too.
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal, workers: workers().length }, 'signal received: draining every worker')
+    onStopWhileStarting?.()
+    const alive = workers()
+    // Past the workers' own drain bound, whatever is left is killed rather than hang the rollout.
+    const force = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, config.shutdown.delay + config.shutdown.timeout + 5000)
+    Promise.all(alive.map(async (w) => {
+      if (w.isDead()) return
+      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()))
+      w.process.kill('SIGTERM')
+      await exited
+    }))
+      .then(async () => { clearTimeout(force); await served.admin?.close() })
+      .then(() => { logger.info('shutdown complete'); logger.flush(); process.exitCode = 0 })
+      .catch((err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exitCode = 1 })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGHUP', () => {
+    // only to workers that are up: a starting worker has no SIGHUP handler yet (it would die)
+    logger.info({ signal: 'SIGHUP', workers: listening.size }, 'reloading config in every worker')
+    for (const w of workers()) if (listening.has(w.id)) w.process.kill('SIGHUP')
+  })
+
+  const started = new Promise<boolean>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`workers did not listen within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS)
-    onAllListening = () => { clearTimeout(timer); resolve() }
+    onAllListening = () => { clearTimeout(timer); onAllListening = undefined; resolve(true) }
+    onStopWhileStarting = () => { clearTimeout(timer); resolve(false) }
   })
   for (let i = 0; i < count; i++) fork()
   try {
-    await started
+    if (!await started) return // stopped while starting: stop() drains what is there
   } catch (err) {
     stopping = true
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL')
+    for (const w of workers()) w.process.kill('SIGKILL')
     throw err
   }
+  onStopWhileStarting = undefined
 
   const ready = (): boolean => {
     if (stopping || status.size < count) return false
@@ -82,10 +127,10 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     for (const s of status.values()) if (!s.ready || now - s.at > STATUS_STALE_MS) return false
     return true
   }
-  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, disableRequestLogging: true })
+  const admin = served.admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, disableRequestLogging: true })
   admin.setErrorHandler(handleError)
   admin.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
-  admin.get('/healthz', async () => ({ status: 'ok', workers: Object.keys(cluster.workers ?? {}).length }))
+  admin.get('/healthz', async () => ({ status: 'ok', workers: workers().length }))
   admin.get('/readyz', async (_request, reply) => {
     const ok = ready()
     reply.code(ok ? 200 : 503)
@@ -97,31 +142,6 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
   })
   const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
   logger.info({ publicUrl, adminUrl, workers: count, config: loaded.file, hash: loaded.hash }, 'wegate listening')
-
-  const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
-  process.on('SIGHUP', () => {
-    logger.info({ signal: 'SIGHUP' }, 'reloading config in every worker')
-    for (const w of workers()) w.process.kill('SIGHUP')
-  })
-  const stop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    logger.info({ signal, workers: workers().length }, 'signal received: draining every worker')
-    const alive = workers()
-    // Past the workers' own drain bound, whatever is left is killed rather than hang the rollout.
-    const force = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, config.shutdown.delay + config.shutdown.timeout + 5000)
-    Promise.all(alive.map(async (w) => {
-      if (w.isDead()) return
-      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()))
-      w.process.kill('SIGTERM')
-      await exited
-    }))
-      .then(async () => { clearTimeout(force); await admin.close() })
-      .then(() => { logger.info('shutdown complete'); logger.flush(); process.exitCode = 0 })
-      .catch((err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exitCode = 1 })
-  }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
 }
 
 /** `workers: auto` → one per CPU this process may run on. */

@@ -6,6 +6,7 @@ import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { AggregatorRegistry } from 'prom-client'
 import { buildGateway } from '../app.js'
+import { createMetrics } from '../metrics/index.js'
 import { servePrimary, STATUS_INTERVAL_MS, workerCount, type WorkerMessage } from './cluster.js'
 import { findDemoCredentials } from '../config/demo.js'
 import { ConfigError, formatProblem, loadConfigFile, referencedFiles } from '../config/load.js'
@@ -61,15 +62,23 @@ export async function serve (opts: ServeOptions): Promise<void> {
     return
   }
   const inWorker = cluster.isWorker
+  const metrics = createMetrics()
+  // A worker whose primary goes away while it starts has nobody to serve for.
+  const orphaned = () => { process.exit(1) }
+  if (inWorker) {
+    process.once('disconnect', orphaned)
+    // The primary sums every worker's registry for /metrics: answer from the start, so a
+    // scrape while this worker starts (or restarts) does not wait for it to time out.
+    // eslint-disable-next-line no-new
+    new AggregatorRegistry() // answers the primary's metrics requests in this worker
+    AggregatorRegistry.setRegistries([metrics.registry])
+  }
 
-  const gateway = await buildGateway(loaded, { logger, admin: !inWorker, demo: opts.demo })
+  const gateway = await buildGateway(loaded, { logger, metrics, admin: !inWorker, demo: opts.demo })
   const { publicUrl, adminUrl } = await gateway.listen()
   let report: NodeJS.Timeout | undefined
   if (inWorker) {
-    // The primary sums every worker's registry for /metrics and asks each one's readiness.
-    // eslint-disable-next-line no-new
-    new AggregatorRegistry() // answers the primary's metrics requests in this worker
-    AggregatorRegistry.setRegistries([gateway.metrics.registry])
+    process.off('disconnect', orphaned)
     const send = (m: WorkerMessage) => { if (process.connected) process.send?.(m) }
     send({ type: 'wegate:listening', publicUrl })
     send({ type: 'wegate:status', ready: gateway.isReady() })

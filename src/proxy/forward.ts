@@ -188,6 +188,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.res = reply.raw
     this.res[FORWARDING] = this
     this.res.on('close', onClientClose)
+    // Gone already (during the rate-limit round trip, or a pipelined request on a closed
+    // socket): 'close' will not fire again, so do not start the upstream request at all.
+    if (this.res.destroyed || reply.request.raw.socket.destroyed) this.gone = true
   }
 
   /** The client went away: stop the upstream request too (its pooled connection is freed). */
@@ -201,9 +204,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (this.gone) controller.abort(new undiciErrors.RequestAbortedError())
   }
 
-  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return // 1xx informational: the final answer follows
-    this.status = statusCode
     const { route, upstream, reply } = this
     this.env.metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - this.started) / 1000)
     const out = clientResponseHeaders(headers)
@@ -214,14 +216,31 @@ class Forwarding implements Dispatcher.DispatchHandler {
       if (v !== undefined) out[name] = typeof v === 'number' ? String(v) : v
     }
     reply.hijack()
-    this.res.writeHead(statusCode, out)
+    try {
+      this.res.writeHead(statusCode, out)
+    } catch (err) {
+      // Node refused a header undici let through: nothing was sent; drop the connection.
+      this.gone = true
+      controller.abort(err as Error)
+      this.res.destroy()
+      this.resolve()
+      return
+    }
+    this.status = statusCode
     this.resolve()
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.res.destroyed) {
+      this.clientGone()
+      return
+    }
     if (!this.res.write(chunk)) {
       controller.pause()
-      this.res.once('drain', () => controller.resume())
+      // A client that stops reading must not hold the upstream connection for ever: undici's
+      // body timeout does not run while paused, so the route's timeout applies to the drain.
+      const timer = setTimeout(() => { this.clientGone(); this.res.destroy() }, this.route.config.timeout).unref()
+      this.res.once('drain', () => { clearTimeout(timer); controller.resume() })
     }
   }
 
@@ -232,8 +251,10 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
     const { route, upstream, env } = this
-    if (this.status === 0 && (err instanceof BodyTooLarge || (err as { cause?: unknown }).cause instanceof BodyTooLarge)) {
-      this.reject(new GatewayError('BODY_TOO_LARGE'))
+    if (err instanceof BodyTooLarge || (err as { cause?: unknown }).cause instanceof BodyTooLarge) {
+      // The client's oversized upload: never an upstream failure, whenever it is noticed.
+      if (this.status === 0) this.reject(new GatewayError('BODY_TOO_LARGE'))
+      else this.res.destroy()
       return
     }
     const kind = this.gone ? 'client_abort' : errorKind(err)
