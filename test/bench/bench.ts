@@ -225,15 +225,10 @@ const REFRESH_LUA = `
 local tokens = {}
 for line in io.lines(os.getenv('WRK_TOKENS')) do tokens[#tokens + 1] = line end
 local i = 0
-local answered = 0
 request = function()
-  -- past the last token: repeat it (a grace-window retry, answered 200) until the stop lands
+  -- past the last token: repeat it (a grace-window retry, answered 200) until the bench stops wrk
   i = math.min(i + 1, #tokens)
   return wrk.format('POST', '/auth/refresh', { ['content-type'] = 'application/json' }, '{"refreshToken":"' .. tokens[i] .. '"}')
-end
-response = function()
-  answered = answered + 1
-  if answered >= #tokens then wrk.thread:stop() end
 end
 `
 const scripts: Record<string, string> = {}
@@ -245,7 +240,7 @@ function script (name: string, lua: string): string {
   return scripts[name]
 }
 
-async function wrk (url: string, opts: { seconds: number, lua: string, name: string, pids: number[], env?: Record<string, string>, connections?: number }): Promise<WrkResult> {
+async function wrk (url: string, opts: { seconds: number, lua: string, name: string, pids: number[], env?: Record<string, string>, connections?: number, until?: () => Promise<boolean> }): Promise<WrkResult> {
   const cpu0 = cpuSeconds(opts.pids)
   const t0 = performance.now()
   const child = spawn('wrk', ['-t1', `-c${opts.connections ?? CONNECTIONS}`, `-d${opts.seconds}s`, '--timeout', '5s', '-s', script(opts.name, opts.lua), url], {
@@ -254,8 +249,18 @@ async function wrk (url: string, opts: { seconds: number, lua: string, name: str
   })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await once(child, 'exit')
-  const wall = (performance.now() - t0) / 1000
+  const exited = once(child, 'exit')
+  let wall = 0
+  if (opts.until !== undefined) {
+    // stop wrk (SIGINT: it still prints its summary) as soon as the condition holds
+    const state = { running: true }
+    exited.then(() => { state.running = false }, () => {})
+    while (state.running && !await opts.until()) await sleep(20)
+    wall = (performance.now() - t0) / 1000
+    child.kill('SIGINT')
+  }
+  await exited
+  if (wall === 0) wall = (performance.now() - t0) / 1000
   const cpu = (cpuSeconds(opts.pids) - cpu0) / wall * 100
   const line = out.split('\n').find((l) => l.startsWith('WRKJSON '))
   if (line === undefined) throw new Error(`wrk printed no result:\n${out}`)
@@ -504,9 +509,17 @@ async function main (): Promise<void> {
   log('refresh throughput')
   writeFileSync(join(TMP, 'refresh.txt'), refresh.join('\n') + '\n')
   // each minted refresh token once: the script stops wrk after the last answer
-  const refreshRun = await wrk(`http://127.0.0.1:${pD}/auth/refresh`, { seconds: 60, lua: REFRESH_LUA, name: 'refresh', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'refresh.txt') } })
-  // wrk reports its configured duration even when the script stopped it: rate over the wall time
-  const refreshed = { ...refreshRun, rps: refreshRun.requests / refreshRun.wall }
+  // Until the gateway has answered one refresh per token (its own counter), then wrk is stopped:
+  // the rate is tokens over that wall time.
+  const refreshCount = async (): Promise<number> => {
+    const text = await (await request(`http://127.0.0.1:${pDadmin}/metrics`)).body.text()
+    let n = 0
+    for (const line of text.split('\n')) if (line.startsWith('wegate_refreshes_total{')) n += Number(line.slice(line.lastIndexOf(' ') + 1))
+    return n
+  }
+  const refreshBase = await refreshCount()
+  const refreshRun = await wrk(`http://127.0.0.1:${pD}/auth/refresh`, { seconds: 60, lua: REFRESH_LUA, name: 'refresh', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'refresh.txt') }, until: async () => await refreshCount() - refreshBase >= refresh.length })
+  const refreshed = { ...refreshRun, rps: refresh.length / refreshRun.wall }
 
   // 6. Revocation propagation: logout on one instance, poll another until it refuses the token.
   log('revocation propagation between two instances')
