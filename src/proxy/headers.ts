@@ -174,16 +174,16 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
 }
 
 /**
- * Copy upstream response headers for the client, minus hop-by-hop ones and the
- * upstream's own X-Request-Id: the client keeps the gateway's (set before the
- * proxy runs), the id its access log line carries and the upstream was sent.
+ * Copy upstream response headers for the client, minus hop-by-hop ones. The
+ * forwarder then lays the gateway's own reply headers over them, so the upstream's
+ * X-Request-Id never replaces the gateway's (the id its access line carries).
  */
 export function clientResponseHeaders (incoming: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const listed = connectionListed(incoming.connection)
   for (const name in incoming) {
     const value = incoming[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-request-id') continue
+    if (value === undefined || HOP_BY_HOP.has(name)) continue
     if (listed !== undefined && listed.has(name)) continue
     out[name] = value
   }
