@@ -79,7 +79,8 @@ if g then
   local a = string.find(g, ':', 1, true)
   local b = string.find(g, ':', a + 1, true)
   local c = string.find(g, ':', b + 1, true)
-  if now - tonumber(string.sub(g, 1, a - 1)) <= graceMs then
+  -- a retry of a lost answer: only while the child it produced is still the family's live token
+  if string.sub(g, b + 1, c - 1) == m[1] and now - tonumber(string.sub(g, 1, a - 1)) <= graceMs then
     if now >= fexp then return {'expired'} end
     return {'grace', m[5], m[6], m[7], string.sub(g, a + 1, b - 1), m[3], m[8], string.sub(g, c + 1)}
   end
