@@ -28,7 +28,7 @@ function record (now: number, over: Partial<RefreshRecord> = {}): RefreshRecord 
 }
 
 function rotation (rec: RefreshRecord, hash: string, nextHash: string, nowMs: number, over: Partial<RotateInput> = {}): RotateInput {
-  return { fid: rec.fid, hash, nextHash, grace: 'payload-of-' + nextHash, nowMs, refreshTtlMs: 7 * MIN, graceMs: 10_000, denyMs: 16 * MIN, ...over }
+  return { fid: rec.fid, hash, nextHash, grace: 'payload-of-' + nextHash, nowMs, refreshTtlMs: 7 * MIN, graceMs: 10_000, denyMs: 16 * MIN, appids: ['wxapp', 'wxother'], ...over }
 }
 
 type Make = (t: Tap, cfg?: Partial<StoreConfig>, now?: () => number) => Promise<Store>
@@ -122,6 +122,16 @@ function suite (name: string, make: Make, topo?: TestTopology) {
       await s.rotateRefresh(rotation(other, h('o2'), h('o3'), c.now()))
       t.equal((await s.rotateRefresh(rotation(other, h('o2'), h('o4'), c.now()))).status, 'grace', 'R2 retried while R3 is live: still a retry')
       t.same(await s.rotateRefresh(rotation(other, h('o1'), h('o5'), c.now())), { status: 'reused', fid: other.fid }, 'R1 is not')
+    })
+
+    t.test('a family of an app this gateway does not serve is refused, its token not spent', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now(), { appid: 'wxgone' })
+      await s.createFamily(h('g0'), rec)
+      t.same(await s.rotateRefresh(rotation(rec, h('g0'), h('g1'), c.now())), { status: 'foreign', appid: 'wxgone' })
+      t.equal((await s.rotateRefresh(rotation(rec, h('g0'), h('g1'), c.now(), { appids: ['wxgone'] }))).status, 'rotated',
+        'a gateway that serves the app rotates it: it was never spent')
     })
 
     t.test('10 concurrent rotations of one token: one rotated, the rest grace with the same child', async (t) => {

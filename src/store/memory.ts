@@ -167,6 +167,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     const f = families.get(input.fid)
     if (f === undefined) return { status: 'invalid' }
     if (f.revoked) return { status: 'revoked' }
+    if (!input.appids.includes(f.appid)) return { status: 'foreign', appid: f.appid }
     if (f.cur === input.hash) {
       if (t >= f.curExp || t >= f.familyExpiresAt) return { status: 'expired' }
       const childExp = Math.min(t + input.refreshTtlMs, f.familyExpiresAt)
