@@ -1,7 +1,7 @@
 /**
  * Sessions of a mini program the gateway does not serve (issue 11.2): after a reload that
  * removes it from wechat.apps, or on another gateway sharing the Redis prefix that never
- * served it, its access tokens and refresh tokens are refused with 401 / 20013 on every
+ * served it, its access tokens and refresh tokens are refused with 401 / 20014 on every
  * path — protected routes, /auth/refresh, /auth/logout — and nothing is spent.
  */
 import t, { type Test as Tap } from 'tap'
@@ -20,17 +20,17 @@ const stack = (apps: Array<typeof APP_A>) => ({ wechatUrl: wx.url, echoUrl, redi
 const both = await startAuthGateway(t, stack([APP_A, APP_B]))
 const onlyA = await startAuthGateway(t, stack([APP_A]))
 
-/** Every path refuses the pair with 20013; the refresh token is left unspent. */
+/** Every path refuses the pair with 20014; the refresh token is left unspent. */
 async function refusedEverywhere (t: Tap, base: string, pair: { accessToken: string, refreshToken: string }) {
   const api = await get(base + '/api/me', bearer(pair.accessToken))
   t.equal(api.status, 401, 'protected route: 401')
-  t.equal(api.json?.code, 20013, 'protected route: SESSION_APP_UNKNOWN')
+  t.equal(api.json?.code, 20014, 'protected route: SESSION_APP_UNKNOWN')
   const r = await post(base + '/auth/refresh', { refreshToken: pair.refreshToken })
   t.equal(r.status, 401, '/auth/refresh: 401')
-  t.equal(r.json?.code, 20013, '/auth/refresh: SESSION_APP_UNKNOWN')
+  t.equal(r.json?.code, 20014, '/auth/refresh: SESSION_APP_UNKNOWN')
   const out = await post(base + '/auth/logout', {}, bearer(pair.accessToken))
   t.equal(out.status, 401, '/auth/logout: 401')
-  t.equal(out.json?.code, 20013, '/auth/logout: SESSION_APP_UNKNOWN')
+  t.equal(out.json?.code, 20014, '/auth/logout: SESSION_APP_UNKNOWN')
 }
 
 t.test('another gateway on the same Redis that does not serve app B refuses B\'s sessions', async (t) => {

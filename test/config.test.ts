@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
 import { stringify } from 'yaml'
-import { ConfigError, loadConfigFile, parseConfig } from '../src/config/load.js'
+import { ConfigError } from '../src/config/errors.js'
+import { loadConfigFile, parseConfig } from '../src/config/load.js'
 import { baseConfig, merge } from './helpers/gateway.js'
 
 const problemsOf = (text: string, env: Record<string, string> = {}): string[] => {

@@ -18,7 +18,7 @@ import {
 import { readFile } from 'node:fs/promises'
 import { createSigner, createVerifier, TokenError, type Algorithm } from 'fast-jwt'
 import { GatewayError, type ErrorName } from '../errors.js'
-import { ConfigError } from '../config/load.js'
+import { ConfigError } from '../config/errors.js'
 import type { TokensConfig } from '../config/schema.js'
 
 /** Claims of a verified access token (a shared, frozen-by-contract object: do not mutate). */

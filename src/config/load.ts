@@ -10,33 +10,9 @@ import { isIP } from 'node:net'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml'
-import { isReservedPath } from '../proxy/routes.js'
+import { ConfigError, type ConfigProblem } from './errors.js'
+import { isReservedPath, normalisePrefix } from './paths.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
-
-export interface ConfigProblem {
-  /** Path in the file, e.g. `routes[1].upstreams[0].weight` (empty for the whole file). */
-  path: string
-  message: string
-  /** 1-based line in the file, when known. */
-  line?: number
-}
-
-/** Thrown when a config cannot be used; lists every problem found. */
-export class ConfigError extends Error {
-  readonly problems: ConfigProblem[]
-  readonly file: string
-  constructor (file: string, problems: ConfigProblem[]) {
-    super(`${file}: ${problems.length} problem(s)\n` + problems.map((p) => '  ' + formatProblem(p)).join('\n'))
-    this.name = 'ConfigError'
-    this.file = file
-    this.problems = problems
-  }
-}
-
-export function formatProblem (p: ConfigProblem): string {
-  const where = p.path === '' ? '(file)' : p.path
-  return p.line === undefined ? `${where}: ${p.message}` : `${where}: ${p.message} (line ${p.line})`
-}
 
 export interface LoadedConfig {
   config: GatewayConfig
@@ -325,9 +301,4 @@ function storeCheck (store: RawConfig['store']): ConfigProblem[] {
     })
   }
   return problems
-}
-
-/** `/api/orders/` and `/api/orders` are the same prefix. */
-export function normalisePrefix (prefix: string): string {
-  return prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
 }
