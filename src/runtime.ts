@@ -46,7 +46,8 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
   const now = deps.now ?? Date.now
   const tokens = await createTokenService(config.tokens, { now })
   const routes = buildRouteTable(config.routes)
-  const guard = createGuard(tokens, deps.store, deps.metrics)
+  const apps = new Map(config.wechat.apps.map((a) => [a.appId, a]))
+  const guard = createGuard(tokens, deps.store, deps.metrics, apps)
   const wechat = createWeChatClient({
     baseUrl: config.wechat.baseUrl,
     timeoutMs: config.wechat.timeout,
@@ -64,6 +65,6 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
     guard,
     authenticate: guard.authenticate,
     wechat,
-    apps: new Map(config.wechat.apps.map((a) => [a.appId, a]))
+    apps
   }
 }

@@ -6,7 +6,8 @@
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import { findDemoCredentials } from '../config/demo.js'
-import { ConfigError, formatProblem, loadConfigFile, type LoadedConfig } from '../config/load.js'
+import { ConfigError, formatProblem } from '../config/errors.js'
+import { loadConfigFile, type LoadedConfig } from '../config/load.js'
 import type { Metrics } from '../metrics/index.js'
 import { buildSnapshot, type Snapshot } from '../runtime.js'
 
