@@ -69,7 +69,11 @@ export interface WegateClient {
   login: (opts?: { force?: boolean }) => Promise<SessionInfo>
   request: <T = any>(opts: RequestOptions) => Promise<Response<T>>
   getPhoneNumber: (code: string) => Promise<PhoneNumber>
-  decrypt: <T = any>(input: DecryptInput) => Promise<T>
+  /**
+   * POST /auth/decrypt. Given a function that fetches the data (e.g. `() => wx.getWeRunData()`),
+   * a stale session_key (10004 / 10005 / 10008) is handled: one new login, the data fetched again, one retry.
+   */
+  decrypt: <T = any>(input: DecryptInput | (() => DecryptInput | PromiseLike<DecryptInput>)) => Promise<T>
   connectSocket: (opts: SocketOptions) => Promise<SocketTask>
   logout: (opts?: { all?: boolean }) => Promise<LogoutResult>
   /** The stored session, or null (no request made). */
@@ -77,6 +81,17 @@ export interface WegateClient {
   onLogin: (fn: Events['login']) => () => void
   onLogout: (fn: Events['logout']) => () => void
   onAuthError: (fn: Events['authError']) => () => void
+}
+
+/** /auth/decrypt's answers that a new login (a new session_key) and freshly fetched data fix. */
+const STALE_SESSION_KEY: number[] = [Codes.WECHAT_SESSION_MISSING, Codes.DECRYPT_FAILED, Codes.SIGNATURE_MISMATCH]
+
+function decryptBody (input: DecryptInput): DecryptInput {
+  if (typeof input?.encryptedData !== 'string' || typeof input.iv !== 'string') throw new TypeError('wegate-miniprogram: decrypt needs { encryptedData, iv } strings')
+  const body: DecryptInput = { encryptedData: input.encryptedData, iv: input.iv }
+  if (input.rawData !== undefined) body.rawData = input.rawData
+  if (input.signature !== undefined) body.signature = input.signature
+  return body
 }
 
 /** A token error from the gateway itself (401 with an envelope code 20001–20007), else 0. */
@@ -195,11 +210,15 @@ export function createClient (opts: ClientOptions): WegateClient {
       return await gatewayCall<PhoneNumber>('/auth/phone', { code })
     },
     decrypt: async (input) => {
-      if (typeof input?.encryptedData !== 'string' || typeof input.iv !== 'string') throw new TypeError('wegate-miniprogram: decrypt needs { encryptedData, iv } strings')
-      const body: DecryptInput = { encryptedData: input.encryptedData, iv: input.iv }
-      if (input.rawData !== undefined) body.rawData = input.rawData
-      if (input.signature !== undefined) body.signature = input.signature
-      return await gatewayCall('/auth/decrypt', body)
+      if (typeof input !== 'function') return await gatewayCall('/auth/decrypt', decryptBody(input))
+      // Stale or missing session_key: log in again (new session_key), fetch the data again, once.
+      try {
+        return await gatewayCall('/auth/decrypt', decryptBody(await input()))
+      } catch (err) {
+        if (!(err instanceof WegateError) || !STALE_SESSION_KEY.includes(err.code)) throw err
+      }
+      await auth.reporting(() => auth.explicitLogin(true))
+      return await gatewayCall('/auth/decrypt', decryptBody(await input()))
     },
     connectSocket: async (o) => {
       const target = resolve(base, o?.url, true)

@@ -13,6 +13,15 @@ export const Codes = {
   WECHAT_CODE_INVALID: 10001,
   WECHAT_CODE_USED: 10002,
   WECHAT_USER_RISKY: 10003,
+  /** /auth/decrypt: no session_key stored for the user: log in again. */
+  WECHAT_SESSION_MISSING: 10004,
+  /** /auth/decrypt: stale session_key (wx.login was called after logging in): log in, fetch the data again. */
+  DECRYPT_FAILED: 10005,
+  DECRYPT_WRONG_APP: 10006,
+  DECRYPT_TOO_OLD: 10007,
+  SIGNATURE_MISMATCH: 10008,
+  /** /auth/phone: the button's code is invalid, expired or used: ask the user to tap again. */
+  PHONE_CODE_INVALID: 10009,
   TOKEN_MISSING: 20001,
   TOKEN_EXPIRED: 20004,
   TOKEN_REVOKED: 20006,
