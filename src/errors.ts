@@ -8,6 +8,12 @@ export const ErrorCatalog = {
   WECHAT_CODE_INVALID: { code: 10001, status: 401, message: 'WeChat login code is invalid or expired; call wx.login again' },
   WECHAT_CODE_USED: { code: 10002, status: 401, message: 'WeChat login code was already used; call wx.login again' },
   WECHAT_USER_RISKY: { code: 10003, status: 403, message: 'WeChat refused this login as high-risk' },
+  WECHAT_SESSION_MISSING: { code: 10004, status: 401, message: 'No WeChat session for this user; call wx.login and log in again' },
+  DECRYPT_FAILED: { code: 10005, status: 400, message: 'Could not decrypt with the current WeChat session; call wx.login, log in again, then fetch the data again' },
+  DECRYPT_WRONG_APP: { code: 10006, status: 403, message: 'Encrypted data was issued for another mini program' },
+  DECRYPT_TOO_OLD: { code: 10007, status: 400, message: 'Encrypted data is too old; fetch it again' },
+  SIGNATURE_MISMATCH: { code: 10008, status: 403, message: 'rawData signature does not match the WeChat session; call wx.login, log in again, then retry' },
+  PHONE_CODE_INVALID: { code: 10009, status: 400, message: 'Phone number code is invalid, expired or already used; ask the user to tap the button again' },
 
   // 2xxxx: authentication
   TOKEN_MISSING: { code: 20001, status: 401, message: 'Missing access token' },
@@ -20,6 +26,8 @@ export const ErrorCatalog = {
   REFRESH_INVALID: { code: 20010, status: 401, message: 'Refresh token is invalid' },
   REFRESH_REUSED: { code: 20011, status: 401, message: 'Refresh token was already used; the session has been ended' },
   REFRESH_EXPIRED: { code: 20012, status: 401, message: 'Refresh token has expired; log in again' },
+  ADMIN_TOKEN_INVALID: { code: 20013, status: 401, message: 'Missing or wrong admin API token' },
+  SESSION_APP_UNKNOWN: { code: 20014, status: 401, message: 'Session belongs to a mini program this gateway does not serve' },
 
   // 3xxxx: traffic
   RATE_LIMITED: { code: 30001, status: 429, message: 'Too many requests' },
@@ -28,12 +36,14 @@ export const ErrorCatalog = {
   REQUEST_TIMEOUT: { code: 30008, status: 408, message: 'Request was not received in time' },
   BODY_TOO_LARGE: { code: 30013, status: 413, message: 'Request body is too large' },
   HEADERS_TOO_LARGE: { code: 30031, status: 431, message: 'Request headers are too large' },
+  NO_JWKS: { code: 30032, status: 404, message: 'No JWKS: tokens are signed with a shared secret (HS256)' },
 
   // 4xxxx: validation
   BAD_REQUEST: { code: 40000, status: 400, message: 'Malformed request' },
   VALIDATION_FAILED: { code: 40001, status: 400, message: 'Request body failed validation' },
   UNKNOWN_APP: { code: 40002, status: 400, message: 'Unknown appId' },
   BAD_PATH: { code: 40003, status: 400, message: 'Request path cannot be normalised safely' },
+  ENCRYPTED_DATA_MALFORMED: { code: 40004, status: 400, message: 'encryptedData and iv must be base64; iv must decode to 16 bytes' },
   UNSUPPORTED_MEDIA_TYPE: { code: 40015, status: 415, message: 'Unsupported Content-Type; send application/json' },
 
   // 5xxxx: system
@@ -43,6 +53,9 @@ export const ErrorCatalog = {
   WECHAT_BAD_RESPONSE: { code: 50003, status: 502, message: 'WeChat answered with something unexpected' },
   WECHAT_MISCONFIGURED: { code: 50004, status: 503, message: 'Login is unavailable because of a gateway configuration problem' },
   WECHAT_TIMEOUT: { code: 50005, status: 504, message: 'WeChat did not answer in time' },
+  WECHAT_API_QUOTA: { code: 50006, status: 503, message: 'WeChat API quota reached; try again later' },
+  WECHAT_SERVICE_MISCONFIGURED: { code: 50007, status: 503, message: 'WeChat services are unavailable because of a gateway configuration problem' },
+  WECHAT_TOKEN_REJECTED: { code: 50008, status: 503, message: 'WeChat rejected the app access token; try again shortly' },
   STORE_UNAVAILABLE: { code: 50010, status: 503, message: 'Session store is unavailable' },
   UPSTREAM_UNAVAILABLE: { code: 50020, status: 502, message: 'Upstream service is unavailable' },
   UPSTREAM_TIMEOUT: { code: 50021, status: 504, message: 'Upstream service did not answer in time' },

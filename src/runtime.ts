@@ -43,7 +43,8 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
   const { config } = loaded
   const tokens = await createTokenService(config.tokens)
   const routes = buildRouteTable(config.routes)
-  const guard = createGuard(tokens, deps.store, deps.metrics)
+  const apps = new Map(config.wechat.apps.map((a) => [a.appId, a]))
+  const guard = createGuard(tokens, deps.store, deps.metrics, apps)
   const wechat = createWeChatClient({
     baseUrl: config.wechat.baseUrl,
     timeoutMs: config.wechat.timeout,
@@ -61,6 +62,6 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
     guard,
     authenticate: guard.authenticate,
     wechat,
-    apps: new Map(config.wechat.apps.map((a) => [a.appId, a]))
+    apps
   }
 }

@@ -203,3 +203,36 @@ t.test('regression: the upstream\'s own X-Request-Id replaced the gateway\'s in 
   t.equal(received.at(-1), id, 'the upstream was sent the id the client sees')
   t.equal(accessId('/minted'), id, 'and so is the access line')
 })
+
+/** Host overrides and `_`-spelled framing headers only a misreading upstream would act on. */
+const OVERRIDE_SPOOF = [
+  'X-Host: evil.example', 'X-HTTP-Host-Override: evil.example', 'X-Host-Override: evil.example',
+  'X-Original-Host: evil.example', 'X-Forwarded-Server: evil.example', 'x_host: evil.example', 'X_Original_Host: evil.example',
+  'Transfer_Encoding: chunked', 'transfer_encoding: identity', 'TRANSFER_ENCODING: chunked', 'Content_Length: 5', 'content_length: 0'
+]
+
+function overrideLeft (echo: Echo): string[] {
+  return Object.keys(echo.headers).filter((n) => /host|server|transfer|length/i.test(n)).sort()
+}
+
+t.test('regression: host-override claims and Transfer_Encoding / Content_Length passed through from an untrusted client', async (t) => {
+  const echo = await raw('/pub/x', OVERRIDE_SPOOF)
+  t.same(overrideLeft(echo), ['host', 'x-forwarded-host'], 'only the headers the gateway sets')
+  t.equal(echo.headers.host, new URL(upstream.url).host)
+  t.equal(echo.headers['x-forwarded-host'], host)
+  t.notMatch(JSON.stringify(echo.headers), /evil|chunked|identity/)
+  // A body with the real Content-Length still arrives whole, with its own framing.
+  const res = await rawRequest(url, `POST /pub/x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\nContent_Length: 1\r\nContent-Length: 5\r\n\r\nhello`)
+  const posted = JSON.parse(res.body) as Echo
+  t.equal(posted.headers['content-length'], '5')
+  t.equal(posted.headers.content_length, undefined)
+  t.equal(posted.body, 'hello')
+})
+
+t.test('from a trusted proxy: host-override claims are kept, underscore framing headers are not', async (t) => {
+  const { url: gw } = await startGateway(t, { trustProxy: ['127.0.0.1/32'], routes })
+  const res = await rawRequest(gw, `GET /pub/x HTTP/1.1\r\nHost: gw.internal\r\nConnection: close\r\n${OVERRIDE_SPOOF.map((h) => h + '\r\n').join('')}\r\n`)
+  const echo = JSON.parse(res.body) as Echo
+  t.same(overrideLeft(echo), ['host', 'x-forwarded-host', 'x-forwarded-server', 'x-host', 'x-host-override', 'x-http-host-override', 'x-original-host'])
+  t.equal(echo.headers.host, new URL(upstream.url).host)
+})

@@ -1,5 +1,6 @@
 import { findDemoCredentials } from '../config/demo.js'
-import { ConfigError, formatProblem, loadConfigFile, type ConfigProblem } from '../config/load.js'
+import { ConfigError, formatProblem, type ConfigProblem } from '../config/errors.js'
+import { loadConfigFile } from '../config/load.js'
 
 export interface CheckOptions {
   /** Judge the file as `serve --demo` would: the repository's demo JWT secret is allowed. */

@@ -4,7 +4,7 @@
  * demo they are a hole: the JWT secret is public, so anyone who has read the
  * repository can sign access tokens the gateway accepts.
  */
-import type { ConfigProblem } from './load.js'
+import type { ConfigProblem } from './errors.js'
 import type { GatewayConfig } from './schema.js'
 
 /** gateway.yaml's `${JWT_SECRET:-…}` default (test/cli.test.ts keeps the two in step). */

@@ -58,6 +58,8 @@ export function isIdentityHeader (lowerName: string): boolean {
 const FWD_NONE = 0
 const FWD_PROXY = 1
 const FWD_ALWAYS = 2
+/** A real header (handled elsewhere) whose underscore spelling only a misreading upstream would act on. */
+const FWD_SPELLING = 3
 
 const FORWARDING_NAMES: ReadonlyArray<readonly [string, number]> = [
   ['x-original-forwarded-for', FWD_PROXY],
@@ -71,16 +73,28 @@ const FORWARDING_NAMES: ReadonlyArray<readonly [string, number]> = [
   ['x-remote-ip', FWD_ALWAYS],
   ['x-remote-addr', FWD_ALWAYS],
   ['x-original-url', FWD_ALWAYS],
-  ['x-rewrite-url', FWD_ALWAYS]
+  ['x-rewrite-url', FWD_ALWAYS],
+  // Host overrides: frameworks and CGI-style servers build absolute URLs (redirects, password-reset
+  // links) or pick a virtual host from them. A trusted proxy may describe the original host with them.
+  ['x-host', FWD_PROXY],
+  ['x-http-host-override', FWD_PROXY],
+  ['x-host-override', FWD_PROXY],
+  ['x-original-host', FWD_PROXY],
+  // Message framing spelled with `_`: an upstream folding `_` into `-` would frame the body by the
+  // client's claim instead of the one the gateway sends (request smuggling). The `-` spellings are
+  // the real headers: Content-Length passes, Transfer-Encoding is hop-by-hop.
+  ['transfer-encoding', FWD_SPELLING],
+  ['content-length', FWD_SPELLING]
 ]
 const X_FORWARDED = 'x-forwarded-'
 
 // Exact names by length, so most headers are ruled out by one array read.
 const FORWARDING_BY_LENGTH: Array<Array<readonly [string, number]> | undefined> = []
 for (const entry of FORWARDING_NAMES) (FORWARDING_BY_LENGTH[entry[0].length] ??= []).push(entry)
-// Every name above starts with one of these: x, t(rue-), c(f-), f(astly-).
+// Every name above starts with one of these: x, t(rue-, ransfer-), c(f-, ontent-), f(astly-).
 const FIRST = new Uint8Array(128)
 for (const ch of 'xtcf') FIRST[ch.charCodeAt(0)] = 1
+const MIN_LENGTH = Math.min(...FORWARDING_NAMES.map((e) => e[0].length), X_FORWARDED.length + 1)
 
 /** `name[from..]` equals `canon[from..]` for `length` characters, reading `_` as `-` (no allocation). */
 function foldedEquals (name: string, canon: string, from: number, length: number): boolean {
@@ -92,11 +106,11 @@ function foldedEquals (name: string, canon: string, from: number, length: number
   return true
 }
 
-/** FWD_NONE, FWD_PROXY or FWD_ALWAYS for a lower-cased header name. */
+/** FWD_NONE, FWD_PROXY, FWD_ALWAYS or FWD_SPELLING for a lower-cased header name. */
 function forwardingClass (lowerName: string): number {
   const len = lowerName.length
   const c0 = lowerName.charCodeAt(0)
-  if (len < 9 || FIRST[c0] !== 1) return FWD_NONE
+  if (len < MIN_LENGTH || FIRST[c0] !== 1) return FWD_NONE
   if (c0 === 0x78 /* x */ && len > X_FORWARDED.length && foldedEquals(lowerName, X_FORWARDED, 0, X_FORWARDED.length)) return FWD_PROXY
   const candidates = FORWARDING_BY_LENGTH[len]
   if (candidates === undefined) return FWD_NONE
@@ -144,7 +158,9 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
     if (value === undefined) continue
     if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || isIdentityHeader(name)) continue
     const fwd = forwardingClass(name)
-    if (fwd !== FWD_NONE && (fwd === FWD_ALWAYS || !ctx.remoteTrusted || name.indexOf('_') !== -1)) continue
+    // Underscore spellings are always the client's (proxies pass them untouched); FWD_SPELLING
+    // names spelled with `-` are the real headers.
+    if (fwd !== FWD_NONE && (fwd === FWD_ALWAYS || name.indexOf('_') !== -1 || (fwd === FWD_PROXY && !ctx.remoteTrusted))) continue
     if (name === 'authorization' && !ctx.forwardAuthorization) continue
     if (listed !== undefined && listed.has(name)) continue
     out[name] = value

@@ -3,6 +3,7 @@
  * is a few Map lookups on the normalised path's `/` boundaries, longest first,
  * skipping boundaries no prefix has the length of.
  */
+import { isReservedPath, normalisePrefix } from '../config/paths.js'
 import type { RouteConfig } from '../config/schema.js'
 import { createPicker, type Picker } from './picker.js'
 
@@ -68,26 +69,6 @@ export class RouteTableError extends Error {
     this.name = 'RouteTableError'
     this.path = path
   }
-}
-
-/**
- * The gateway's own namespaces: `/auth`, `/auth/…`, `/.well-known`, `/.well-known/…`
- * (a normalised path; case-sensitive like every match). No route prefix may claim
- * them, and a root route `/` does not receive them: whatever the gateway does not
- * serve there is a 404, never proxied.
- */
-export function isReservedPath (path: string): boolean {
-  const c = path.charCodeAt(1)
-  if (c === 0x61 /* a */) return path.startsWith('/auth') && (path.length === 5 || path.charCodeAt(5) === 0x2f)
-  if (c === 0x2e /* . */) return path.startsWith('/.well-known') && (path.length === 12 || path.charCodeAt(12) === 0x2f)
-  return false
-}
-
-/** `/api/orders/` and `/api/orders` are the same prefix; `/` stays `/`. */
-function normalisePrefix (prefix: string): string {
-  let end = prefix.length
-  while (end > 1 && prefix.charCodeAt(end - 1) === 0x2f) end--
-  return end === prefix.length ? prefix : prefix.slice(0, end)
 }
 
 function compileUpstream (u: RouteConfig['upstreams'][number], index: number, where: string): CompiledUpstream {
