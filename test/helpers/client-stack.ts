@@ -7,13 +7,14 @@
  */
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { createServer, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { WebSocketServer } from 'ws'
 import type * as ClientLib from '../../client/miniprogram/src/index.js'
+import { createTokenService } from '../../src/auth/tokens.js'
 import { authConfig, redisFor, startWeChat, type RecordedWeChat } from './auth.js'
 import { startGateway, type TestContext } from './gateway.js'
-import { startEcho, startUpstream, type Started, type TestUpstream } from './upstream.js'
+import { startEcho, startServer, startUpstream, type Started, type TestUpstream } from './upstream.js'
 
 const DIST = new URL('../../client/miniprogram/dist/index.js', import.meta.url)
 
@@ -33,24 +34,26 @@ export interface ClientStack {
   handshakes: IncomingHttpHeaders[]
   /** Move the gateway's clock forward (ms). */
   advance: (ms: number) => void
+  /** The same login's access token as the gateway signed it `ms` ago (expired when ms > accessTtl). */
+  signedAgo: (accessToken: string, ms: number) => Promise<string>
 }
 
 async function startWsEcho (t: TestContext): Promise<{ url: string, handshakes: IncomingHttpHeaders[] }> {
-  const server = createServer((_req, res) => { res.end('ws only') })
-  const wss = new WebSocketServer({ server })
   const handshakes: IncomingHttpHeaders[] = []
-  wss.on('connection', (socket, req) => {
+  const wss = new WebSocketServer({ noServer: true })
+  wss.on('connection', (socket, req: IncomingMessage) => {
     handshakes.push(req.headers)
     socket.on('message', (data) => socket.send(`echo:${(data as Buffer).toString()}`))
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const c of wss.clients) c.terminate()
+  t.teardown(() => {
+    for (const c of wss.clients) c.terminate() // upgraded sockets: server.closeAllConnections() does not reach them
     wss.close()
-    server.closeAllConnections()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
   })
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, handshakes }
+  const { url, server } = await startServer(t, (_req, res) => { res.end('ws only') })
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req))
+  })
+  return { url, handshakes }
 }
 
 export async function startClientStack (t: TestContext): Promise<ClientStack> {
@@ -84,7 +87,12 @@ export async function startClientStack (t: TestContext): Promise<ClientStack> {
     echo,
     foreign,
     handshakes: ws.handshakes,
-    advance: (ms) => { offset += ms }
+    advance: (ms) => { offset += ms },
+    signedAgo: async (accessToken, ms) => {
+      const past = await createTokenService(started.gateway.snapshot().config.tokens, { now: () => Date.now() - ms })
+      const c = JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString('utf8')) as { openid: string, unionid?: string, appid: string, fid: string }
+      return past.signAccess({ openid: c.openid, appid: c.appid, fid: c.fid, ...(c.unionid === undefined ? {} : { unionid: c.unionid }) }).token
+    }
   }
 }
 
