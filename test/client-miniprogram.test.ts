@@ -221,6 +221,34 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     t.equal(events.authError.length, 1)
   })
 
+  t.test('a login and requests at once on an empty session: one wx.login, one /auth/login', async (t) => {
+    const { wx, client } = launch(flavour, 'together')
+    const [session, ...all] = await Promise.all([client.login(), ...Array.from({ length: 5 }, async () => await client.request({ url: '/api/t' }))])
+    t.same(all.map((r) => r.statusCode), Array(5).fill(200))
+    t.equal(wx.codes.length, 1)
+    t.equal(loginsSent(wx), 1)
+    t.equal(all[0].data.headers['x-openid'], session.openid)
+  })
+
+  t.test('a refused user with ten requests waiting: one login attempt, ten rejections, onAuthError once', async (t) => {
+    const { wx, client, events } = launch(flavour, 'refused')
+    wx.queue.push(`err40226-${flavour}-ten`)
+    const all = await Promise.all(Array.from({ length: 10 }, async () => await client.request({ url: '/api/r' }).catch((e: unknown) => e)))
+    t.same(all.map((e: any) => e.code), Array(10).fill(10003))
+    t.equal(wx.codes.length, 1)
+    t.equal(events.authError.length, 1)
+  })
+
+  t.test('a login answer lost on the way: sent again with the same code, the gateway answers the same session', async (t) => {
+    const { wx, client } = launch(flavour, 'lost')
+    wx.lose.push('/auth/login')
+    const s = await client.login()
+    t.equal(wx.codes.length, 1, 'no second wx.login')
+    t.equal(loginsSent(wx), 2)
+    t.equal(stack.wechat.emulator.codes.filter((c) => c === wx.codes[0]).length, 1, 'WeChat saw the code once')
+    t.equal((await client.request({ url: '/api/lost' })).data.headers['x-openid'], s.openid)
+  })
+
   t.test('other errors are the caller\'s, as the gateway answered', async (t) => {
     const { client } = launch(flavour, 'other')
     const res = await client.request({ url: '/nowhere' })
