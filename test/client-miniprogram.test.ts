@@ -77,10 +77,9 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
 
   t.test('ten requests with an access token the gateway says expired: one /auth/refresh, ten successes', async (t) => {
     const { wx, client } = launch(flavour, 'ten')
-    const s = await client.login()
+    await client.login()
     const before = await refreshes()
-    // The phone still believes the token; the gateway signed it 16 minutes ago (accessTtl 15m).
-    wx.storage.set('wegate.session', JSON.stringify(JSON.stringify({ ...s, accessToken: await stack.signedAgo(s.accessToken, 16 * MIN) })))
+    stack.advance(16 * MIN) // the gateway's clock past accessTtl (15m); the phone's clock still believes the token
     const all = await Promise.all(Array.from({ length: 10 }, async (_, i) => await client.request({ url: `/api/n/${i}` })))
     t.same(all.map((r) => r.statusCode), Array(10).fill(200), 'ten successes')
     t.equal(refreshesSent(wx), 1, 'one refresh sent')
@@ -122,6 +121,19 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     t.equal(loginsSent(wx), 2)
     t.equal(refreshesSent(wx), 0, 'a revoked token is not refreshed')
     t.match(events.logout, [{ reason: 'ended', code: 20006 }])
+  })
+
+  t.test('logged out everywhere from another phone (logout-all): one re-login, success', async (t) => {
+    const { wx, client, events } = launch(flavour, 'everywhere')
+    await client.login()
+    const other = launch(flavour, 'everywhere') // same user, another phone
+    const o = await other.client.login()
+    t.same(await other.client.logout({ all: true }), { revoked: true })
+    stack.advance(1000) // logout-all ends what was issued up to its second: the re-login is a second later
+    const res = await client.request({ url: '/api/after-logout-all' })
+    t.equal(res.statusCode, 200)
+    t.equal(loginsSent(wx), 2)
+    t.match(events.logout, [{ reason: 'ended', code: 20006, openid: o.openid }])
   })
 
   t.test('refresh token near its end is rotated before it expires; past its end, a login without /auth/refresh', async (t) => {
