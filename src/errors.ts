@@ -27,6 +27,7 @@ export const ErrorCatalog = {
   REFRESH_REUSED: { code: 20011, status: 401, message: 'Refresh token was already used; the session has been ended' },
   REFRESH_EXPIRED: { code: 20012, status: 401, message: 'Refresh token has expired; log in again' },
   ADMIN_TOKEN_INVALID: { code: 20013, status: 401, message: 'Missing or wrong admin API token' },
+  SESSION_APP_UNKNOWN: { code: 20014, status: 401, message: 'Session belongs to a mini program this gateway does not serve' },
 
   // 3xxxx: traffic
   RATE_LIMITED: { code: 30001, status: 429, message: 'Too many requests' },
@@ -35,7 +36,8 @@ export const ErrorCatalog = {
   REQUEST_TIMEOUT: { code: 30008, status: 408, message: 'Request was not received in time' },
   BODY_TOO_LARGE: { code: 30013, status: 413, message: 'Request body is too large' },
   HEADERS_TOO_LARGE: { code: 30031, status: 431, message: 'Request headers are too large' },
-  TUNNELS_PER_CALLER: { code: 30032, status: 429, message: 'Too many open WebSocket connections for this caller' },
+  NO_JWKS: { code: 30032, status: 404, message: 'No JWKS: tokens are signed with a shared secret (HS256)' },
+  TUNNELS_PER_CALLER: { code: 30033, status: 429, message: 'Too many open WebSocket connections for this caller' },
 
   // 4xxxx: validation
   BAD_REQUEST: { code: 40000, status: 400, message: 'Malformed request' },

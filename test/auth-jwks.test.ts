@@ -17,7 +17,7 @@ t.test('HS256: no JWKS (404 envelope), the secret is never published', async (t)
   const { url } = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl })
   const a = await get(url + '/.well-known/jwks.json')
   t.equal(a.status, 404)
-  t.equal(a.json?.code, 30004)
+  t.equal(a.json?.code, 30032, 'NO_JWKS: its own code, not 30004 (no route)')
   t.match(a.json?.message, /HS256/)
 })
 

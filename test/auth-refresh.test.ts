@@ -83,6 +83,18 @@ t.test('within the grace window a repeated refresh gets the same refresh token, 
   t.equal(next.status, 200, 'the family lives on after a grace hit')
 })
 
+t.test('regression: a spent refresh token replayed after its child was spent is reuse, even within the grace window', async (t) => {
+  const r1 = await login(url, 'replay-1')
+  const r2 = (await refresh(r1.refreshToken)).json?.data
+  const r3 = (await refresh(r2.refreshToken)).json?.data
+  const replay = await refresh(r1.refreshToken)
+  t.equal(replay.status, 401, 'no new pair for R1')
+  t.equal(replay.json?.code, 20011, 'REFRESH_REUSED')
+  t.equal((await refresh(r2.refreshToken)).json?.code, 20010, 'R2 no longer hands out R3')
+  t.equal((await refresh(r3.refreshToken)).json?.code, 20010, 'the live R3 died with its family')
+  for (const tok of [r1.accessToken, r2.accessToken, r3.accessToken]) t.equal((await api(tok)).json?.code, 20006, 'access tokens of the family denied')
+})
+
 t.test('concurrent refreshes of one token: one rotation, every caller gets the same child', async (t) => {
   const first = await login(url, 'conc-1')
   const rotated = await metric(adminUrl, 'wegate_refreshes_total', { result: 'rotated' })

@@ -6,6 +6,7 @@ import t from 'tap'
 import { stringify } from 'yaml'
 import { DEMO_JWT_SECRET, DEMO_WECHAT_SECRET } from '../src/config/demo.js'
 import { loadConfigFile } from '../src/config/load.js'
+import { SEVEN_MISTAKES, SEVEN_PROBLEMS } from './helpers/bad-config.js'
 import { baseConfig, merge, startGateway, TEST_JWT_SECRET } from './helpers/gateway.js'
 
 const CLI = ['--import', 'tsx', 'src/cli/main.ts']
@@ -122,4 +123,23 @@ t.test('wegate serve refuses a bad config with exit 1; unknown commands exit 2',
   const u = await run(['frobnicate'])
   t.equal(u.code, 2)
   t.match(u.stderr, /unknown command 'frobnicate'/)
+})
+
+t.test('regression: check showed two of seven mistakes; now every one, with its line, at check, start and reload alike', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-check-'))
+  const file = join(dir, 'seven.yaml')
+  await writeFile(file, SEVEN_MISTAKES)
+  const listed = SEVEN_PROBLEMS.map((p) => `  ${p}\n`).join('')
+
+  const checked = await run(['check', '-c', file])
+  t.equal(checked.code, 1)
+  t.equal(checked.stderr, `${file}: 7 problems\n${listed}`)
+
+  const served = await run(['serve', '-c', file], { PORT: '0', ADMIN_PORT: '0' })
+  t.equal(served.code, 1)
+  t.equal(served.stderr, `wegate: refusing to start, ${file} has 7 problem(s):\n${listed}`)
+
+  const { gateway } = await startGateway(t)
+  const reloaded = await gateway.reload(file)
+  t.same(reloaded.status === 'refused' ? reloaded.problems : reloaded, SEVEN_PROBLEMS, 'a reload refuses it with the same list (and logs it)')
 })

@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
 import { stringify } from 'yaml'
-import { ConfigError } from '../src/config/errors.js'
+import { ConfigError, formatProblem } from '../src/config/errors.js'
 import { loadConfigFile, parseConfig } from '../src/config/load.js'
+import { SEVEN_MISTAKES, SEVEN_PROBLEMS } from './helpers/bad-config.js'
 import { baseConfig, merge } from './helpers/gateway.js'
 
 const problemsOf = (text: string, env: Record<string, string> = {}): string[] => {
@@ -192,4 +193,65 @@ t.test('docs/configuration.md documents every field, from the schema', async (t)
   for (const field of ['routes[].canary.rollback.errorRate', 'tokens.keys[].kid', 'store.failMode', 'limits.headerSize']) {
     t.match(doc, `| \`${field}\` |`, `${field} documented`)
   }
+})
+
+t.test('regression: schema, ${VAR} and rule problems are reported together, each with its line, in file order', async (t) => {
+  try {
+    parseConfig(SEVEN_MISTAKES, {})
+    t.fail('should throw')
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e
+    t.same(e.problems.map(formatProblem), SEVEN_PROBLEMS)
+  }
+})
+
+t.test('an unknown key names the closest known key, when one is close', async (t) => {
+  const problems = problemsOf(yamlOf({
+    listen: { prot: 8080 },
+    tokens: { acessTtl: '15m' },
+    store: { failmode: 'open', colour: 'blue' }
+  }))
+  t.same(problems.sort(), [
+    'listen.prot: unknown key — did you mean port?',
+    'store.colour: unknown key',
+    'store.failmode: unknown key — did you mean failMode?',
+    'tokens.acessTtl: unknown key — did you mean accessTtl?'
+  ])
+})
+
+t.test('a rule reading a malformed field is skipped; the other rules still run', async (t) => {
+  const up = (name: string, weight: unknown) => ({ name, url: 'http://127.0.0.1:1', weight })
+  const problems = problemsOf(yamlOf({
+    routes: [
+      { name: 'a', prefix: '/a', upstreams: [up('s', 'heavy'), up('s', 0)] },
+      { name: 'a', prefix: 5, upstreams: [up('s', 1)] }
+    ]
+  }))
+  t.same(problems.sort(), [
+    'routes[0].upstreams[0].weight: must be an integer',
+    "routes[0].upstreams[1].name: duplicate upstream name 's' (also at index 0)",
+    "routes[1].name: duplicate route name 'a' (also at index 0)",
+    'routes[1].prefix: must start with /'
+  ], 'no weight rule on a route with a malformed weight; no prefix rules over a malformed prefix')
+})
+
+t.test('token keys: a duplicate kid and an HS256 key without a secret are the loader\'s to refuse', async (t) => {
+  const secret = '0123456789abcdef0123456789abcdef'
+  t.same(problemsOf(yamlOf({ tokens: { keys: [{ kid: 'k1', secret }, { kid: 'k1', secret }, { kid: 'k2' }] } })).sort(), [
+    "tokens.keys[1].kid: duplicate kid 'k1' (also at index 0)",
+    'tokens.keys[2].secret: is required with algorithm HS256'
+  ])
+})
+
+t.test('upstream URLs the route table cannot use are refused at load, with their path', async (t) => {
+  const up = (url: string) => ({ name: 's', url, weight: 1 })
+  const route = (name: string, url: string) => ({ name, prefix: `/${name}`, upstreams: [up(url)] })
+  t.same(problemsOf(yamlOf({
+    routes: [route('a', 'http://user:pw@127.0.0.1:1'), route('b', 'http://127.0.0.1:1/x?y=1'), route('c', 'http://127.0.0.1:1//x'), route('d', 'http://[::1')]
+  })).sort(), [
+    'routes[0].upstreams[0].url: must not carry credentials',
+    'routes[1].upstreams[0].url: must not have a query or fragment',
+    'routes[2].upstreams[0].url: path must not contain //',
+    'routes[3].upstreams[0].url: is not a valid URL'
+  ])
 })

@@ -43,7 +43,8 @@ async function call (path: string, authorization?: string) {
 
 const cases: Array<[string, string | undefined, ErrorName]> = [
   ['no Authorization header', undefined, 'TOKEN_MISSING'],
-  ['Basic scheme', 'Basic b2FsaWNlOnB3', 'TOKEN_MALFORMED'],
+  ['Basic scheme (no Bearer token)', 'Basic b2FsaWNlOnB3', 'TOKEN_MISSING'],
+  ['a bare token, no scheme', 'eyJhbGciOi', 'TOKEN_MISSING'],
   ['Bearer without a token', 'Bearer', 'TOKEN_MALFORMED'],
   ['not a JWT', 'Bearer not-a-jwt', 'TOKEN_MALFORMED'],
   ['garbage segments', 'Bearer a.b.c', 'TOKEN_MALFORMED'],

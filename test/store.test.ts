@@ -28,7 +28,7 @@ function record (now: number, over: Partial<RefreshRecord> = {}): RefreshRecord 
 }
 
 function rotation (rec: RefreshRecord, hash: string, nextHash: string, nowMs: number, over: Partial<RotateInput> = {}): RotateInput {
-  return { fid: rec.fid, hash, nextHash, grace: 'payload-of-' + nextHash, nowMs, refreshTtlMs: 7 * MIN, graceMs: 10_000, denyMs: 16 * MIN, ...over }
+  return { fid: rec.fid, hash, nextHash, grace: 'payload-of-' + nextHash, nowMs, refreshTtlMs: 7 * MIN, graceMs: 10_000, denyMs: 16 * MIN, appids: ['wxapp', 'wxother'], ...over }
 }
 
 type Make = (t: Tap, cfg?: Partial<StoreConfig>, now?: () => number) => Promise<Store>
@@ -99,6 +99,39 @@ function suite (name: string, make: Make, topo?: TestTopology) {
       t.same(retry.record, first.record, 'same child record')
       t.equal((await s.rotateRefresh(rotation(rec, h('t1'), h('t2'), c.now()))).status, 'rotated', 'the child is live')
       t.equal((await s.rotateRefresh(rotation(rec, h('t1-other'), h('t3'), c.now()))).status, 'invalid', 'the retry minted nothing')
+    })
+
+    t.test('regression: within the grace window, a spent token whose child is spent too is reuse', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now())
+      await s.createFamily(h('r1'), rec)
+      t.equal((await s.rotateRefresh(rotation(rec, h('r1'), h('r2'), c.now()))).status, 'rotated')
+      c.advance(100)
+      t.equal((await s.rotateRefresh(rotation(rec, h('r2'), h('r3'), c.now()))).status, 'rotated')
+      c.advance(100) // both well inside the 10 s grace
+      t.same(await s.rotateRefresh(rotation(rec, h('r1'), h('x'), c.now())), { status: 'reused', fid: rec.fid },
+        'R1 replayed after its child R2 was spent: not a retry')
+      t.same(await s.rotateRefresh(rotation(rec, h('r2'), h('y'), c.now())), { status: 'revoked' }, 'R2 no longer hands out R3')
+      t.same(await s.rotateRefresh(rotation(rec, h('r3'), h('z'), c.now())), { status: 'revoked' }, 'the live R3 is dead')
+      t.ok(s.isRevoked({ jti: 'j', fid: rec.fid, appid: rec.appid, openid: rec.openid, iatMs: c.now() }), 'every access token of the family is denied')
+
+      const other = record(c.now())
+      await s.createFamily(h('o1'), other)
+      await s.rotateRefresh(rotation(other, h('o1'), h('o2'), c.now()))
+      await s.rotateRefresh(rotation(other, h('o2'), h('o3'), c.now()))
+      t.equal((await s.rotateRefresh(rotation(other, h('o2'), h('o4'), c.now()))).status, 'grace', 'R2 retried while R3 is live: still a retry')
+      t.same(await s.rotateRefresh(rotation(other, h('o1'), h('o5'), c.now())), { status: 'reused', fid: other.fid }, 'R1 is not')
+    })
+
+    t.test('a family of an app this gateway does not serve is refused, its token not spent', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const rec = record(c.now(), { appid: 'wxgone' })
+      await s.createFamily(h('g0'), rec)
+      t.same(await s.rotateRefresh(rotation(rec, h('g0'), h('g1'), c.now())), { status: 'foreign', appid: 'wxgone' })
+      t.equal((await s.rotateRefresh(rotation(rec, h('g0'), h('g1'), c.now(), { appids: ['wxgone'] }))).status, 'rotated',
+        'a gateway that serves the app rotates it: it was never spent')
     })
 
     t.test('10 concurrent rotations of one token: one rotated, the rest grace with the same child', async (t) => {

@@ -15,16 +15,22 @@ const REJECTION_REASONS: Record<string, string> = {
   TOKEN_EXPIRED: 'expired',
   TOKEN_NOT_YET_VALID: 'not_yet_valid',
   TOKEN_REVOKED: 'revoked',
-  TOKEN_CLAIMS_INVALID: 'claims'
+  TOKEN_CLAIMS_INVALID: 'claims',
+  SESSION_APP_UNKNOWN: 'app'
 }
 
-/** The token in `Authorization: Bearer <token>` (scheme case-insensitive), or a TOKEN_MALFORMED error. */
+/**
+ * The token in `Authorization: Bearer <token>` (scheme case-insensitive). Another scheme
+ * (Basic, a bare token) carries no Bearer token: TOKEN_MISSING; `Bearer` with no token or
+ * with more than one word: TOKEN_MALFORMED.
+ */
 export function bearerToken (header: string): string {
-  // 'Bearer ' is 7 characters; anything else (Basic, a bare token, 'Bearer' alone) is malformed.
-  if (header.length > 7 && header.charCodeAt(6) === 0x20 && header.slice(0, 6).toLowerCase() === 'bearer') {
-    const token = header.slice(7).trim()
-    if (token !== '' && token.indexOf(' ') === -1) return token
+  // 'Bearer ' is 7 characters
+  if (header.length < 6 || header.slice(0, 6).toLowerCase() !== 'bearer' || (header.length > 6 && header.charCodeAt(6) !== 0x20)) {
+    throw new GatewayError('TOKEN_MISSING')
   }
+  const token = header.slice(7).trim()
+  if (token !== '' && token.indexOf(' ') === -1) return token
   throw new GatewayError('TOKEN_MALFORMED')
 }
 
@@ -36,7 +42,11 @@ export interface Guard {
   authenticate: (authorization: string | undefined, required: boolean) => AccessClaims | undefined
 }
 
-export function createGuard (tokens: TokenService, store: Store, metrics: Metrics): Guard {
+/**
+ * The guard of one config snapshot: `apps` are the mini programs it serves (wechat.apps);
+ * a token of any other app is refused (SESSION_APP_UNKNOWN), whoever signed it.
+ */
+export function createGuard (tokens: TokenService, store: Store, metrics: Metrics, apps: ReadonlyMap<string, unknown> | ReadonlySet<string>): Guard {
   const reject = (err: unknown): never => {
     if (err instanceof GatewayError) {
       const reason = REJECTION_REASONS[err.errorName]
@@ -52,6 +62,7 @@ export function createGuard (tokens: TokenService, store: Store, metrics: Metric
       }
       try {
         const claims = tokens.verifyAccess(bearerToken(authorization))
+        if (!apps.has(claims.appid)) throw new GatewayError('SESSION_APP_UNKNOWN', { detail: `appid ${claims.appid} is not in wechat.apps` })
         if (store.isRevoked({ jti: claims.jti, fid: claims.fid, appid: claims.appid, openid: claims.openid, iatMs: claims.iat * 1000 })) {
           throw new GatewayError('TOKEN_REVOKED')
         }

@@ -368,7 +368,8 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
       nowMs: now(),
       refreshTtlMs: cfg.refreshTtl,
       graceMs: cfg.refreshGrace,
-      denyMs: cfg.accessTtl + cfg.clockSkew
+      denyMs: cfg.accessTtl + cfg.clockSkew,
+      appids: [...snap.apps.keys()]
     })
     switch (result.status) {
       case 'rotated':
@@ -392,6 +393,9 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
       case 'expired':
         metrics.refreshes.inc({ result: 'expired' })
         throw new GatewayError('REFRESH_EXPIRED')
+      case 'foreign':
+        metrics.refreshes.inc({ result: 'invalid' })
+        throw new GatewayError('SESSION_APP_UNKNOWN', { detail: `appid ${result.appid} is not in wechat.apps` })
       default:
         metrics.refreshes.inc({ result: 'invalid' })
         throw new GatewayError('REFRESH_INVALID')
@@ -426,7 +430,8 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
           nowMs: t,
           refreshTtlMs: cfg.refreshTtl,
           graceMs: 0,
-          denyMs: cfg.accessTtl + cfg.clockSkew
+          denyMs: cfg.accessTtl + cfg.clockSkew,
+          appids: [...snap.apps.keys()]
         })
         if (held.status === 'rotated' || held.status === 'grace' || held.status === 'expired') {
           await store.revokeFamily(other, familyDeny)
@@ -446,7 +451,7 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
 
   app.get('/.well-known/jwks.json', async (_request, reply) => {
     const jwks = snapshot().tokens.jwks()
-    if (jwks === null) throw new GatewayError('NO_ROUTE', { message: 'No JWKS: tokens are signed with a shared secret (HS256)' })
+    if (jwks === null) throw new GatewayError('NO_JWKS')
     reply.header('cache-control', 'public, max-age=300')
     return jwks
   })

@@ -173,22 +173,16 @@ async function loadAsymmetric (cfg: TokensConfig, problems: Array<{ path: string
 export async function createTokenService (cfg: TokensConfig, opts: { now?: () => number } = {}): Promise<TokenService> {
   const now = opts.now ?? Date.now
   const alg = cfg.algorithm as Algorithm
+  // Key problems found reading the key files; the config's own rules (unique kids, a secret
+  // on every HS256 key, a private key on the first) were checked by the loader.
   const problems: Array<{ path: string, message: string }> = []
-  const seen = new Set<string>()
-  for (const [i, k] of cfg.keys.entries()) {
-    if (seen.has(k.kid)) problems.push({ path: `tokens.keys[${i}].kid`, message: `duplicate kid ${k.kid}` })
-    seen.add(k.kid)
-  }
 
   // per kid: the public key / secret a verifier checks with
   const verifyKeys: Array<{ kid: string, key: string }> = []
   let signingKey: string
   let jwks: { keys: PublicJwk[] } | null = null
   if (cfg.algorithm === 'HS256') {
-    for (const [i, k] of cfg.keys.entries()) {
-      if (k.secret === undefined) problems.push({ path: `tokens.keys[${i}].secret`, message: 'required for HS256' })
-      else verifyKeys.push({ kid: k.kid, key: k.secret })
-    }
+    for (const k of cfg.keys) if (k.secret !== undefined) verifyKeys.push({ kid: k.kid, key: k.secret })
     signingKey = cfg.keys[0]?.secret ?? ''
   } else {
     const loaded = await loadAsymmetric(cfg, problems)

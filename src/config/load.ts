@@ -6,12 +6,11 @@
  */
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { isIP } from 'node:net'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml'
 import { ConfigError, type ConfigProblem } from './errors.js'
-import { isReservedPath, normalisePrefix } from './paths.js'
+import { checkRules, segments } from './rules.js'
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js'
 
 export interface LoadedConfig {
@@ -109,22 +108,36 @@ export function parseConfig (text: string, env: NodeJS.ProcessEnv = process.env,
   }
 
   const value = Value.Default(GatewayConfigSchema, Value.Convert(GatewayConfigSchema, interpolated))
-  if (!compiled.Check(value)) {
-    // A field already reported for an unset variable needs no second message.
-    const reported = new Set(problems.map((p) => p.path))
-    const missing = new Set<string>()
-    for (const err of compiled.Errors(value)) {
-      const segments = pointerSegments(err.path)
-      const path = toDotted(segments)
-      // a missing key is also "not a string" etc.: say it is required, once
-      if (reported.has(path) || missing.has(path)) continue
-      if (err.type === ValueErrorType.ObjectRequiredProperty) missing.add(path)
-      problems.push({ path, message: describe(err), line: lineOf(segments) })
-    }
+  const valid = compiled.Check(value)
+  if (!valid) problems.push(...schemaProblems(value, new Set(problems.map((p) => p.path))))
+  // The rules run even when the schema failed, so that one pass reports everything
+  // (each rule reading only fields the schema found well-formed).
+  const config = valid ? compiled.Decode(value) : value as GatewayConfig
+  problems.push(...checkRules(config, problems.map((p) => p.path)))
+  if (problems.length > 0) {
+    for (const p of problems) p.line ??= lineOf(pathSegments(p.path))
+    throw new ConfigError(file, dedupe(problems).sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity)))
   }
-  if (problems.length === 0) problems.push(...crossCheck(value as unknown as RawConfig))
-  if (problems.length > 0) throw new ConfigError(file, dedupe(problems))
-  return compiled.Decode(value)
+  return config
+}
+
+/** The schema's complaints about `value`, once per path; `skip`: paths already reported (an unset variable). */
+function schemaProblems (value: unknown, skip: ReadonlySet<string>): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const missing = new Set<string>()
+  for (const err of compiled.Errors(value)) {
+    const path = toDotted(pointerSegments(err.path))
+    // a missing key is also "not a string" etc.: say it is required, once
+    if (skip.has(path) || missing.has(path)) continue
+    if (err.type === ValueErrorType.ObjectRequiredProperty) missing.add(path)
+    problems.push({ path, message: describe(err) })
+  }
+  return problems
+}
+
+/** `routes[1].upstreams[0].url` → ['routes', 1, 'upstreams', 0, 'url']. */
+function pathSegments (path: string): Array<string | number> {
+  return segments(path).map((s) => /^\d+$/.test(s) ? Number(s) : s)
 }
 
 const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
@@ -165,7 +178,7 @@ export function toDotted (segments: Array<string | number>): string {
 function describe (err: ValueError): string {
   const s = err.schema as Record<string, unknown>
   switch (err.type) {
-    case ValueErrorType.ObjectAdditionalProperties: return 'unknown key'
+    case ValueErrorType.ObjectAdditionalProperties: return unknownKey(String(pointerSegments(err.path).at(-1)), Object.keys(s.properties ?? {}))
     case ValueErrorType.ObjectRequiredProperty: return 'is required'
     case ValueErrorType.NumberMinimum:
     case ValueErrorType.IntegerMinimum: return `must be >= ${String(s.minimum)}`
@@ -210,95 +223,26 @@ function dedupe (problems: ConfigProblem[]): ConfigProblem[] {
   })
 }
 
-interface RawConfig {
-  workers: number | 'auto'
-  store: { type: string, url?: string, cluster?: { nodes: string[] }, sentinel?: { nodes: string[] } }
-  trustProxy: boolean | string[]
-  wechat: { apps: Array<{ appId: string }> }
-  tokens: { algorithm: string, keys: Array<{ kid: string, secret?: string, privateKeyFile?: string, publicKeyFile?: string }> }
-  routes: Array<{
-    name: string
-    prefix: string
-    upstreams: Array<{ name: string, weight: number }>
-    canary?: { upstream?: string, rollback?: { upstream: string } }
-  }>
+/** `unknown key — did you mean timeout?` when a known key is a typo away. */
+function unknownKey (key: string, known: readonly string[]): string {
+  let best: string | undefined
+  let bestDistance = Infinity
+  for (const k of known) {
+    const d = editDistance(key.toLowerCase(), k.toLowerCase())
+    if (d < bestDistance) { best = k; bestDistance = d }
+  }
+  // a third of the word at most (and at least one edit): `timout`→`timeout`, not `colour`→`host`
+  return best !== undefined && bestDistance <= Math.max(1, Math.floor(best.length / 3)) ? `unknown key — did you mean ${best}?` : 'unknown key'
 }
 
-/** Rules the schema cannot express. Runs only on a schema-valid value. */
-function crossCheck (c: RawConfig): ConfigProblem[] {
-  const problems: ConfigProblem[] = []
-  const dup = (list: string[], path: (i: number) => string, what: string) => {
-    const seen = new Map<string, number>()
-    list.forEach((v, i) => {
-      if (seen.has(v)) problems.push({ path: path(i), message: `duplicate ${what} '${v}' (also at index ${String(seen.get(v))})` })
-      else seen.set(v, i)
-    })
-  }
-  problems.push(...storeCheck(c.store))
-  dup(c.wechat.apps.map((a) => a.appId), (i) => `wechat.apps[${i}].appId`, 'appId')
-  dup(c.tokens.keys.map((k) => k.kid), (i) => `tokens.keys[${i}].kid`, 'kid')
-  c.tokens.keys.forEach((k, i) => {
-    if (c.tokens.algorithm === 'HS256') {
-      if (k.secret === undefined) problems.push({ path: `tokens.keys[${i}].secret`, message: 'is required with algorithm HS256' })
-    } else if (k.privateKeyFile === undefined && k.publicKeyFile === undefined) {
-      problems.push({ path: `tokens.keys[${i}]`, message: `needs privateKeyFile or publicKeyFile with algorithm ${c.tokens.algorithm}` })
-    } else if (i === 0 && k.privateKeyFile === undefined) {
-      problems.push({ path: 'tokens.keys[0].privateKeyFile', message: 'is required: the first key signs' })
+/** Edit distance: insertions, deletions, substitutions and swaps of neighbours (`prot` → `port` is one). */
+function editDistance (a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => i === 0 ? j : j === 0 ? i : 0))
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1)
     }
-  })
-  // Sessions, revocations, rate-limit counters and rollbacks must be shared by every worker.
-  if (c.workers !== 1 && c.store.type === 'memory') {
-    problems.push({ path: 'workers', message: `${String(c.workers)} workers need store.type redis (the memory store is one process's)` })
   }
-  if (Array.isArray(c.trustProxy)) {
-    c.trustProxy.forEach((entry, i) => {
-      const [addr, bits, extra] = entry.split('/')
-      const family = isIP(addr)
-      const max = family === 6 ? 128 : 32
-      if (family === 0 || extra !== undefined || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= max))) {
-        problems.push({ path: `trustProxy[${i}]`, message: `'${entry}' is not an IP address or CIDR` })
-      }
-    })
-  }
-  dup(c.routes.map((r) => r.name), (i) => `routes[${i}].name`, 'route name')
-  dup(c.routes.map((r) => normalisePrefix(r.prefix)), (i) => `routes[${i}].prefix`, 'prefix')
-  c.routes.forEach((r, i) => {
-    const p = normalisePrefix(r.prefix)
-    if (isReservedPath(p)) {
-      problems.push({ path: `routes[${i}].prefix`, message: `'${r.prefix}' is reserved by the gateway` })
-    }
-    if (/\/\/|\/\.\.?(\/|$)|[%;?#\\]/.test(r.prefix)) {
-      problems.push({ path: `routes[${i}].prefix`, message: 'must be a plain normalised path (no //, . or .. segments, %, ;, ?, #, \\)' })
-    }
-    dup(r.upstreams.map((u) => u.name), (j) => `routes[${i}].upstreams[${j}].name`, 'upstream name')
-    if (r.upstreams.every((u) => u.weight === 0)) {
-      problems.push({ path: `routes[${i}].upstreams`, message: 'at least one upstream needs a weight > 0' })
-    }
-    const names = new Set(r.upstreams.map((u) => u.name))
-    const ref = (name: string | undefined, path: string) => {
-      if (name !== undefined && !names.has(name)) problems.push({ path, message: `names no upstream of route '${r.name}'` })
-    }
-    ref(r.canary?.upstream, `routes[${i}].canary.upstream`)
-    ref(r.canary?.rollback?.upstream, `routes[${i}].canary.rollback.upstream`)
-  })
-  return problems
-}
-
-/** One Redis topology at most (none: the default single server); port numbers in range. */
-function storeCheck (store: RawConfig['store']): ConfigProblem[] {
-  const problems: ConfigProblem[] = []
-  const topologies = (['url', 'cluster', 'sentinel'] as const).filter((k) => store[k] !== undefined)
-  if (store.type === 'redis' && topologies.length > 1) {
-    problems.push({ path: 'store', message: `set only one of url, cluster, sentinel (found ${topologies.join(' and ')})` })
-  }
-  for (const k of ['cluster', 'sentinel'] as const) {
-    const t = store[k]
-    if (t === undefined) continue
-    if (store.type !== 'redis') problems.push({ path: `store.${k}`, message: 'needs store.type redis' })
-    t.nodes.forEach((node, i) => {
-      const port = Number(node.slice(node.lastIndexOf(':') + 1))
-      if (port < 1 || port > 65535) problems.push({ path: `store.${k}.nodes[${i}]`, message: 'port must be 1…65535' })
-    })
-  }
-  return problems
+  return d[a.length][b.length]
 }

@@ -167,6 +167,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     const f = families.get(input.fid)
     if (f === undefined) return { status: 'invalid' }
     if (f.revoked) return { status: 'revoked' }
+    if (!input.appids.includes(f.appid)) return { status: 'foreign', appid: f.appid }
     if (f.cur === input.hash) {
       if (t >= f.curExp || t >= f.familyExpiresAt) return { status: 'expired' }
       const childExp = Math.min(t + input.refreshTtlMs, f.familyExpiresAt)
@@ -178,8 +179,10 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
       f.curExp = childExp
       return { status: 'rotated', record: recordOf(input.fid, f, childExp) }
     }
+    // A retry of a lost answer: only while the child it produced is still the family's live token
+    // (a client that has spent the child is not retrying; anything else falls through to reuse).
     const g = f.grace.get(input.hash)
-    if (g !== undefined && t - g.spentAt <= input.graceMs) {
+    if (g !== undefined && g.child === f.cur && t - g.spentAt <= input.graceMs) {
       if (t >= f.familyExpiresAt) return { status: 'expired' }
       return { status: 'grace', record: recordOf(input.fid, f, g.childExp), grace: g.payload }
     }

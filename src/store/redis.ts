@@ -52,12 +52,13 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1`
 
 // KEYS: meta, spent, grace key of the presented hash.
-// ARGV: hash, nextHash, payload, now, refreshTtl, graceMs
+// ARGV: hash, nextHash, payload, now, refreshTtl, graceMs, served appids as '\t<a>\t<b>\t'
 // Returns {status, openid, unionid, appid, expiresAt, fexp, created[, payload]}
 const ROTATE_LUA = `
 local m = redis.call('HMGET', KEYS[1], 'cur', 'curExp', 'fexp', 'revoked', 'openid', 'unionid', 'appid', 'created')
 if not m[3] then return {'invalid'} end
 if m[4] then return {'revoked'} end
+if not string.find(ARGV[7], '\t' .. m[7] .. '\t', 1, true) then return {'foreign', m[7]} end
 local now = tonumber(ARGV[4])
 local fexp = tonumber(m[3])
 local graceMs = tonumber(ARGV[6])
@@ -79,7 +80,8 @@ if g then
   local a = string.find(g, ':', 1, true)
   local b = string.find(g, ':', a + 1, true)
   local c = string.find(g, ':', b + 1, true)
-  if now - tonumber(string.sub(g, 1, a - 1)) <= graceMs then
+  -- a retry of a lost answer: only while the child it produced is still the family's live token
+  if string.sub(g, b + 1, c - 1) == m[1] and now - tonumber(string.sub(g, 1, a - 1)) <= graceMs then
     if now >= fexp then return {'expired'} end
     return {'grace', m[5], m[6], m[7], string.sub(g, a + 1, b - 1), m[3], m[8], string.sub(g, c + 1)}
   end
@@ -542,7 +544,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
       const [meta, spent] = famKeys(input.fid)
       const graceKey = `${p}{fam:${input.fid}}:grace:${input.hash}`
       const r = await op('rotateRefresh', () => cmd.wgRotate(meta, spent, graceKey, input.hash, input.nextHash, input.grace,
-        String(input.nowMs), String(input.refreshTtlMs), String(input.graceMs)))
+        String(input.nowMs), String(input.refreshTtlMs), String(input.graceMs), `\t${input.appids.join('\t')}\t`))
       let res: RotateResult
       switch (r[0]) {
         case 'rotated': res = { status: 'rotated', record: toRecord(input.fid, r) }; break
@@ -550,6 +552,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
         case 'reused':
           await revokeFamily(input.fid, input.nowMs + input.denyMs)
           return { status: 'reused', fid: input.fid }
+        case 'foreign': return { status: 'foreign', appid: r[1] }
         case 'expired': return { status: 'expired' }
         case 'revoked': return { status: 'revoked' }
         default: return { status: 'invalid' }

@@ -42,6 +42,8 @@ export interface RotateInput {
   graceMs: number
   /** How long a family revoked by reuse detection must stay denied: access TTL + clock skew. */
   denyMs: number
+  /** The apps this gateway serves (wechat.apps): a family of another app is refused ('foreign') and nothing is spent. */
+  appids: readonly string[]
 }
 
 export type RotateResult =
@@ -51,6 +53,8 @@ export type RotateResult =
   | { status: 'grace', record: RefreshRecord, grace: string }
   /** Spent token presented after the grace window: the whole family has been revoked. */
   | { status: 'reused', fid: string }
+  /** The family belongs to an app not in `appids`: refused, the token is not spent. */
+  | { status: 'foreign', appid: string }
   /** Token or family past its lifetime. */
   | { status: 'expired' }
   /** Family revoked (logout, logout-all, reuse). */
