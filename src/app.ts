@@ -27,6 +27,10 @@ import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway
 import { lifecyclePlugin } from './gateway/lifecycle.js'
 import { storePlugin } from './gateway/store.js'
 import { upstreamsPlugin } from './gateway/upstreams.js'
+import { registerAccessTokenAdmin } from './wechat/admin-routes.js'
+import { createWeChatHub } from './wechat/hub.js'
+import { phoneHeader } from './wechat/phone.js'
+import { wechatRoutes } from './wechat/routes.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -226,13 +230,28 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     loginRule: () => snapshot().config.rateLimits.login
   })
   await app.register(authPlugin, { snapshot, store, metrics, now, loginLimiter: limiters.login })
+  // The credential hub: /auth/decrypt, /auth/phone, /auth/session; the shared access_token.
+  const hub = createWeChatHub({ redis: store.redis, keyPrefix: config.store.keyPrefix, http: () => snapshot().wechatHttp, apps: () => snapshot().apps, logger, metrics, now })
+  app.addHook('onClose', async () => { hub.close() })
+  await app.register(wechatRoutes, {
+    hub,
+    authenticate: (authorization) => snapshot().guard.authenticate(authorization, true)!,
+    sessionKey: (appId, openid) => store.getSessionKey(appId, openid),
+    settings: () => ({ decryptMaxAgeMs: snapshot().config.wechat.decryptMaxAge, phoneTtlMs: snapshot().config.tokens.sessionTtl }),
+    metrics,
+    now
+  })
   await app.register(proxyPlugin, {
     snapshot,
     upstreams: app.upstreams,
     metrics,
     trusted,
     onOutcome: canary.record,
-    rateLimiter: limiters.route
+    rateLimiter: limiters.route,
+    phoneOf: async (appId, openid) => {
+      const p = await hub.phones.get(appId, openid)
+      return p === null ? undefined : phoneHeader(p)
+    }
   })
 
   // wx.connectSocket: upgrades are authenticated and routed like requests.
@@ -255,6 +274,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     readiness: () => ({ ready: isReady(), body: { draining: lifecycle.draining, store: store.healthy() ? 'up' : 'down', config: snapshot().hash } }),
     metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() })
   })
+  registerAccessTokenAdmin(admin, { apiToken: config.admin.apiToken, tokens: hub.tokens })
   app.addHook('onClose', async () => { await admin.close() })
 
   return {

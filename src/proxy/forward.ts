@@ -57,11 +57,13 @@ export interface ProxyOptions {
   onOutcome?: (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void
   /** The per-route rate limiter (an @fastify/rate-limit hook), run for routes with `rateLimit`. */
   rateLimiter?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+  /** The caller's verified phone number (`+8613800138000`) for `injectPhone` routes; undefined when none. */
+  phoneOf?: (appId: string, openid: string) => Promise<string | undefined>
 }
 
 /** Register the catch-all proxy route (in its own encapsulated context: raw bodies, no parsing). */
 export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { snapshot, upstreams, metrics, trusted, onOutcome, rateLimiter } = opts
+  const { snapshot, upstreams, metrics, trusted, onOutcome, rateLimiter, phoneOf } = opts
 
   // Bodies are streamed to the upstream as they arrive: never parsed, never buffered.
   app.removeAllContentTypeParsers()
@@ -95,13 +97,16 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     request.upstreamName = upstream.name
 
     const remote = raw.socket.remoteAddress ?? ''
+    // A store read only on routes that asked for the number.
+    const phone = route.config.injectPhone && caller !== undefined && phoneOf !== undefined ? await phoneOf(caller.appid, caller.openid) : undefined
     const headers = upstreamRequestHeaders(raw.headers, {
       remoteAddress: remote,
       remoteTrusted: trusted(remote),
       requestId: request.id,
       upstreamHost: upstream.host,
       forwardAuthorization: route.config.forwardAuthorization,
-      identity: caller
+      identity: caller,
+      phone
     })
 
     // Settles when the upstream's headers are relayed (the reply is then ours, hijacked) or
