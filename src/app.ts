@@ -112,7 +112,8 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   const metrics = deps.metrics ?? createMetrics()
   const ownStore = deps.store === undefined
   const store = deps.store ?? createStore(config.store, logger.child({ component: 'store' }), {
-    observe: (op, seconds) => metrics.storeDuration.observe({ op }, seconds)
+    observe: (op, seconds) => metrics.storeDuration.observe({ op }, seconds),
+    onStateLost: () => metrics.storeStateLost.inc()
   })
   let current: Snapshot = await buildSnapshot(loaded, { store, metrics, logger })
   metrics.storeUp.set(store.healthy() ? 1 : 0)
