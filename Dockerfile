@@ -1,12 +1,15 @@
 # syntax=docker/dockerfile:1
 # wegate image: build with the full toolchain, ship only dist/ + production
-# node_modules on a slim Node 20, running as the unprivileged `node` user (uid 1000).
+# node_modules (package.json `dependencies`: exactly what dist/ imports; the
+# benchmark's and tests' packages are devDependencies) on a slim Node 22 LTS,
+# running as the unprivileged `node` user (uid 1000). Node 20 reached end of life
+# in April 2026; `--build-arg NODE_IMAGE=node:24-bookworm-slim` builds on Node 24 LTS.
 #   docker build -t wegate:0.1.0 .
 #   docker run --rm -p 8080:8080 -v $PWD/my-gateway.yaml:/etc/wegate/gateway.yaml:ro wegate:0.1.0
 # The bundled default config needs JWT_SECRET: its fallback is the repository's public
 # demo secret, which `serve` refuses (exit 1) so that nobody can forge tokens:
 #   docker run --rm -p 8080:8080 -e JWT_SECRET="$(openssl rand -base64 48)" wegate:0.1.0
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:22-bookworm-slim
 
 # Production dependencies only, in their own stage so they are cached apart
 # from the source: a code change does not re-download them.
@@ -42,10 +45,11 @@ COPY gateway.yaml ./gateway.yaml
 COPY gateway.yaml /etc/wegate/gateway.yaml
 USER node
 EXPOSE 8080 9091
-# No curl in the slim image: Node 20's fetch asks the admin port's liveness
+# No curl in the slim image: Node's fetch asks the admin port's liveness
 # endpoint. Kubernetes ignores HEALTHCHECK and uses the probes in deploy/kubernetes.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.ADMIN_PORT || 9091) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Exec form: node is PID 1 and receives SIGTERM/SIGHUP itself; the gateway
-# installs handlers for both (drain on TERM, reload on HUP). No shell, no npm.
+# installs handlers for both (drain on TERM, reload on HUP; a crash is logged,
+# drained and exits 1). No shell, no npm.
 CMD ["node", "dist/cli/main.js", "serve", "-c", "/etc/wegate/gateway.yaml"]

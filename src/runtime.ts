@@ -36,12 +36,15 @@ export interface SnapshotDeps {
   store: Store
   metrics: Metrics
   logger: Logger
+  /** Clock (ms) for token lifetimes; default Date.now. */
+  now?: () => number
 }
 
 /** Build a complete snapshot from a loaded config. Throws (ConfigError for key problems) without side effects. */
 export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): Promise<Snapshot> {
   const { config } = loaded
-  const tokens = await createTokenService(config.tokens)
+  const now = deps.now ?? Date.now
+  const tokens = await createTokenService(config.tokens, { now })
   const routes = buildRouteTable(config.routes)
   const apps = new Map(config.wechat.apps.map((a) => [a.appId, a]))
   const guard = createGuard(tokens, deps.store, deps.metrics, apps)
@@ -56,7 +59,7 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
     hash: loaded.hash,
     fileHash: loaded.fileHash,
     file: loaded.file,
-    loadedAt: Date.now(),
+    loadedAt: now(),
     routes,
     tokens,
     guard,

@@ -6,26 +6,16 @@
  * several workers on the memory store.
  */
 import { execFile } from 'node:child_process'
-import { mkdtemp, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
-import { stringify } from 'yaml'
 import { createWeChatEmulator } from '../src/emulator/wechat.js'
-import { baseConfig, merge } from './helpers/gateway.js'
+import { writeConfigFile } from './helpers/gateway.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { startRedis } from './helpers/redis.js'
 import { startServer } from './helpers/upstream.js'
 
-async function configFile (patch: Record<string, unknown>): Promise<string> {
-  const file = join(await mkdtemp(join(tmpdir(), 'wegate-workers-')), 'gateway.yaml')
-  await writeFile(file, stringify(merge(baseConfig(), patch)))
-  return file
-}
-
 t.test('wegate check refuses several workers on the memory store', async (t) => {
-  const file = await configFile({ workers: 2 })
+  const file = await writeConfigFile({ workers: 2 })
   const r = await new Promise<{ code: number, stderr: string }>((resolve) => {
     execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'check', '-c', file], (err, _stdout, stderr) => {
       resolve({ code: err === null ? 0 : (err.code as number), stderr })
@@ -49,7 +39,7 @@ t.test('two workers on one Redis behave as one gateway', async (t) => {
     openids.add(String(req.headers['x-openid']))
     res.end('ok')
   })
-  const file = await configFile({
+  const file = await writeConfigFile({
     workers: 2,
     store: { type: 'redis', url: redis.url },
     wechat: { baseUrl: wechatUrl },
@@ -105,4 +95,5 @@ t.test('two workers on one Redis behave as one gateway', async (t) => {
 
   t.equal(await gw.stop(), 0, 'SIGTERM drains every worker and exits 0')
   t.equal(gw.lines.filter((l) => l.msg === 'shutdown complete').length, 3, 'both workers and the primary shut down cleanly')
+  t.notMatch(gw.stderr(), /DeprecationWarning|FSTDEP/, 'no deprecation warning from the primary or the workers')
 })

@@ -19,30 +19,35 @@ async function waitFor (check: () => boolean, what: string, ms = 5000): Promise<
   const until = Date.now() + ms
   while (!check()) {
     if (Date.now() > until) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
+    await sleep(10)
   }
 }
+
+interface Log { level: number, msg: string, name?: string, why?: string }
 
 interface Harness {
   watcher: ConfigWatcher
   /** What onChange read from the file, one entry per call ('<missing>' if it could not). */
   seen: string[]
   /** Parsed log lines. */
-  logs: Array<{ level: number, msg: string }>
+  logs: Log[]
   last (): string | undefined
 }
 
-/** Watch `file`; every onChange reads the file as a reload would. fs.watch only (no poll) unless overridden. */
-function watchHarness (t: Test, file: string, opts: Partial<WatchConfigOptions> = {}): Harness {
+/**
+ * Watch `file`; every onChange reads the file as a reload would. fs.watch only (no poll) unless overridden.
+ * Resolves once the watcher is ready: a change made after that must be seen.
+ */
+async function watchHarness (t: Test, file: string, opts: Partial<WatchConfigOptions> = {}): Promise<Harness> {
   const seen: string[] = []
-  const logs: Array<{ level: number, msg: string }> = []
+  const logs: Log[] = []
   const destination = new Writable({
     write (chunk: Buffer, _enc, cb) {
       for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line))
       cb()
     }
   })
-  const logger = pino({ level: 'debug' }, destination)
+  const logger = pino({ level: 'trace' }, destination)
   const watcher = watchConfig({
     file,
     logger,
@@ -54,6 +59,7 @@ function watchHarness (t: Test, file: string, opts: Partial<WatchConfigOptions> 
     ...opts
   })
   t.teardown(() => watcher.close())
+  await watcher.ready
   return { watcher, seen, logs, last: () => seen.at(-1) }
 }
 
@@ -61,7 +67,7 @@ t.test('in-place write (same inode) is seen', async (t) => {
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v1')
-  const h = watchHarness(t, file)
+  const h = await watchHarness(t, file)
   await writeFile(file, 'v2')
   await waitFor(() => h.last() === 'v2', 'v2')
   await writeFile(file, 'v3')
@@ -72,7 +78,7 @@ t.test('atomic rename, repeatedly: the watch survives every replaced inode', asy
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v0')
-  const h = watchHarness(t, file)
+  const h = await watchHarness(t, file)
   for (let i = 1; i <= 5; i++) {
     const tmp = join(dir, `.gateway.yaml.${i}.tmp`)
     await writeFile(tmp, `v${i}`)
@@ -92,7 +98,7 @@ t.test('Kubernetes ConfigMap symlink swap (..data), twice', async (t) => {
   await symlink('..data/gateway.yaml', join(dir, 'gateway.yaml'))
   const file = join(dir, 'gateway.yaml')
   t.equal(await readFile(file, 'utf8'), 'v1')
-  const h = watchHarness(t, file)
+  const h = await watchHarness(t, file)
 
   for (const n of [2, 3]) {
     // New timestamped dir, then a ..data_tmp link renamed over ..data, then the old dir removed.
@@ -112,7 +118,7 @@ t.test('ConfigMap: the ..data swap alone is detected, before the old dir is remo
   await writeFile(join(dir, '..2026_11_25_06_00_00.1', 'gateway.yaml'), 'v1')
   await symlink('..2026_11_25_06_00_00.1', join(dir, '..data'))
   await symlink('..data/gateway.yaml', join(dir, 'gateway.yaml'))
-  const h = watchHarness(t, join(dir, 'gateway.yaml'))
+  const h = await watchHarness(t, join(dir, 'gateway.yaml'))
   // The old file's inode is untouched: only the directory event on `..data` says anything happened.
   await mkdir(join(dir, '..2026_11_25_06_05_00.2'))
   await writeFile(join(dir, '..2026_11_25_06_05_00.2', 'gateway.yaml'), 'v2')
@@ -129,7 +135,7 @@ t.test('a symlink to a file in another directory: replacing the target is seen',
   await writeFile(target, 'v1')
   await symlink(target, join(dir, 'etc', 'gateway.yaml'))
   // Nothing happens in etc/: only the watch on the file (re-armed on each new inode) can tell.
-  const h = watchHarness(t, join(dir, 'etc', 'gateway.yaml'))
+  const h = await watchHarness(t, join(dir, 'etc', 'gateway.yaml'))
   for (let i = 2; i <= 4; i++) {
     await writeFile(join(dir, 'srv', 'tmp'), `v${i}`)
     await rename(join(dir, 'srv', 'tmp'), target)
@@ -143,7 +149,7 @@ t.test('a burst of 10 writes is coalesced, and the final content is seen', async
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v0')
-  const h = watchHarness(t, file, { debounceMs: 200 })
+  const h = await watchHarness(t, file, { debounceMs: 200 })
   for (let i = 1; i <= 10; i++) await writeFile(file, `v${i}`)
   await waitFor(() => h.last() === 'v10', 'v10')
   t.ok(h.seen.length >= 1 && h.seen.length < 10, `${h.seen.length} call(s) for 10 writes`)
@@ -158,7 +164,7 @@ t.test('calls never overlap; a change during a call causes one more call', async
   const seen: string[] = []
   let release: () => void = () => {}
   const gate = new Promise<void>((resolve) => { release = resolve })
-  const h = watchHarness(t, file, {
+  const h = await watchHarness(t, file, {
     onChange: async () => {
       active++
       maxActive = Math.max(maxActive, active)
@@ -183,7 +189,7 @@ t.test('close() stops callbacks', async (t) => {
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v1')
-  const closed = watchHarness(t, file)
+  const closed = await watchHarness(t, file)
   await writeFile(file, 'v2')
   await waitFor(() => closed.last() === 'v2', 'v2 before close')
   const callsBefore = closed.seen.length
@@ -191,7 +197,7 @@ t.test('close() stops callbacks', async (t) => {
   closed.watcher.trigger() // no effect after close
   // A control watcher with the same debounce: once it has fired for a change,
   // the closed one would have fired too.
-  const control = watchHarness(t, file)
+  const control = await watchHarness(t, file)
   await writeFile(file, 'v3')
   const tmp = join(dir, 'tmp')
   await writeFile(tmp, 'v4')
@@ -204,7 +210,7 @@ t.test('file deleted, then recreated: no reload of a missing file; the new conte
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v1')
-  const h = watchHarness(t, file)
+  const h = await watchHarness(t, file)
   await unlink(file)
   await waitFor(() => h.logs.some((l) => l.level === 40 && /missing/.test(l.msg)), 'warning about the missing file')
   t.equal(h.seen.length, 0, 'onChange not called for a missing file')
@@ -220,7 +226,7 @@ t.test('polling alone catches a change when fs events never come', async (t) => 
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v1')
-  const h = watchHarness(t, file, { fsWatch: false, pollMs: 50 })
+  const h = await watchHarness(t, file, { fsWatch: false, pollMs: 50 })
   const tmp = join(dir, 'tmp')
   await writeFile(tmp, 'v2')
   await rename(tmp, file)
@@ -235,7 +241,7 @@ t.test('a failing onChange is logged and the watch goes on', async (t) => {
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v1')
   const seen: string[] = []
-  const h = watchHarness(t, file, {
+  const h = await watchHarness(t, file, {
     onChange: async () => {
       const text = await readFile(file, 'utf8')
       seen.push(text)
@@ -252,7 +258,7 @@ t.test('trigger() (SIGHUP) runs onChange without a file change', async (t) => {
   const dir = await tempDir(t)
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, 'v1')
-  const h = watchHarness(t, file)
+  const h = await watchHarness(t, file)
   h.watcher.trigger()
   await waitFor(() => h.seen.length === 1, 'a call')
   t.same(h.seen, ['v1'])
@@ -260,7 +266,7 @@ t.test('trigger() (SIGHUP) runs onChange without a file change', async (t) => {
 
 t.test('a watched directory that does not exist does not throw', async (t) => {
   const dir = await tempDir(t)
-  const h = watchHarness(t, join(dir, 'nope', 'gateway.yaml'))
+  const h = await watchHarness(t, join(dir, 'nope', 'gateway.yaml'))
   await waitFor(() => h.logs.some((l) => l.level === 40 && /directory/.test(l.msg)), 'warning about the directory')
   t.equal(h.seen.length, 0)
 })
@@ -271,8 +277,7 @@ t.test('a related file (token key) changed in place: onChange runs, the config f
   const key = join(dir, 'signing.pem')
   await writeFile(file, 'v1')
   await writeFile(key, 'key1')
-  const h = watchHarness(t, file, { related: () => [key] })
-  await sleep(50) // the related list is read at start, asynchronously
+  const h = await watchHarness(t, file, { related: () => [key] })
   await writeFile(key, 'key2')
   await waitFor(() => h.seen.length === 1, 'a call for the key file')
   await writeFile(key, 'key3')
@@ -288,8 +293,7 @@ t.test('a related file in a Kubernetes Secret volume elsewhere: the ..data swap 
   await writeFile(join(secret, '..2026_11_25_06_00_00.1', 'signing.pem'), 'key1')
   await symlink('..2026_11_25_06_00_00.1', join(secret, '..data'))
   await symlink('..data/signing.pem', join(secret, 'signing.pem'))
-  const h = watchHarness(t, file, { related: () => [join(secret, 'signing.pem')] })
-  await sleep(50)
+  const h = await watchHarness(t, file, { related: () => [join(secret, 'signing.pem')] })
   await mkdir(join(secret, '..2026_11_25_06_05_00.2'))
   await writeFile(join(secret, '..2026_11_25_06_05_00.2', 'signing.pem'), 'key2')
   await symlink('..2026_11_25_06_05_00.2', join(secret, '..data_tmp'))
@@ -306,16 +310,20 @@ t.test('the related list is read again after each call: a newly named file is wa
   await writeFile(old, 'a')
   await writeFile(fresh, 'b')
   let related = [old]
-  const h = watchHarness(t, file, { related: () => related })
-  await sleep(50)
+  const h = await watchHarness(t, file, { related: () => related })
   related = [fresh] // what the reload below loads
   await writeFile(file, 'v2')
-  await waitFor(() => h.seen.length === 1, 'the config change')
+  // after the call, the watcher reads the related list again and arms the new file
+  await waitFor(() => h.seen.length === 1 && h.logs.some((l) => l.msg === 'watching the config files again'), 'the config change')
   await writeFile(fresh, 'b2')
   await waitFor(() => h.seen.length === 2, 'the newly named file is watched')
   await writeFile(old, 'a2')
-  await sleep(300) // well past the 50 ms debounce
-  t.equal(h.seen.length, 2, 'the dropped file is not')
+  // The directory watch reports the write and passes it over; nothing else watches the file any more.
+  await waitFor(() => h.logs.some((l) => l.msg === 'directory event for another file' && l.name === 'old.pem'), 'the event on old.pem')
+  t.notOk(h.logs.some((l) => l.why?.includes('old.pem')), 'no reload scheduled for the dropped file')
+  h.watcher.trigger()
+  await waitFor(() => h.seen.length === 3, 'a reload triggered after it')
+  t.equal(h.seen.length, 3, 'the dropped file caused none')
 })
 
 t.test('polling alone catches a related file replaced', async (t) => {
@@ -324,11 +332,13 @@ t.test('polling alone catches a related file replaced', async (t) => {
   const key = join(dir, 'signing.pem')
   await writeFile(file, 'v1')
   await writeFile(key, 'key1')
-  const h = watchHarness(t, file, { fsWatch: false, pollMs: 50, related: () => [key] })
-  await sleep(100)
+  const h = await watchHarness(t, file, { fsWatch: false, pollMs: 50, related: () => [key] })
   await writeFile(join(dir, 'tmp'), 'key2 longer')
   await rename(join(dir, 'tmp'), key)
   await waitFor(() => h.seen.length === 1, 'a call by polling')
-  await sleep(200)
+  // Three more polls of the unchanged files (and the debounce, shorter than one poll) call nothing.
+  const polled = () => h.logs.filter((l) => l.msg === 'config files polled').length
+  const after = polled()
+  await waitFor(() => polled() >= after + 3, 'three more polls')
   t.equal(h.seen.length, 1, 'one call per change')
 })

@@ -4,9 +4,12 @@
  * (`npm ci --omit=dev`), as an unprivileged user, refuses the default
  * gateway.yaml's public demo JWT secret, starts on it once JWT_SECRET is set
  * (as the Kubernetes Secret does), answers its probes, and drains on SIGTERM with exit 0.
+ * And package.json's dependencies are exactly the packages dist/ imports (no
+ * unused package in the image, none missing from it).
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { chmodSync, cpSync, mkdtempSync } from 'node:fs'
+import { chmodSync, cpSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs'
+import { builtinModules } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -19,6 +22,9 @@ t.test('dist/ runs on production dependencies alone, as a non-root user', async 
   // Build into the image layout: dist/ compiled from src/, nothing else from the repo.
   execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json', '--outDir', join(app, 'dist')], { stdio: 'inherit' })
   for (const f of ['package.json', 'package-lock.json', 'gateway.yaml']) cpSync(f, join(app, f))
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> }
+  t.same([...importedPackages(join(app, 'dist'))].sort(), Object.keys(pkg.dependencies).sort(),
+    'package.json dependencies are exactly the packages dist/ imports')
   cpSync('config', join(app, 'config'), { recursive: true })
   // --offline: CI's `npm ci` has just filled the cache; nothing is fetched.
   execFileSync('npm', ['ci', '--omit=dev', '--offline', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: app, stdio: 'inherit' })
@@ -59,3 +65,20 @@ t.test('dist/ runs on production dependencies alone, as a non-root user', async 
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
   t.equal(code, 0, 'SIGTERM: drained, exit 0')
 })
+
+/** The packages (not Node built-ins, not relative files) that the compiled .js files under `dir` import. */
+function importedPackages (dir: string): Set<string> {
+  const found = new Set<string>()
+  const builtins = new Set(builtinModules)
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile() || !entry.name.endsWith('.js')) continue
+    const text = readFileSync(join(entry.parentPath, entry.name), 'utf8')
+    for (const m of text.matchAll(/(?:^|[^\w.])(?:import|export)\s*(?:[^'"()]*?\sfrom\s*)?\(?\s*['"]([^'"]+)['"]/gm)) {
+      const spec = m[1]
+      if (spec.startsWith('.') || spec.startsWith('node:') || builtins.has(spec)) continue
+      const parts = spec.split('/')
+      found.add(spec.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0])
+    }
+  }
+  return found
+}

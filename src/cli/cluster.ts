@@ -14,12 +14,12 @@
  * Workers share state through Redis only (the config refuses the memory store).
  */
 import cluster, { type Worker } from 'node:cluster'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { AggregatorRegistry } from 'prom-client'
 import type { LoadedConfig } from '../config/load.js'
-import { GatewayError } from '../errors.js'
-import { handleError, sendError } from '../http/errors.js'
+import { createAdminServer } from '../gateway/admin.js'
+import { ownProcess } from './process.js'
 
 /** Messages a worker sends to the primary. */
 export type WorkerMessage =
@@ -80,30 +80,32 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
   })
 
   // Signals are ours from the start: a SIGTERM while the workers are still starting drains them too.
-  const stop = (signal: string): void => {
-    if (stopping) return
+  const drainWorkers = async (): Promise<void> => {
     stopping = true
-    logger.info({ signal, workers: workers().length }, 'signal received: draining every worker')
+    logger.info({ workers: workers().length }, 'draining every worker')
     onStopWhileStarting?.()
-    const alive = workers()
     // Past the workers' own drain bound, whatever is left is killed rather than hang the rollout.
-    const force = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, config.shutdown.delay + config.shutdown.timeout + 5000)
-    Promise.all(alive.map(async (w) => {
+    const force = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, drainBoundMs)
+    await Promise.all(workers().map(async (w) => {
       if (w.isDead()) return
       const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()))
       w.process.kill('SIGTERM')
       await exited
     }))
-      .then(async () => { clearTimeout(force); await served.admin?.close() })
-      .then(() => { logger.info('shutdown complete'); logger.flush(); process.exitCode = 0 })
-      .catch((err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exitCode = 1 })
+    clearTimeout(force)
+    await served.admin?.close()
+    logger.info('shutdown complete')
   }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
-  process.on('SIGHUP', () => {
-    // only to workers that are up: a starting worker has no SIGHUP handler yet (it would die)
-    logger.info({ signal: 'SIGHUP', workers: listening.size }, 'reloading config in every worker')
-    for (const w of workers()) if (listening.has(w.id)) w.process.kill('SIGHUP')
+  const drainBoundMs = config.shutdown.delay + config.shutdown.timeout + 5000
+  ownProcess({
+    logger,
+    crashDrainMs: drainBoundMs + 1000,
+    stop: drainWorkers,
+    reload: () => {
+      // only to workers that are up: a starting worker has no SIGHUP handler yet (it would die)
+      logger.info({ signal: 'SIGHUP', workers: listening.size }, 'reloading config in every worker')
+      for (const w of workers()) if (listening.has(w.id)) w.process.kill('SIGHUP')
+    }
   })
 
   const started = new Promise<boolean>((resolve, reject) => {
@@ -127,18 +129,13 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     for (const s of status.values()) if (!s.ready || now - s.at > STATUS_STALE_MS) return false
     return true
   }
-  const admin = served.admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, disableRequestLogging: true })
-  admin.setErrorHandler(handleError)
-  admin.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
-  admin.get('/healthz', async () => ({ status: 'ok', workers: workers().length }))
-  admin.get('/readyz', async (_request, reply) => {
-    const ok = ready()
-    reply.code(ok ? 200 : 503)
-    return { ready: ok, draining: stopping, workers: { configured: count, ready: [...status.values()].filter((s) => s.ready).length }, config: loaded.hash }
-  })
-  admin.get('/metrics', async (_request, reply) => {
-    reply.header('content-type', aggregator.contentType)
-    return await aggregator.clusterMetrics()
+  const admin = served.admin = createAdminServer(logger, {
+    health: () => ({ status: 'ok', workers: workers().length }),
+    readiness: () => ({
+      ready: ready(),
+      body: { draining: stopping, workers: { configured: count, ready: [...status.values()].filter((s) => s.ready).length }, config: loaded.hash }
+    }),
+    metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() })
   })
   const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
   logger.info({ publicUrl, adminUrl, workers: count, config: loaded.file, hash: loaded.hash }, 'wegate listening')

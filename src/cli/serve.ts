@@ -1,6 +1,6 @@
 /**
- * `wegate serve`: load the config, build the gateway, listen, and own the
- * process signals (SIGTERM/SIGINT drain and exit 0).
+ * `wegate serve`: load the config, build the gateway, listen, and hand the
+ * process signals to cli/process.ts (SIGTERM/SIGINT drain and exit 0, SIGHUP reloads).
  */
 import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
@@ -15,6 +15,10 @@ import { createLogger } from '../log.js'
 import { startDemoUpstream } from '../demo/upstream.js'
 import { watchConfig } from '../config/watch.js'
 import { createWeChatEmulator } from '../emulator/wechat.js'
+import { ownProcess } from './process.js'
+
+// 5 s: past the drain's own bound (shutdown.delay + shutdown.timeout), a crashed process exits regardless
+const CRASH_GRACE_MS = 5000
 
 export interface ServeOptions {
   file: string
@@ -98,32 +102,25 @@ export async function serve (opts: ServeOptions): Promise<void> {
     logger: logger.child({ component: 'config-watch' }),
     onChange: async () => { await gateway.reload(opts.file) }
   })
-  process.on('SIGHUP', () => {
-    logger.info({ signal: 'SIGHUP' }, 'reloading config')
-    watcher.trigger()
+  const { shutdown } = loaded.config
+  const owner = ownProcess({
+    logger,
+    crashDrainMs: shutdown.delay + shutdown.timeout + CRASH_GRACE_MS,
+    reload: () => {
+      logger.info({ signal: 'SIGHUP' }, 'reloading config')
+      watcher.trigger()
+    },
+    stop: async () => {
+      watcher.close()
+      clearInterval(report)
+      await gateway.shutdown()
+      for (const close of closers) await close()
+      // a worker's IPC channel would keep it alive
+      if (inWorker && process.connected) process.disconnect()
+    }
   })
-
-  let stopping = false
-  const stop = (signal: string) => {
-    if (stopping) return
-    stopping = true
-    logger.info({ signal }, 'signal received')
-    watcher.close()
-    clearInterval(report)
-    gateway.shutdown()
-      .then(async () => { for (const close of closers) await close() })
-      .then(() => {
-        logger.flush()
-        process.exitCode = 0
-        // a worker's IPC channel would keep it alive
-        if (inWorker && process.connected) process.disconnect()
-      })
-      .catch((err: unknown) => { logger.error({ err }, 'shutdown failed'); process.exitCode = 1 })
-  }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
   // A worker whose primary is gone drains and exits rather than serve unsupervised.
-  if (inWorker) process.on('disconnect', () => stop('primary disconnected'))
+  if (inWorker) process.on('disconnect', () => owner.stop('primary disconnected'))
 }
 
 function demoBanner (publicUrl: string, adminUrl: string): string {

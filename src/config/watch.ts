@@ -50,6 +50,8 @@ export interface WatchConfigOptions {
 }
 
 export interface ConfigWatcher {
+  /** Resolves once every file is watched and its identity known: a change made after this is seen. Never rejects. */
+  readonly ready: Promise<void>
   /** Schedule a reload as if the file had changed (SIGHUP), debounced and serialised with file events. */
   trigger (): void
   /** Stop watching; no `onChange` starts after this (one already running finishes). */
@@ -139,6 +141,7 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
       log.error({ err, file }, 'config reload handler failed')
     }
     await syncRelated()
+    log.debug({ file, files: targets.length }, 'watching the config files again')
   }
 
   /** Follow the related list: watch newly named files, stop watching dropped ones. */
@@ -206,6 +209,7 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
         // No name (some platforms): assume it may be ours.
         const n = name?.toString()
         if (n === undefined || targets.some((x) => x.dir === dir && x.names.has(n))) schedule(`${event} ${n ?? '(unnamed)'}`)
+        else log.trace({ dir, name: n, event }, 'directory event for another file')
       })
       w.on('error', (err) => {
         log.warn({ err, dir }, 'config directory watch failed; polling until it can be re-armed')
@@ -249,6 +253,7 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
           schedule(`poll: identity of ${basename(target.file)} changed`)
         }
       }
+      log.trace({ file }, 'config files polled')
     } finally {
       polling = false
     }
@@ -256,10 +261,12 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
 
   armDir(config.dir)
   armFile(config)
-  // Neither rejects: both catch their own errors.
-  learnLinkName(config).catch(() => {})
-  signature(file).then((sig) => { config.signature ??= sig }, () => {})
-  syncRelated().catch((err: unknown) => log.warn({ err, file }, 'cannot watch the files the config references'))
+  // None rejects: each catches its own errors.
+  const ready = Promise.all([
+    learnLinkName(config).catch(() => {}),
+    signature(file).then((sig) => { config.signature ??= sig }, () => {}),
+    syncRelated().catch((err: unknown) => log.warn({ err, file }, 'cannot watch the files the config references'))
+  ]).then(() => {})
   if (pollMs > 0) {
     pollTimer = setInterval(() => {
       poll().catch((err: unknown) => log.warn({ err, file }, 'config poll failed'))
@@ -268,6 +275,7 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
   }
 
   return {
+    ready,
     trigger (): void {
       schedule('trigger')
     },

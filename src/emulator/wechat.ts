@@ -3,12 +3,16 @@
  * `GET /sns/jscode2session` the way WeChat does — HTTP 200 and `text/plain` even
  * for errors, the request id inside `errmsg`, single-use codes — and lets a caller
  * trigger every failure deterministically through the code itself (docs/emulator.md).
+ * The service APIs (stable_token, getuserphonenumber, checksession) are in services.ts.
  * The gateway never depends on it at runtime.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { DEMO_WECHAT_SECRET } from '../config/demo.js'
+import { createServices, newRid, SERVICE_ERRMSG, type EmulatedApi } from './services.js'
+
+export type { EmulatedApi } from './services.js'
 
 export interface WeChatEmulatorApp {
   appId: string
@@ -25,6 +29,10 @@ export interface WeChatEmulatorOptions {
   apps?: WeChatEmulatorApp[]
   /** One info line per request (never the secret); false or absent: silent. */
   logger?: false | EmulatorLogger
+  /** Clock for access_token lifetimes and watermarks, epoch ms; default Date.now. */
+  now?: () => number
+  /** Lifetime of an access_token, seconds; default 7200 like WeChat. */
+  tokenTtlSec?: number
 }
 
 export interface WeChatEmulator {
@@ -36,6 +44,22 @@ export interface WeChatEmulator {
   readonly calls: number
   /** The `js_code` of every code2Session request, in arrival order (`''` when absent). */
   readonly codes: readonly string[]
+  /** stable_token requests received (any outcome). */
+  readonly tokenCalls: number
+  /** stable_token requests with force_refresh: true that issued a new token. */
+  readonly forcedRefreshes: number
+  /** getuserphonenumber requests received (any outcome). */
+  readonly phoneCalls: number
+  /** checksession requests received (any outcome). */
+  readonly checkCalls: number
+  /** Someone else forced a refresh: the app gets a new access_token and every older one is answered 40001. */
+  rotateToken (appId: string): string
+  /** The app's current access_token, if one was issued. */
+  currentToken (appId: string): string | undefined
+  /** The next `times` (default 1) requests to `api` answer `errcode`, before any other check. */
+  failNext (api: EmulatedApi, errcode: number, times?: number): void
+  /** WeChat forgot the user's session_key: checksession answers 87009. */
+  expireSession (appId: string, openid: string): void
 }
 
 /** The app used when none is configured; matches the repository's gateway.yaml. */
@@ -51,7 +75,8 @@ export const WECHAT_ERRMSG: Readonly<Record<number, string>> = Object.freeze({
   40163: 'code been used',
   40226: 'high risk user',
   41008: 'missing code',
-  45011: 'api minute-quota reach limit  mustslower  retry next minute'
+  45011: 'api minute-quota reach limit  mustslower  retry next minute',
+  ...SERVICE_ERRMSG
 })
 
 // WeChat's codes are 32 chars; anything far longer is not a code at all.
@@ -62,6 +87,10 @@ const MAX_SLOW_MS = 60_000
 const ERR_TRIGGER = /^err(-?\d+)(?:-|$)/
 const SLOW_TRIGGER = /^slow(\d+)-/
 const USER_TRIGGER = /^u-([^-]+)(?:-|$)/
+// key-<22 base64url chars>: hand out that session_key (16 bytes), e.g. WeChat's official decrypt sample's.
+const KEY_TRIGGER = /^key-([A-Za-z0-9_-]{22})(?:-|$)/
+// A service API's JSON body is tiny; 64 KiB stops a runaway one.
+const MAX_BODY_BYTES = 64 * 1024
 
 const HTML_502 = '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n'
 const NOT_FOUND = JSON.stringify({ errcode: -1, errmsg: 'not found' })
@@ -71,6 +100,14 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
   const apps = new Map<string, string>()
   for (const app of opts.apps ?? [DEMO_APP]) apps.set(app.appId, app.secret)
   const log = opts.logger === false ? undefined : opts.logger
+  const now = opts.now ?? Date.now
+  const services = createServices({
+    apps,
+    now,
+    tokenTtlSec: opts.tokenTtlSec ?? 7200,
+    errmsg: (errcode) => WECHAT_ERRMSG[errcode] ?? `errcode ${errcode}`,
+    log: log === undefined ? undefined : (fields, msg) => log.info(fields, msg)
+  })
 
   // `${appid}\0${code}` of codes that already succeeded (WeChat codes work once).
   const spent = new Set<string>()
@@ -86,7 +123,7 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
   }
 
   function fail (req: IncomingMessage, res: ServerResponse, appid: string, errcode: number): void {
-    const errmsg = `${WECHAT_ERRMSG[errcode] ?? `errcode ${errcode}`}, rid: ${newRid()}`
+    const errmsg = `${WECHAT_ERRMSG[errcode] ?? `errcode ${errcode}`}, rid: ${newRid(now())}`
     log?.info({ appid, errcode }, 'code2Session failed')
     send(req, res, 200, 'text/plain', JSON.stringify({ errcode, errmsg }))
   }
@@ -94,11 +131,13 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
   function succeed (req: IncomingMessage, res: ServerResponse, appid: string, code: string): void {
     spent.add(appid + '\0' + code)
     const user = USER_TRIGGER.exec(code)
+    const chosen = KEY_TRIGGER.exec(code)
     const body: { session_key: string, openid: string, unionid?: string } = {
-      session_key: randomBytes(16).toString('base64'),
+      session_key: chosen === null ? randomBytes(16).toString('base64') : Buffer.from(chosen[1]!, 'base64url').toString('base64'),
       openid: stableId('openid', appid, user === null ? 'code:' + code : 'user:' + user[1])
     }
     if (user !== null) body.unionid = stableId('unionid', user[1])
+    services.rememberSession(appid, body.openid, body.session_key)
     log?.info({ appid, unionid: body.unionid !== undefined }, 'code2Session ok')
     send(req, res, 200, 'text/plain', JSON.stringify(body))
   }
@@ -154,7 +193,10 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
       code2Session(req, res, url.searchParams)
       return
     }
-    send(req, res, 404, 'text/plain', NOT_FOUND)
+    readBody(req).then((body) => {
+      const reply = (answer: Record<string, unknown>) => send(req, res, 200, 'text/plain', JSON.stringify(answer))
+      if (!services.handle(req.method ?? 'GET', url, body, reply)) send(req, res, 404, 'text/plain', NOT_FOUND)
+    }, () => res.destroy())
   }
 
   return {
@@ -186,14 +228,28 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
     },
     get codes () {
       return received.slice()
-    }
+    },
+    get tokenCalls () { return services.tokenCalls },
+    get forcedRefreshes () { return services.forcedRefreshes },
+    get phoneCalls () { return services.phoneCalls },
+    get checkCalls () { return services.checkCalls },
+    rotateToken: (appId) => services.rotateToken(appId),
+    currentToken: (appId) => services.currentToken(appId),
+    failNext: (api, errcode, times) => services.failNext(api, errcode, times),
+    expireSession: (appId, openid) => services.expireSession(appId, openid)
   }
 }
 
-/** A WeChat-style request id: hex seconds, then two random hex groups. */
-function newRid (): string {
-  const seconds = Math.floor(Date.now() / 1000).toString(16).padStart(8, '0')
-  return `${seconds}-${randomBytes(4).toString('hex')}-${randomBytes(4).toString('hex')}`
+/** The request body as text (at most 64 KiB; more is refused). */
+async function readBody (req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > MAX_BODY_BYTES) throw new Error('body too large')
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 /** A 28-char id like WeChat's (`o` + 27 base64url chars), stable for the same inputs across runs. */

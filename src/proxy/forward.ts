@@ -39,16 +39,13 @@ export interface ProxySnapshot {
   readonly authenticate: Authenticate
 }
 
-export interface UpstreamPools {
-  get: (origin: string) => Dispatcher
-}
-
 /** Outcome of one forwarded request, for rollback tracking and metrics. */
 export type UpstreamOutcome = 'ok' | 'error'
 
 export interface ProxyOptions {
   snapshot: () => ProxySnapshot
-  pools: UpstreamPools
+  /** Keep-alive connections to every upstream origin (an undici Agent). */
+  upstreams: Dispatcher
   metrics: Metrics
   /** Is this socket peer a trusted proxy (trustProxy)? */
   trusted: (address: string) => boolean
@@ -60,7 +57,7 @@ export interface ProxyOptions {
 
 /** Register the catch-all proxy route (in its own encapsulated context: raw bodies, no parsing). */
 export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { snapshot, pools, metrics, trusted, onOutcome, rateLimiter } = opts
+  const { snapshot, upstreams, metrics, trusted, onOutcome, rateLimiter } = opts
 
   // Bodies are streamed to the upstream as they arrive: never parsed, never buffered.
   app.removeAllContentTypeParsers()
@@ -106,7 +103,8 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     // Settles when the upstream's headers are relayed (the reply is then ours, hijacked) or
     // with the 502/504/413 GatewayError the error handler renders, if they never come.
     return await new Promise<void>((resolve, reject) => {
-      pools.get(upstream.origin).dispatch({
+      upstreams.dispatch({
+        origin: upstream.origin,
         method: request.method as Dispatcher.HttpMethod,
         path: route.upstreamPath(target.path, upstream) + target.query,
         headers,

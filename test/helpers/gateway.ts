@@ -2,6 +2,9 @@
  * Build a real gateway on real sockets (port 0) from a config object, the way
  * `wegate serve` does, and tear it down with the test.
  */
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { stringify } from 'yaml'
 import { buildGateway, type Gateway, type GatewayDeps } from '../../src/app.js'
@@ -26,6 +29,13 @@ export function baseConfig (): Record<string, unknown> {
     logging: { level: 'info' },
     routes: []
   }
+}
+
+/** baseConfig() with `patch`, written to a fresh temporary gateway.yaml (for the real CLI); returns its path. */
+export async function writeConfigFile (patch: Record<string, unknown> = {}): Promise<string> {
+  const file = join(await mkdtemp(join(tmpdir(), 'wegate-test-')), 'gateway.yaml')
+  await writeFile(file, stringify(merge(baseConfig(), patch)))
+  return file
 }
 
 /** Deep-merge plain objects (arrays replace). */

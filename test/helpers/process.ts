@@ -15,12 +15,22 @@ export interface GatewayProcess {
   waitLog: (pred: (l: Record<string, unknown>) => boolean) => Promise<Record<string, unknown>>
   /** SIGTERM and wait for the exit code. */
   stop: () => Promise<number | null>
+  /** The exit code, once the process has exited. */
+  exited: Promise<number | null>
+  /** Everything written to stderr so far (also passed through to the test's stderr). */
+  stderr: () => string
 }
 
-export async function startGatewayProcess (t: TestContext, file: string, env: Record<string, string> = {}): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '-c', file], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+/** `preload`: modules node imports before the CLI (e.g. a test fixture that misbehaves on a signal). */
+export async function startGatewayProcess (t: TestContext, file: string, env: Record<string, string> = {}, preload: string[] = []): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...preload.flatMap((m) => ['--import', m]), 'src/cli/main.ts', 'serve', '-c', file], {
+    stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env }
+  })
+  let stderr = ''
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk
+    process.stderr.write(chunk)
   })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   const lines: Array<Record<string, unknown>> = []
@@ -48,6 +58,8 @@ export async function startGatewayProcess (t: TestContext, file: string, env: Re
     adminUrl: String(listening.adminUrl),
     lines,
     waitLog,
+    exited,
+    stderr: () => stderr,
     stop: async () => {
       child.kill('SIGTERM')
       return await exited
