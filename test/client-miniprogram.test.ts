@@ -77,10 +77,9 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
 
   t.test('ten requests with an access token the gateway says expired: one /auth/refresh, ten successes', async (t) => {
     const { wx, client } = launch(flavour, 'ten')
-    const s = await client.login()
+    await client.login()
     const before = await refreshes()
-    // The phone still believes the token; the gateway signed it 16 minutes ago (accessTtl 15m).
-    wx.storage.set('wegate.session', JSON.stringify(JSON.stringify({ ...s, accessToken: await stack.signedAgo(s.accessToken, 16 * MIN) })))
+    stack.advance(16 * MIN) // the gateway's clock past accessTtl (15m); the phone's clock still believes the token
     const all = await Promise.all(Array.from({ length: 10 }, async (_, i) => await client.request({ url: `/api/n/${i}` })))
     t.same(all.map((r) => r.statusCode), Array(10).fill(200), 'ten successes')
     t.equal(refreshesSent(wx), 1, 'one refresh sent')
@@ -122,6 +121,19 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     t.equal(loginsSent(wx), 2)
     t.equal(refreshesSent(wx), 0, 'a revoked token is not refreshed')
     t.match(events.logout, [{ reason: 'ended', code: 20006 }])
+  })
+
+  t.test('logged out everywhere from another phone (logout-all): one re-login, success', async (t) => {
+    const { wx, client, events } = launch(flavour, 'everywhere')
+    await client.login()
+    const other = launch(flavour, 'everywhere') // same user, another phone
+    const o = await other.client.login()
+    t.same(await other.client.logout({ all: true }), { revoked: true })
+    stack.advance(1000) // logout-all ends what was issued up to its second: the re-login is a second later
+    const res = await client.request({ url: '/api/after-logout-all' })
+    t.equal(res.statusCode, 200)
+    t.equal(loginsSent(wx), 2)
+    t.match(events.logout, [{ reason: 'ended', code: 20006, openid: o.openid }])
   })
 
   t.test('refresh token near its end is rotated before it expires; past its end, a login without /auth/refresh', async (t) => {
@@ -219,6 +231,34 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     t.match(err, { code: 10003, statusCode: 403 })
     t.equal(wx.codes.length, 1)
     t.equal(events.authError.length, 1)
+  })
+
+  t.test('a login and requests at once on an empty session: one wx.login, one /auth/login', async (t) => {
+    const { wx, client } = launch(flavour, 'together')
+    const [session, ...all] = await Promise.all([client.login(), ...Array.from({ length: 5 }, async () => await client.request({ url: '/api/t' }))])
+    t.same(all.map((r) => r.statusCode), Array(5).fill(200))
+    t.equal(wx.codes.length, 1)
+    t.equal(loginsSent(wx), 1)
+    t.equal(all[0].data.headers['x-openid'], session.openid)
+  })
+
+  t.test('a refused user with ten requests waiting: one login attempt, ten rejections, onAuthError once', async (t) => {
+    const { wx, client, events } = launch(flavour, 'refused')
+    wx.queue.push(`err40226-${flavour}-ten`)
+    const all = await Promise.all(Array.from({ length: 10 }, async () => await client.request({ url: '/api/r' }).catch((e: unknown) => e)))
+    t.same(all.map((e: any) => e.code), Array(10).fill(10003))
+    t.equal(wx.codes.length, 1)
+    t.equal(events.authError.length, 1)
+  })
+
+  t.test('a login answer lost on the way: sent again with the same code, the gateway answers the same session', async (t) => {
+    const { wx, client } = launch(flavour, 'lost')
+    wx.lose.push('/auth/login')
+    const s = await client.login()
+    t.equal(wx.codes.length, 1, 'no second wx.login')
+    t.equal(loginsSent(wx), 2)
+    t.equal(stack.wechat.emulator.codes.filter((c) => c === wx.codes[0]).length, 1, 'WeChat saw the code once')
+    t.equal((await client.request({ url: '/api/lost' })).data.headers['x-openid'], s.openid)
   })
 
   t.test('other errors are the caller\'s, as the gateway answered', async (t) => {

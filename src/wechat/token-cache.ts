@@ -6,7 +6,7 @@
  * reach Redis are STORE_UNAVAILABLE, fast.
  */
 import type { Cluster, Redis } from 'ioredis'
-import { GatewayError } from '../errors.js'
+import { expiringMap, storeCall } from './kv.js'
 
 /** An app's access_token as cached. All times epoch ms. */
 export interface CachedToken {
@@ -31,29 +31,23 @@ export interface TokenCachePort {
 
 /** One instance's cache (the memory store); `now` moves token expiry and leases in tests. */
 export function createMemoryTokenCache (now: () => number = Date.now): TokenCachePort {
-  const tokens = new Map<string, { value: CachedToken, until: number }>()
-  const locks = new Map<string, { owner: string, until: number }>()
+  const tokens = expiringMap<CachedToken>(now)
+  const locks = expiringMap<string>(now)
   return {
     async get (appId) {
-      const e = tokens.get(appId)
-      if (e === undefined) return null
-      if (e.until <= now()) {
-        tokens.delete(appId)
-        return null
-      }
-      return { ...e.value }
+      const t = tokens.get(appId)
+      return t === null ? null : { ...t }
     },
     async set (appId, value, ttlMs) {
-      tokens.set(appId, { value: { ...value }, until: now() + Math.max(1, ttlMs) })
+      tokens.set(appId, { ...value }, ttlMs)
     },
     async tryLock (key, owner, leaseMs) {
-      const l = locks.get(key)
-      if (l !== undefined && l.until > now()) return false
-      locks.set(key, { owner, until: now() + leaseMs })
+      if (locks.get(key) !== null) return false
+      locks.set(key, owner, leaseMs)
       return true
     },
     async unlock (key, owner) {
-      if (locks.get(key)?.owner === owner) locks.delete(key)
+      if (locks.get(key) === owner) locks.delete(key)
     }
   }
 }
@@ -66,26 +60,19 @@ export function createRedisTokenCache (redis: Redis | Cluster, keyPrefix: string
   // {wxtoken:<appId>}: the token and its lock in one Cluster slot.
   const tokenKey = (appId: string) => `${keyPrefix}{wxtoken:${appId}}`
   const lockKey = (key: string) => `${keyPrefix}{wxtoken:${key}}:lock`
-  const op = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn()
-    } catch (err) {
-      throw new GatewayError('STORE_UNAVAILABLE', { detail: `redis ${name}: ${err instanceof Error ? err.message : String(err)}`, cause: err })
-    }
-  }
   return {
     async get (appId) {
-      const text = await op('tokenGet', () => redis.get(tokenKey(appId)))
+      const text = await storeCall('tokenGet', () => redis.get(tokenKey(appId)))
       return text === null ? null : parse(text)
     },
     async set (appId, value, ttlMs) {
-      await op('tokenSet', () => redis.set(tokenKey(appId), JSON.stringify(value), 'PX', Math.max(1, Math.round(ttlMs))))
+      await storeCall('tokenSet', () => redis.set(tokenKey(appId), JSON.stringify(value), 'PX', Math.max(1, Math.round(ttlMs))))
     },
     async tryLock (key, owner, leaseMs) {
-      return (await op('tokenLock', () => redis.set(lockKey(key), owner, 'PX', Math.max(1, Math.round(leaseMs)), 'NX'))) === 'OK'
+      return (await storeCall('tokenLock', () => redis.set(lockKey(key), owner, 'PX', Math.max(1, Math.round(leaseMs)), 'NX'))) === 'OK'
     },
     async unlock (key, owner) {
-      await op('tokenUnlock', () => redis.eval(UNLOCK_LUA, 1, lockKey(key), owner))
+      await storeCall('tokenUnlock', () => redis.eval(UNLOCK_LUA, 1, lockKey(key), owner))
     }
   }
 }

@@ -11,7 +11,6 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer } from 'ws'
 import type * as ClientLib from '../../client/miniprogram/src/index.js'
-import { createTokenService } from '../../src/auth/tokens.js'
 import { authConfig, redisFor, startWeChat, type RecordedWeChat } from './auth.js'
 import { startGateway, type TestContext } from './gateway.js'
 import { startEcho, startServer, startUpstream, type Started, type TestUpstream } from './upstream.js'
@@ -34,8 +33,6 @@ export interface ClientStack {
   handshakes: IncomingHttpHeaders[]
   /** Move the gateway's clock forward (ms). */
   advance: (ms: number) => void
-  /** The same login's access token as the gateway signed it `ms` ago (expired when ms > accessTtl). */
-  signedAgo: (accessToken: string, ms: number) => Promise<string>
 }
 
 async function startWsEcho (t: TestContext): Promise<{ url: string, handshakes: IncomingHttpHeaders[] }> {
@@ -77,8 +74,7 @@ export async function startClientStack (t: TestContext): Promise<ClientStack> {
       ]
     }
   })
-  const deps: Parameters<typeof startGateway>[2] & { now: () => number } = { now: () => Date.now() + offset }
-  const started = await startGateway(t, config, deps)
+  const started = await startGateway(t, config, { now: () => Date.now() + offset })
   await started.gateway.store.ready(5000)
   return {
     url: started.url,
@@ -87,12 +83,7 @@ export async function startClientStack (t: TestContext): Promise<ClientStack> {
     echo,
     foreign,
     handshakes: ws.handshakes,
-    advance: (ms) => { offset += ms },
-    signedAgo: async (accessToken, ms) => {
-      const past = await createTokenService(started.gateway.snapshot().config.tokens, { now: () => Date.now() - ms })
-      const c = JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString('utf8')) as { openid: string, unionid?: string, appid: string, fid: string }
-      return past.signAccess({ openid: c.openid, appid: c.appid, fid: c.fid, ...(c.unionid === undefined ? {} : { unionid: c.unionid }) }).token
-    }
+    advance: (ms) => { offset += ms }
   }
 }
 

@@ -30,6 +30,8 @@ export interface WxShim {
   codes: string[]
   /** Codes to hand out before the generated ones (e.g. a trigger such as `err40163-a`). */
   queue: string[]
+  /** Paths whose next answer is lost: the server gets the request, the caller a `fail` (once per entry). */
+  lose: string[]
   storage: Map<string, string>
 }
 
@@ -69,10 +71,12 @@ export function createWx (user: string, storage = new Map<string, string>()): Wx
   const sent: Sent[] = []
   const codes: string[] = []
   const queue: string[] = []
+  const lose: string[] = []
   const shim: WxShim = {
     sent,
     codes,
     queue,
+    lose,
     storage,
     request (opts) {
       const method = String(opts.method ?? 'GET').toUpperCase()
@@ -89,6 +93,13 @@ export function createWx (user: string, storage = new Map<string, string>()): Wx
         const h: Record<string, string> = {}
         for (const [k, v] of Object.entries(res.headers)) h[k] = Array.isArray(v) ? v.join(', ') : String(v)
         const answer = { statusCode: res.statusCode, data, header: h, cookies: [], errMsg: 'request:ok' }
+        const lost = lose.indexOf(new URL(url).pathname)
+        if (lost !== -1) {
+          lose.splice(lost, 1)
+          const e = { errMsg: 'request:fail the answer was lost' }
+          later(() => { opts.fail?.(e); opts.complete?.(e) })
+          return
+        }
         later(() => { opts.success?.(answer); opts.complete?.(answer) })
       }, (err: Error) => {
         const e = { errMsg: `request:fail ${err.message}` }
