@@ -37,6 +37,7 @@ export const ErrorCatalog = {
   BODY_TOO_LARGE: { code: 30013, status: 413, message: 'Request body is too large' },
   HEADERS_TOO_LARGE: { code: 30031, status: 431, message: 'Request headers are too large' },
   NO_JWKS: { code: 30032, status: 404, message: 'No JWKS: tokens are signed with a shared secret (HS256)' },
+  EXPECTATION_FAILED: { code: 30033, status: 417, message: 'Unsupported Expect header: only 100-continue is supported' },
 
   // 4xxxx: validation
   BAD_REQUEST: { code: 40000, status: 400, message: 'Malformed request' },
