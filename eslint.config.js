@@ -1,7 +1,7 @@
 import neostandard from 'neostandard'
 
 export default [
-  ...neostandard({ ts: true, ignores: ['dist/**', 'coverage/**', '.tap/**', 'node_modules/**'] }),
+  ...neostandard({ ts: true, ignores: ['dist/**', 'client/*/dist/**', 'coverage/**', '.tap/**', 'node_modules/**'] }),
   {
     rules: {
       // gateway.yaml's ${VAR} syntax appears in plain strings on purpose.

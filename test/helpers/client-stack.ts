@@ -1,0 +1,98 @@
+/**
+ * A real wegate for the mini-program client's tests: the WeChat emulator, a
+ * real Redis, an echo upstream on /api (auth required), a WebSocket echo on
+ * /ws (auth required), a foreign host that records what it receives, and a
+ * gateway clock the tests can move. The client library is loaded from its
+ * built dist/, as a mini program would get it.
+ */
+import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer } from 'ws'
+import type * as ClientLib from '../../client/miniprogram/src/index.js'
+import { authConfig, redisFor, startWeChat, type RecordedWeChat } from './auth.js'
+import { startGateway, type TestContext } from './gateway.js'
+import { startEcho, startServer, startUpstream, type Started, type TestUpstream } from './upstream.js'
+
+const DIST = new URL('../../client/miniprogram/dist/index.js', import.meta.url)
+
+/** The package as built by `npm run build` (client/miniprogram/dist). */
+export function loadClient (): typeof ClientLib {
+  if (!existsSync(DIST)) throw new Error('client/miniprogram/dist is missing: run `npm run build` first')
+  return createRequire(import.meta.url)(DIST.pathname) as typeof ClientLib
+}
+
+export interface ClientStack {
+  url: string
+  adminUrl: string
+  wechat: RecordedWeChat
+  echo: Started
+  foreign: TestUpstream
+  /** Handshake headers the WebSocket upstream received. */
+  handshakes: IncomingHttpHeaders[]
+  /** Move the gateway's clock forward (ms). */
+  advance: (ms: number) => void
+}
+
+async function startWsEcho (t: TestContext): Promise<{ url: string, handshakes: IncomingHttpHeaders[] }> {
+  const handshakes: IncomingHttpHeaders[] = []
+  const wss = new WebSocketServer({ noServer: true })
+  wss.on('connection', (socket, req: IncomingMessage) => {
+    handshakes.push(req.headers)
+    socket.on('message', (data) => socket.send(`echo:${(data as Buffer).toString()}`))
+  })
+  t.teardown(() => {
+    for (const c of wss.clients) c.terminate() // upgraded sockets: server.closeAllConnections() does not reach them
+    wss.close()
+  })
+  const { url, server } = await startServer(t, (_req, res) => { res.end('ws only') })
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req))
+  })
+  return { url, handshakes }
+}
+
+export async function startClientStack (t: TestContext): Promise<ClientStack> {
+  const redis = await redisFor(t)
+  const wechat = await startWeChat(t)
+  const echo = await startEcho(t, 'api')
+  const ws = await startWsEcho(t)
+  const foreign = await startUpstream(t, 'foreign')
+  let offset = 0
+  const config = authConfig({
+    wechatUrl: wechat.url,
+    echoUrl: echo.url,
+    redisUrl: redis.url,
+    patch: {
+      // No grace window: a second refresh with the same token would be a reuse and end the session,
+      // so every test also proves the client never sends one.
+      tokens: { keys: [{ kid: 'k1', secret: 'client-test-secret-0123456789abcdef' }], accessTtl: '15m', refreshTtl: '1d', refreshGrace: '0s' },
+      routes: [
+        { name: 'api', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echo.url, weight: 1 }] },
+        { name: 'ws', prefix: '/ws', auth: 'required', upstreams: [{ name: 'ws', url: ws.url, weight: 1 }] }
+      ]
+    }
+  })
+  const started = await startGateway(t, config, { now: () => Date.now() + offset })
+  await started.gateway.store.ready(5000)
+  return {
+    url: started.url,
+    adminUrl: started.adminUrl,
+    wechat,
+    echo,
+    foreign,
+    handshakes: ws.handshakes,
+    advance: (ms) => { offset += ms }
+  }
+}
+
+/** Sum of every sample of a metric (all label sets). */
+export async function metricSum (adminUrl: string, name: string): Promise<number> {
+  const text = await (await fetch(adminUrl + '/metrics')).text()
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name + '{') || line.startsWith(name + ' ')) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return sum
+}
