@@ -37,7 +37,8 @@ export const ErrorCatalog = {
   BODY_TOO_LARGE: { code: 30013, status: 413, message: 'Request body is too large' },
   HEADERS_TOO_LARGE: { code: 30031, status: 431, message: 'Request headers are too large' },
   NO_JWKS: { code: 30032, status: 404, message: 'No JWKS: tokens are signed with a shared secret (HS256)' },
-  EXPECTATION_FAILED: { code: 30033, status: 417, message: 'Unsupported Expect header: only 100-continue is supported' },
+  TUNNELS_PER_CALLER: { code: 30033, status: 429, message: 'Too many open WebSocket connections for this caller' },
+  EXPECTATION_FAILED: { code: 30034, status: 417, message: 'Unsupported Expect header: only 100-continue is supported' },
 
   // 4xxxx: validation
   BAD_REQUEST: { code: 40000, status: 400, message: 'Malformed request' },
@@ -60,7 +61,8 @@ export const ErrorCatalog = {
   STORE_UNAVAILABLE: { code: 50010, status: 503, message: 'Session store is unavailable' },
   UPSTREAM_UNAVAILABLE: { code: 50020, status: 502, message: 'Upstream service is unavailable' },
   UPSTREAM_TIMEOUT: { code: 50021, status: 504, message: 'Upstream service did not answer in time' },
-  SHUTTING_DOWN: { code: 50030, status: 503, message: 'Gateway is shutting down' }
+  SHUTTING_DOWN: { code: 50030, status: 503, message: 'Gateway is shutting down' },
+  TUNNELS_FULL: { code: 50031, status: 503, message: 'Gateway has no room for more WebSocket connections; try again shortly' }
 } as const satisfies Record<string, { code: number, status: number, message: string }>
 
 export type ErrorName = keyof typeof ErrorCatalog

@@ -4,48 +4,16 @@
  * Redis), a 429 envelope with Retry-After and RateLimit-* on the raw socket,
  * counted in wegate_rate_limited_total. Regression: upgrades skipped the limiter.
  */
-import { createServer, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
-import WebSocket, { WebSocketServer } from 'ws'
-import { startGateway, type StartedGateway, type TestContext } from './helpers/gateway.js'
+import type WebSocket from 'ws'
+import { startGateway, type StartedGateway } from './helpers/gateway.js'
 import { startRedis } from './helpers/redis.js'
-
-/** A ws echo upstream that also answers plain HTTP; counts handshakes and HTTP requests. */
-async function startWsUpstream (t: TestContext) {
-  const seen = { handshakes: 0, http: 0 }
-  const server = createServer((_req, res) => { seen.http++; res.end('http ok') })
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (socket) => {
-    seen.handshakes++
-    socket.on('message', (data) => socket.send(`echo:${data.toString()}`))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const c of wss.clients) c.terminate()
-    wss.close()
-    server.closeAllConnections()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen }
-}
-
-interface Opened { ws: WebSocket, status: number, body: string, headers: IncomingHttpHeaders }
+import { openWs, startWsUpstream, type Opened } from './helpers/websocket.js'
 
 /** Open a socket; resolves with it (101) or with the refusal: status, headers, body. */
 async function open (gw: StartedGateway, path: string, headers: Record<string, string> = {}): Promise<Opened> {
-  const ws = new WebSocket(`${gw.url.replace('http://', 'ws://')}${path}`, { headers })
-  return await new Promise<Opened>((resolve, reject) => {
-    ws.once('open', () => resolve({ ws, status: 101, body: '', headers: {} }))
-    ws.once('unexpected-response', (_req, res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => { body += d })
-      res.on('end', () => resolve({ ws, status: res.statusCode ?? 0, body, headers: res.headers }))
-    })
-    ws.once('error', reject)
-  })
+  return await openWs(gw.url, path, headers)
 }
 
 const bearer = (gw: StartedGateway, openid: string) =>
@@ -56,7 +24,7 @@ async function limited (gw: StartedGateway, route: string): Promise<number> {
   return Number(new RegExp(`^wegate_rate_limited_total\\{route="${route}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0)
 }
 
-const upstream = await startWsUpstream(t)
+const upstream = await startWsUpstream(t, 'echo')
 const routes = [
   { name: 'chat', prefix: '/ws/chat', auth: 'required', rateLimit: { max: 2, window: '1m', by: 'openid' }, upstreams: [{ name: 'v1', url: upstream.url, weight: 1 }] },
   { name: 'live', prefix: '/ws/live', auth: 'public', rateLimit: { max: 1, window: '1m', by: 'ip' }, upstreams: [{ name: 'v1', url: upstream.url, weight: 1 }] },
@@ -65,7 +33,7 @@ const routes = [
 
 t.test('per openid: the third upgrade in the window is a 429 envelope with Retry-After and RateLimit-*', async (t) => {
   const gw = await startGateway(t, { routes })
-  const before = upstream.seen.handshakes
+  const before = upstream.handshakes.length
   const sockets: WebSocket[] = []
   t.teardown(() => { for (const s of sockets) s.terminate() })
   for (let i = 0; i < 2; i++) {
@@ -83,7 +51,7 @@ t.test('per openid: the third upgrade in the window is a 429 envelope with Retry
   t.ok(Number(refused.headers['ratelimit-reset']) > 0)
   t.match(refused.headers['content-type'], /^application\/json/)
   t.equal(refused.headers['x-request-id'], 'ws-rl-1')
-  t.equal(upstream.seen.handshakes - before, 2, 'the refused upgrade never reached the upstream')
+  t.equal(upstream.handshakes.length - before, 2, 'the refused upgrade never reached the upstream')
   t.equal(await limited(gw, 'chat'), 1, 'counted in wegate_rate_limited_total')
   t.ok(gw.logs.lines.some((l) => l.msg === 'access' && l.websocket === true && l.status === 429 && l.route === 'chat'), 'an access line with 429')
 

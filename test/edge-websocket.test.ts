@@ -4,41 +4,14 @@
  * token (client copies stripped), frames flow both ways, and every refusal or
  * upstream failure is an HTTP answer on the socket — never a crash or a hang.
  */
-import { createServer, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
-import WebSocket, { WebSocketServer } from 'ws'
+import WebSocket from 'ws'
 import { ErrorCatalog } from '../src/errors.js'
 import { attachWebSocketProxy } from '../src/proxy/websocket.js'
 import { startGateway, type TestContext } from './helpers/gateway.js'
 import { closedPort, rawRequest, startServer } from './helpers/upstream.js'
-
-interface Handshake { url: string, headers: IncomingHttpHeaders }
-
-/** A ws echo upstream: replies `<name>:<message>` and records every handshake. */
-async function startWsUpstream (t: TestContext, name: string) {
-  const server = createServer((_req, res) => { res.setHeader('x-upstream', name); res.end(name) })
-  const wss = new WebSocketServer({ server })
-  const handshakes: Handshake[] = []
-  const closes: number[] = []
-  wss.on('connection', (socket, req) => {
-    handshakes.push({ url: req.url ?? '', headers: req.headers })
-    socket.on('message', (data, isBinary) => {
-      if (!isBinary && data.toString() === 'bye') { socket.close(4001, 'bye from upstream'); return }
-      socket.send(isBinary ? data : `${name}:${data.toString()}`, { binary: isBinary })
-    })
-    socket.on('close', (code) => closes.push(code))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const c of wss.clients) c.terminate()
-    wss.close()
-    server.closeAllConnections()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, handshakes, closes, wss }
-}
+import { closeWs, openWs, roundTrip, startWsUpstream, waitUntil } from './helpers/websocket.js'
 
 /** A gateway with the WebSocket proxy attached (unless app.ts already does it). */
 async function wsGateway (t: TestContext, routes: unknown[]) {
@@ -89,29 +62,7 @@ const bearer = (openid: string) => `Bearer ${tokens.signAccess({ openid, appid: 
 
 /** Connect; resolves with the open socket, or the refusal (status, headers, body). */
 async function connectWs (path: string, headers: Record<string, string> = {}, protocols: string[] = []) {
-  const ws = new WebSocket(`${wsUrl}${path}`, protocols, { headers })
-  return await new Promise<{ ws: WebSocket, status: number, body: string, headers: IncomingHttpHeaders }>((resolve, reject) => {
-    ws.once('open', () => resolve({ ws, status: 101, body: '', headers: {} }))
-    ws.once('unexpected-response', (_req, res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => { body += d })
-      res.on('end', () => resolve({ ws, status: res.statusCode ?? 0, body, headers: res.headers }))
-    })
-    ws.once('error', reject)
-  })
-}
-
-async function roundTrip (ws: WebSocket, data: string | Buffer): Promise<string | Buffer> {
-  return await new Promise((resolve) => {
-    ws.once('message', (m, isBinary) => resolve(isBinary ? Buffer.from(m as Buffer) : (m as Buffer).toString()))
-    ws.send(data)
-  })
-}
-
-async function closeWs (ws: WebSocket): Promise<void> {
-  if (ws.readyState === WebSocket.CLOSED) return
-  await new Promise<void>((resolve) => { ws.once('close', () => resolve()); ws.close() })
+  return await openWs(url, path, headers, protocols)
 }
 
 t.test('an authenticated socket is proxied: frames both ways, identity from the token only', async (t) => {
@@ -243,7 +194,7 @@ t.test('closing either side closes the other', async (t) => {
   const closesBefore = stable.closes.length
   await roundTrip(b.ws, 'x')
   await closeWs(b.ws)
-  await waitFor(() => stable.closes.length > closesBefore)
+  await waitUntil(() => stable.closes.length > closesBefore)
   t.ok(stable.closes.length > closesBefore, 'the upstream saw the client close')
 })
 
@@ -285,10 +236,6 @@ t.test('shutdown with an open tunnel completes and closes the client', async (t)
   await closed
   t.pass('shutdown finished and the socket closed')
 })
-
-async function waitFor (cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 100 && !cond(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
-}
 
 t.test('regression: an idle tunnel outlives the route timeout and the client request timeouts', async (t) => {
   const own = await startGateway(t, {

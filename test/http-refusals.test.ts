@@ -15,7 +15,7 @@ const refusals = () => logs.lines.filter((l) => l.msg === 'request refused befor
 
 const cases: Array<{ name: string, send: string, status: number, code: number, reason: string | RegExp }> = [
   { name: 'an HTTP/1.1 request without Host (Node answered a bare 400)', send: `GET /api/${MARKER} HTTP/1.1\r\n\r\n`, status: 400, code: 40000, reason: 'missing_host' },
-  { name: 'an Expect other than 100-continue (Node answered a bare 417)', send: `GET / HTTP/1.1\r\nHost: x\r\nExpect: ${MARKER}\r\n\r\n`, status: 417, code: 30033, reason: 'expectation' },
+  { name: 'an Expect other than 100-continue (Node answered a bare 417)', send: `GET / HTTP/1.1\r\nHost: x\r\nExpect: ${MARKER}\r\n\r\n`, status: 417, code: 30034, reason: 'expectation' },
   { name: 'CONNECT (Node closed the socket without a word)', send: `CONNECT ${MARKER}.example:443 HTTP/1.1\r\nHost: ${MARKER}.example:443\r\n\r\n`, status: 405, code: 30005, reason: 'connect' },
   {
     name: 'Content-Length with Transfer-Encoding (a smuggling attempt)',

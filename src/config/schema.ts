@@ -64,6 +64,9 @@ const Route = Strict({
   stripPrefix: Type.Boolean({ default: false, description: 'Remove the prefix before forwarding' }),
   forwardAuthorization: Type.Boolean({ default: false, description: 'Forward the client\'s Authorization header upstream (off: identity travels only in X-OpenID/X-UnionID/X-AppID)' }),
   rateLimit: Type.Optional(RateLimitRule(600, '1m', 'openid', 'Per-route rate limit', false)),
+  websocket: Strict({
+    idleTimeout: Duration('60s', 'Close a tunnel with no frame either way for this long (close code 1001); 0s: never')
+  }, 'WebSocket tunnels opened on this route'),
   upstreams: Type.Array(Upstream, { minItems: 1, description: 'Weighted upstream versions (grey release)' }),
   canary: Type.Optional(Canary)
 }, 'A route', false)
@@ -149,6 +152,10 @@ export const GatewayConfigSchema = Type.Object({
     headersTimeout: Duration('10s', 'Time to receive request headers (408 beyond)'),
     keepAliveTimeout: Duration('75s', 'Idle client keep-alive; keep above your load balancer\'s idle timeout')
   }, 'Client-side limits'),
+  websocket: Strict({
+    maxTunnels: Type.Integer({ minimum: 1, default: 10_000, description: 'Open WebSocket tunnels on this instance, all routes together (two sockets each); past it a handshake gets 503' }),
+    maxTunnelsPerCaller: Type.Integer({ minimum: 1, default: 20, description: 'Open tunnels per caller: per openid, or per client IP for anonymous callers; past it a handshake gets 429' })
+  }, 'WebSocket tunnels (wx.connectSocket), gateway-wide'),
   shutdown: Strict({
     delay: Duration('0s', 'After SIGTERM, keep serving (not ready) this long so load balancers stop sending'),
     timeout: Duration('20s', 'Longest wait for in-flight requests before exiting')

@@ -115,6 +115,13 @@ export function createMetrics (registry: Registry = new Registry()) {
       buckets: LATENCY_BUCKETS,
       registers
     }),
+    websocketTunnels: new Gauge({ name: 'wegate_websocket_tunnels_open', help: 'WebSocket tunnels open right now, by route', labelNames: ['route'] as const, registers }),
+    websocketClosed: new Counter({
+      name: 'wegate_websocket_closed_total',
+      help: 'WebSocket tunnels the gateway closed, by route and reason: revoked (token refused), expired, idle',
+      labelNames: ['route', 'reason'] as const,
+      registers
+    }),
     configInfo: new Gauge({
       name: 'wegate_config_info',
       help: 'The active configuration: 1 for the hash of the file in use',

@@ -17,6 +17,7 @@ import { GatewayError } from '../errors.js'
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
 import { normalisePath } from './path.js'
 import type { CompiledRoute, CompiledUpstream, RouteTable } from './routes.js'
+import type { TunnelLimits } from './tunnels.js'
 import type { Metrics } from '../metrics/index.js'
 
 /** Who the caller is, from a verified, unrevoked access token. */
@@ -24,6 +25,8 @@ export interface Caller {
   openid: string
   unionid?: string | undefined
   appid: string
+  /** The token's expiry (epoch seconds): a WebSocket tunnel it opened closes then. */
+  exp?: number | undefined
 }
 
 /**
@@ -37,6 +40,7 @@ export type Authenticate = (authorization: string | undefined, required: boolean
 export interface ProxySnapshot {
   readonly routes: RouteTable
   readonly authenticate: Authenticate
+  readonly config: { readonly websocket: TunnelLimits }
 }
 
 /** Outcome of one forwarded request, for rollback tracking and metrics. */

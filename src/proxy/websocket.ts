@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto'
 import { STATUS_CODES, request as httpRequest, type ClientRequest, type IncomingMessage, type Server } from 'node:http'
 import { request as httpsRequest } from 'node:https'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import proxyAddr from '@fastify/proxy-addr'
 import type { Logger } from 'pino'
@@ -20,6 +21,7 @@ import { errorKind, pickUpstream, type Caller, type ProxySnapshot, type Upstream
 import { upstreamRequestHeaders } from './headers.js'
 import { normalisePath } from './path.js'
 import type { CompiledRoute, CompiledUpstream } from './routes.js'
+import { createTunnels, type Reservation } from './tunnels.js'
 
 export interface WebSocketProxyOptions {
   snapshot: () => ProxySnapshot
@@ -36,6 +38,10 @@ export interface WebSocketProxyOptions {
   onOutcome?: ((route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void) | undefined
   /** The per-route limiter HTTP requests go through (same rule, same counters), for routes with `rateLimit`. */
   rateLimit?: RouteLimiter | undefined
+  /** Epoch ms, for token expiry of open tunnels; default Date.now. */
+  now?: (() => number) | undefined
+  /** How often open tunnels' tokens are checked (ms); default 500. */
+  sweepEvery?: number | undefined
 }
 
 export interface WebSocketProxy {
@@ -50,7 +56,14 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
   const { snapshot, metrics, trusted, logger, onOutcome, rateLimit } = opts
   const requestId = opts.requestId ?? defaultRequestId
   const closing = opts.closing ?? (() => false)
-  const tunnels = new Set<Duplex>()
+  const tunnels = createTunnels({
+    metrics,
+    logger,
+    now: opts.now,
+    sweepEvery: opts.sweepEvery,
+    limits: () => snapshot().config.websocket,
+    authenticate: (authorization) => { snapshot().authenticate(authorization, true) }
+  })
   // proxy-addr walks X-Forwarded-For from the right while hops are trusted: the same client IP Fastify computes.
   const trust = (address: string) => trusted(address)
 
@@ -108,7 +121,7 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
 
     const rule = route.config.rateLimit
     if (rule === undefined || rateLimit === undefined) {
-      connect()
+      admit()
       return
     }
     // Same rule and counters as the route's HTTP requests: a reconnect loop is a request loop.
@@ -116,13 +129,27 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
       if (done) return
       if (socket.destroyed) { done = true; log(499); return } // the client left while the limiter answered
       if (closing()) { fail(new GatewayError('SHUTTING_DOWN')); return }
-      connect()
+      admit()
     }, (err: unknown) => {
       fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
     })
 
+    /** A place among the open tunnels (limits per caller and gateway-wide), then connect. */
+    function admit (): void {
+      let slot: Reservation
+      try {
+        slot = tunnels.reserve(route.name, caller === undefined ? `ip:${ip}` : `u:${caller.openid}`)
+      } catch (err) {
+        fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
+        return
+      }
+      // Given back unless the handshake becomes a tunnel.
+      socket.once('close', slot.release)
+      connect(slot)
+    }
+
     /** Pick the upstream, replay the handshake to it, relay its answer or open the tunnel. */
-    function connect (): void {
+    function connect (slot: Reservation): void {
       let upstream: CompiledUpstream
       let headers: Record<string, string | string[]>
       let path: string
@@ -212,8 +239,9 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
         socket.removeListener('close', abandon)
         metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
         onOutcome?.(route, upstream, 'ok')
+        socket.removeListener('close', slot.release)
         upstreamSocket.on('error', () => { upstreamSocket.destroy() })
-        // The handshake timeout must not become an idle timeout of the tunnel.
+        // The handshake timeout must not become the tunnel's idle timeout (the route's websocket.idleTimeout is).
         upstreamSocket.setTimeout(0)
         upstreamSocket.setNoDelay(true)
         let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
@@ -223,21 +251,17 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
           text += `${raw[i]}: ${raw[i + 1]}\r\n`
         }
         socket.write(text + `X-Request-Id: ${id}\r\n\r\n`)
-        if (upstreamHead.length > 0) socket.write(upstreamHead)
-        if (head.length > 0) upstreamSocket.write(head)
-        tunnels.add(socket)
-        tunnels.add(upstreamSocket)
-        // Either side closing or failing ends the tunnel on both.
-        const end = () => {
-          tunnels.delete(socket)
-          tunnels.delete(upstreamSocket)
-          socket.destroy()
-          upstreamSocket.destroy()
-        }
-        socket.once('close', end)
-        upstreamSocket.once('close', end)
-        socket.pipe(upstreamSocket)
-        upstreamSocket.pipe(socket)
+        const authorization = req.headers.authorization
+        slot.start({
+          client: socket as Socket, // the server's 'upgrade' hands over the connection's net.Socket
+          upstream: upstreamSocket,
+          clientHead: head,
+          upstreamHead,
+          idleTimeout: route.config.websocket.idleTimeout,
+          requestId: id,
+          // The token that opened it keeps it open: checked again while it lasts.
+          session: caller?.exp === undefined || authorization === undefined ? undefined : { authorization, exp: caller.exp }
+        })
         log(101)
       })
 
@@ -247,11 +271,10 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
 
   server.on('upgrade', onUpgrade)
   return {
-    get open () { return tunnels.size / 2 },
+    get open () { return tunnels.open },
     close () {
       server.removeListener('upgrade', onUpgrade)
-      for (const s of tunnels) s.destroy()
-      tunnels.clear()
+      tunnels.close()
     }
   }
 }
