@@ -12,9 +12,8 @@ import { findDemoCredentials } from '../config/demo.js'
 import { ConfigError, formatProblem } from '../config/errors.js'
 import { loadConfigFile, referencedFiles } from '../config/load.js'
 import { createLogger } from '../log.js'
-import { startDemoUpstream } from '../demo/upstream.js'
+import { startDemo } from '../demo/start.js'
 import { watchConfig } from '../config/watch.js'
-import { createWeChatEmulator } from '../emulator/wechat.js'
 import { ownProcess } from './process.js'
 
 // 5 s: past the drain's own bound (shutdown.delay + shutdown.timeout), a crashed process exits regardless
@@ -48,17 +47,8 @@ export async function serve (opts: ServeOptions): Promise<void> {
   const logger = createLogger({ level: loaded.config.logging.level })
   const closers: Array<() => Promise<void>> = []
 
-  if (opts.demo) {
-    // The demo: the WeChat emulator where the default gateway.yaml points, and two upstream versions.
-    const emulator = createWeChatEmulator({ apps: loaded.config.wechat.apps, logger: logger.child({ component: 'wechat-emulator' }) })
-    const emulatorUrl = await emulator.listen({ port: 9400, host: '127.0.0.1' })
-    closers.push(emulator.close)
-    logger.info({ url: emulatorUrl }, 'WeChat emulator listening')
-    const stable = await startDemoUpstream('stable', 9501)
-    const canary = await startDemoUpstream('canary', 9502)
-    closers.push(stable.close, canary.close)
-    logger.info({ stable: stable.url, canary: canary.url }, 'demo upstreams listening')
-  }
+  // The demo: the WeChat emulator and the demo upstreams, where the config points.
+  if (opts.demo) closers.push(...await startDemo(loaded.config, logger))
 
   // workers > 1: this process becomes the cluster primary; the workers run the code below.
   const workers = workerCount(loaded.config.workers, availableParallelism)

@@ -249,13 +249,15 @@ export function configReference (): string {
 <!-- Generated from src/config/schema.ts by \`npm run schema\`; do not edit by hand. -->
 
 wegate reads one YAML file: \`wegate serve -c gateway.yaml\` (default \`./gateway.yaml\`, or
-\`$WEGATE_CONFIG\`). \`wegate check -c file\` validates it and lists every problem with its path.
+\`$WEGATE_CONFIG\`). \`wegate check -c file\` validates it and lists every problem at once (schema,
+\`\${VAR}\` and the rules between fields together), each with its path and line.
 
 - **Environment**: \`\${VAR}\` is replaced by the variable (an unset one is an error),
   \`\${VAR:-default}\` falls back to \`default\`, and \`$\${\` writes a literal \`\${\`. Keep secrets
   (WeChat AppSecrets, JWT keys, Redis passwords) in the environment, never in the file.
 - **Durations** are strings: \`800ms\`, \`30s\`, \`15m\`, \`2h\`, \`7d\`. **Sizes**: \`512b\`, \`16kb\`, \`1mb\`.
-- **Unknown keys are errors** (a typo never silently falls back to a default).
+- **Unknown keys are errors** (a typo never silently falls back to a default); the closest known
+  key is suggested (\`routes[0].timout: unknown key — did you mean timeout?\`).
 - Editors: the file's first line \`# yaml-language-server: $schema=./config/gateway.schema.json\`
   gives completion and inline checks (VS Code with the YAML extension, JetBrains, Neovim).
 
