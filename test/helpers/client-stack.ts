@@ -5,7 +5,7 @@
  * gateway clock the tests can move. The client library is loaded from its
  * built dist/, as a mini program would get it.
  */
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
@@ -20,6 +20,9 @@ const DIST = new URL('../../client/miniprogram/dist/index.js', import.meta.url)
 /** The package as built by `npm run build` (client/miniprogram/dist). */
 export function loadClient (): typeof ClientLib {
   if (!existsSync(DIST)) throw new Error('client/miniprogram/dist is missing: run `npm run build` first')
+  const src = new URL('../../client/miniprogram/src/', import.meta.url)
+  const newest = Math.max(...readdirSync(src).map((f) => statSync(new URL(f, src)).mtimeMs))
+  if (newest > statSync(DIST).mtimeMs) throw new Error('client/miniprogram/dist is older than its source: run `npm run build`')
   return createRequire(import.meta.url)(DIST.pathname) as typeof ClientLib
 }
 
