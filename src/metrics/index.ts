@@ -129,6 +129,30 @@ export function createMetrics (registry: Registry = new Registry()) {
       aggregator: 'max',
       registers
     }),
+    wechatCalls: new Counter({
+      name: 'wegate_wechat_api_calls_total',
+      help: 'Requests to WeChat\'s server API (each attempt) by api and result: the errcode (0 on success) or timeout, network, bad_response',
+      labelNames: ['api', 'errcode'] as const,
+      registers
+    }),
+    wechatTokenRefreshes: new Counter({
+      name: 'wegate_wechat_token_refreshes_total',
+      help: 'stable_token requests by app, reason (initial, scheduled, forced, backend), mode (normal, force) and result (success, failure)',
+      labelNames: ['app', 'reason', 'mode', 'result'] as const,
+      registers
+    }),
+    decrypts: new Counter({
+      name: 'wegate_decrypts_total',
+      help: '/auth/decrypt answers by app and result: ok, no_session, malformed, failed, wrong_app, too_old, signature, invalid',
+      labelNames: ['app', 'result'] as const,
+      registers
+    }),
+    phoneVerifications: new Counter({
+      name: 'wegate_phone_verifications_total',
+      help: '/auth/phone answers by app and result: ok, invalid_code, failure',
+      labelNames: ['app', 'result'] as const,
+      registers
+    }),
     parserErrors: new Counter({
       name: 'wegate_http_parser_errors_total',
       help: 'Requests refused before routing (by Node\'s HTTP parser or the server), by reason: an llhttp / Node error code in lower case, missing_host, expectation, connect',
