@@ -108,6 +108,11 @@ export function createMetrics (registry: Registry = new Registry()) {
       aggregator: 'min',
       registers
     }),
+    storeStateLost: new Counter({
+      name: 'wegate_store_state_lost_total',
+      help: 'Times this instance found that Redis lost its state (restarted empty): tokens issued before were refused from then on',
+      registers
+    }),
     storeDuration: new Histogram({
       name: 'wegate_store_operation_duration_seconds',
       help: 'Store round trips by operation',
