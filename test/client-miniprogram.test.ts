@@ -123,6 +123,17 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     t.match(events.logout, [{ reason: 'ended', code: 20006 }])
   })
 
+  t.test('refresh token revoked (session logged out elsewhere, access token due): 20010 → one re-login, success', async (t) => {
+    const { wx, client, phone, events } = launch(flavour, 'refreshrevoked')
+    const s = await client.login()
+    t.equal((await post(stack.url + '/auth/logout', {}, bearer(s.accessToken))).json?.code, 200)
+    phone.offset += 15 * MIN
+    t.equal((await client.request({ url: '/api/after-refresh-revoked' })).statusCode, 200)
+    t.equal(refreshesSent(wx), 1)
+    t.equal(loginsSent(wx), 2)
+    t.match(events.logout, [{ reason: 'ended', code: 20010 }])
+  })
+
   t.test('logged out everywhere from another phone (logout-all): one re-login, success', async (t) => {
     const { wx, client, events } = launch(flavour, 'everywhere')
     await client.login()
@@ -209,8 +220,8 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
       task.onMessage((m) => resolve(String(m.data)))
       task.onOpen(() => task.send({ data: 'hi' }))
     })
-    t.equal(reply, 'echo:hi')
-    t.equal(stack.handshakes.at(-1)?.['x-openid'], client.session()?.openid)
+    t.equal(reply, 'ws:hi')
+    t.equal(stack.handshakes.at(-1)?.headers['x-openid'], client.session()?.openid)
     task.close({})
   })
 

@@ -108,6 +108,11 @@ export function createMetrics (registry: Registry = new Registry()) {
       aggregator: 'min',
       registers
     }),
+    storeStateLost: new Counter({
+      name: 'wegate_store_state_lost_total',
+      help: 'Times this instance found that Redis lost its state (restarted empty): tokens issued before were refused from then on',
+      registers
+    }),
     storeDuration: new Histogram({
       name: 'wegate_store_operation_duration_seconds',
       help: 'Store round trips by operation',
@@ -151,6 +156,12 @@ export function createMetrics (registry: Registry = new Registry()) {
       name: 'wegate_phone_verifications_total',
       help: '/auth/phone answers by app and result: ok, invalid_code, failure',
       labelNames: ['app', 'result'] as const,
+      registers
+    }),
+    parserErrors: new Counter({
+      name: 'wegate_http_parser_errors_total',
+      help: 'Requests refused before routing (by Node\'s HTTP parser or the server), by reason: an llhttp / Node error code in lower case, missing_host, expectation, connect',
+      labelNames: ['reason'] as const,
       registers
     })
   }

@@ -7,13 +7,11 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
-import type { Duplex } from 'node:stream'
-import { WebSocketServer } from 'ws'
 import type * as ClientLib from '../../client/miniprogram/src/index.js'
 import { authConfig, redisFor, startWeChat, type RecordedWeChat } from './auth.js'
 import { startGateway, type TestContext } from './gateway.js'
-import { startEcho, startServer, startUpstream, type Started, type TestUpstream } from './upstream.js'
+import { startEcho, startUpstream, type Started, type TestUpstream } from './upstream.js'
+import { startWsUpstream, type Handshake } from './websocket.js'
 
 const DIST = new URL('../../client/miniprogram/dist/index.js', import.meta.url)
 
@@ -32,35 +30,18 @@ export interface ClientStack {
   wechat: RecordedWeChat
   echo: Started
   foreign: TestUpstream
-  /** Handshake headers the WebSocket upstream received. */
-  handshakes: IncomingHttpHeaders[]
+  /** Handshakes the WebSocket upstream (echo `ws:<message>`) received. */
+  handshakes: Handshake[]
   /** Move the gateway's clock forward (ms). */
   advance: (ms: number) => void
 }
 
-async function startWsEcho (t: TestContext): Promise<{ url: string, handshakes: IncomingHttpHeaders[] }> {
-  const handshakes: IncomingHttpHeaders[] = []
-  const wss = new WebSocketServer({ noServer: true })
-  wss.on('connection', (socket, req: IncomingMessage) => {
-    handshakes.push(req.headers)
-    socket.on('message', (data) => socket.send(`echo:${(data as Buffer).toString()}`))
-  })
-  t.teardown(() => {
-    for (const c of wss.clients) c.terminate() // upgraded sockets: server.closeAllConnections() does not reach them
-    wss.close()
-  })
-  const { url, server } = await startServer(t, (_req, res) => { res.end('ws only') })
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req))
-  })
-  return { url, handshakes }
-}
-
-export async function startClientStack (t: TestContext): Promise<ClientStack> {
+/** `refreshGrace`: default 0s, so that a second refresh with one token is a reuse that ends the session. */
+export async function startClientStack (t: TestContext, opts: { refreshGrace?: string } = {}): Promise<ClientStack> {
   const redis = await redisFor(t)
   const wechat = await startWeChat(t)
   const echo = await startEcho(t, 'api')
-  const ws = await startWsEcho(t)
+  const ws = await startWsUpstream(t, 'ws')
   const foreign = await startUpstream(t, 'foreign')
   let offset = 0
   const config = authConfig({
@@ -70,7 +51,7 @@ export async function startClientStack (t: TestContext): Promise<ClientStack> {
     patch: {
       // No grace window: a second refresh with the same token would be a reuse and end the session,
       // so every test also proves the client never sends one.
-      tokens: { keys: [{ kid: 'k1', secret: 'client-test-secret-0123456789abcdef' }], accessTtl: '15m', refreshTtl: '1d', refreshGrace: '0s' },
+      tokens: { keys: [{ kid: 'k1', secret: 'client-test-secret-0123456789abcdef' }], accessTtl: '15m', refreshTtl: '1d', refreshGrace: opts.refreshGrace ?? '0s' },
       routes: [
         { name: 'api', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echo.url, weight: 1 }] },
         { name: 'ws', prefix: '/ws', auth: 'required', upstreams: [{ name: 'ws', url: ws.url, weight: 1 }] }
