@@ -6,7 +6,8 @@
  */
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { ErrorCatalog, GatewayError, envelopeText, type ErrorName } from '../errors.js'
+import { GatewayError, envelopeText, type ErrorName } from '../errors.js'
+import { writeRawEnvelope } from './raw-envelope.js'
 
 const FASTIFY_CODES: Record<string, ErrorName> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
@@ -89,18 +90,5 @@ export function handleClientError (err: NodeJS.ErrnoException & { code?: string 
     socket.destroy()
     return
   }
-  const entry = ErrorCatalog[name]
-  const body = JSON.stringify({ code: entry.code, message: entry.message, data: null })
-  socket.end(
-    `HTTP/1.1 ${entry.status} ${STATUS_TEXT[entry.status] ?? 'Bad Request'}\r\n` +
-    'Content-Type: application/json; charset=utf-8\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Connection: close\r\n\r\n' + body
-  )
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  408: 'Request Timeout',
-  431: 'Request Header Fields Too Large'
+  writeRawEnvelope(socket, new GatewayError(name))
 }
