@@ -3,7 +3,6 @@
  * but not listening. No globals: the process wrapper (cli/serve.ts) and the
  * tests build it the same way.
  */
-import { createServer } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
@@ -16,12 +15,13 @@ import { proxyPlugin } from './proxy/forward.js'
 import { attachWebSocketProxy } from './proxy/websocket.js'
 import type { Snapshot } from './runtime.js'
 import type { Store } from './store/index.js'
-import { handleClientError, handleError, sendError } from './http/errors.js'
+import { handleError, sendError } from './http/errors.js'
 import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
 import { accountingPlugin } from './http/accounting.js'
 import { requestId } from './http/request-id.js'
 import { createAdminServer } from './gateway/admin.js'
+import { clientErrorHandler, createHttpServer, type RefusalLog } from './gateway/http-server.js'
 import { canaryPlugin } from './gateway/canary.js'
 import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway/config.js'
 import { lifecyclePlugin } from './gateway/lifecycle.js'
@@ -85,7 +85,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   const metrics = deps.metrics ?? createMetrics()
   // Router-level failures run no hooks: they are accounted for through this, once wired.
   const accounting = { track: (_request: FastifyRequest, _reply: FastifyReply): void => {} }
-  const app = createPublicServer(config, logger, accounting)
+  const app = createPublicServer(config, { logger, metrics }, accounting)
   try {
     await app.register(storePlugin, { config: config.store, logger, metrics, now, store: deps.store })
     await app.register(canaryPlugin, { metrics, logger })
@@ -100,8 +100,9 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
 }
 
 /** The public Fastify instance with the server-level settings (restart-only: they shape the server). */
-function createPublicServer (config: GatewayConfig, logger: Logger, accounting: Accounting): FastifyInstance {
+function createPublicServer (config: GatewayConfig, refusals: RefusalLog, accounting: Accounting): FastifyInstance {
   const { limits, trustProxy } = config
+  const { logger } = refusals
   return Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -112,21 +113,14 @@ function createPublicServer (config: GatewayConfig, logger: Logger, accounting: 
     // Bodies are validated as sent: no type coercion, no silent removal of extra keys.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     forceCloseConnections: 'idle',
-    clientErrorHandler: handleClientError,
+    clientErrorHandler: clientErrorHandler(refusals),
     // Router-level failures (a malformed URL, e.g. `/%zz`) get the envelope too.
     // (no hooks run for these, so they are tracked here)
     frameworkErrors: (err, request, reply) => { accounting.track(request, reply); handleError(err, request, reply) },
     // request.ip is the real client per trustProxy (restart to change: it shapes the server)
     trustProxy,
-    // Node enforces these before Fastify sees the request; clientErrorHandler answers them.
-    serverFactory: (handler) => createServer({
-      maxHeaderSize: limits.headerSize,
-      requestTimeout: limits.requestTimeout,
-      headersTimeout: limits.headersTimeout,
-      keepAliveTimeout: limits.keepAliveTimeout,
-      // Node checks the two timeouts above on this interval (default 30 s, far too coarse).
-      connectionsCheckingInterval: Math.max(100, Math.min(1000, limits.headersTimeout / 4))
-    }, handler)
+    // Node's limits, refusals before routing (counted, logged, answered), pipelining in order.
+    serverFactory: (handler) => createHttpServer(limits, handler, refusals)
   })
 }
 

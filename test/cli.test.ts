@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -11,10 +11,10 @@ import { baseConfig, merge, startGateway, TEST_JWT_SECRET } from './helpers/gate
 
 const CLI = ['--import', 'tsx', 'src/cli/main.ts']
 
-function run (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
+function run (args: string[], env: Record<string, string> = {}, timeout = 30_000): Promise<{ code: number, stdout: string, stderr: string }> {
   return new Promise((resolve) => {
     // timeout: a `serve` that wrongly starts fails the test instead of hanging it
-    execFile(process.execPath, [...CLI, ...args], { env: { PATH: process.env.PATH, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [...CLI, ...args], { env: { PATH: process.env.PATH, ...env }, timeout }, (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : (err.code as number), stdout, stderr })
     })
   })
@@ -142,4 +142,61 @@ t.test('regression: check showed two of seven mistakes; now every one, with its 
   const { gateway } = await startGateway(t)
   const reloaded = await gateway.reload(file)
   t.same(reloaded.status === 'refused' ? reloaded.problems : reloaded, SEVEN_PROBLEMS, 'a reload refuses it with the same list (and logs it)')
+})
+
+t.test('regression: --help on every command prints its usage and does nothing else (serve --help started the gateway)', async (t) => {
+  // With a real secret and free ports, a serve that ignored --help would listen and never exit (killed: code null).
+  const env = { JWT_SECRET: 'a-real-secret-from-the-vault-0123456789', PORT: '0', ADMIN_PORT: '0' }
+  const cases: Array<[string[], RegExp]> = [
+    [['serve', '-c', 'gateway.yaml', '--help'], /^usage: wegate serve \[-c gateway\.yaml\] \[--demo\]\n/],
+    [['serve', '-h'], /^usage: wegate serve /],
+    [['check', '--help'], /^usage: wegate check \[-c gateway\.yaml\] \[--demo\]\n/],
+    [['emulator', '--port', '0', '--help'], /^usage: wegate emulator \[--port 9400\]/],
+    [['--help'], /^usage: wegate <command> \[options\]\n/],
+    [[], /^usage: wegate <command>/]
+  ]
+  for (const [args, usage] of cases) {
+    const r = await run(args, env, 10_000)
+    t.equal(r.code, 0, `wegate ${args.join(' ')}: exit 0`)
+    t.match(r.stdout, usage, `wegate ${args.join(' ')}: its usage`)
+    t.equal(r.stderr, '', 'nothing else: no validation, no listener')
+    t.notMatch(r.stdout, /listening|ok \(/)
+  }
+})
+
+t.test('regression: wegate --version printed "unknown command"; it prints the package version', async (t) => {
+  const { version } = JSON.parse(await readFile('package.json', 'utf8')) as { version: string }
+  const r = await run(['--version'])
+  t.equal(r.code, 0)
+  t.equal(r.stdout, `wegate ${version}\n`)
+})
+
+t.test('regression: an unknown option, or another command\'s, is refused with the command\'s usage (exit 2)', async (t) => {
+  const cases: Array<[string[], string, string]> = [
+    [['check', '--port', '9400'], 'check', "unknown option '--port'"], // the emulator's option: check validated ./gateway.yaml
+    [['serve', '--app', 'wx1:s'], 'serve', "unknown option '--app'"],
+    [['emulator', '-c', 'gateway.yaml'], 'emulator', "unknown option '-c'"],
+    [['emulator', '--demo'], 'emulator', "unknown option '--demo'"],
+    [['serve', '--bogus'], 'serve', "unknown option '--bogus'"],
+    [['check', 'a.yaml', 'b.yaml'], 'check', "unexpected argument 'b.yaml'"]
+  ]
+  for (const [args, command, message] of cases) {
+    const r = await run(args, { JWT_SECRET: 'a-real-secret-from-the-vault-0123456789', PORT: '0', ADMIN_PORT: '0' }, 10_000)
+    t.equal(r.code, 2, `wegate ${args.join(' ')}: exit 2`)
+    t.equal(r.stdout, '')
+    t.match(r.stderr, `wegate ${command}: ${message}\nusage: wegate ${command} `)
+  }
+})
+
+t.test('regression: check said ok for a key file serve cannot read; both now refuse it with the same list and its line', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-check-'))
+  const file = join(dir, 'keys.yaml')
+  const missing = join(dir, 'missing.pem')
+  await writeFile(file, stringify(merge(baseConfig(), { tokens: { algorithm: 'ES256', keys: [{ kid: 'k1', privateKeyFile: missing }] } })))
+  const checked = await run(['check', '-c', file])
+  t.equal(checked.code, 1)
+  t.match(checked.stderr, new RegExp(`^${file}: 1 problem\n {2}tokens\\.keys\\[0\\]: cannot read key: ENOENT[^\n]*\\(line \\d+\\)\n$`))
+  const served = await run(['serve', '-c', file], { PORT: '0', ADMIN_PORT: '0' })
+  t.equal(served.code, 1)
+  t.equal(served.stderr, `wegate: refusing to start, ${file} has 1 problem(s):\n${checked.stderr.split('\n').slice(1).join('\n')}`)
 })

@@ -209,8 +209,8 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
       task.onMessage((m) => resolve(String(m.data)))
       task.onOpen(() => task.send({ data: 'hi' }))
     })
-    t.equal(reply, 'echo:hi')
-    t.equal(stack.handshakes.at(-1)?.['x-openid'], client.session()?.openid)
+    t.equal(reply, 'ws:hi')
+    t.equal(stack.handshakes.at(-1)?.headers['x-openid'], client.session()?.openid)
     task.close({})
   })
 

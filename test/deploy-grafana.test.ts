@@ -19,7 +19,8 @@ const dashboardFile = join(root, 'deploy/grafana/wegate-dashboard.json')
 const counters = [
   'wegate_requests_total', 'wegate_upstream_errors_total', 'wegate_logins_total', 'wegate_refreshes_total',
   'wegate_token_rejections_total', 'wegate_revocations_total', 'wegate_rate_limited_total',
-  'wegate_canary_rollbacks_total', 'wegate_config_reloads_total'
+  'wegate_canary_rollbacks_total', 'wegate_config_reloads_total',
+  'wegate_wechat_api_calls_total', 'wegate_wechat_token_refreshes_total', 'wegate_decrypts_total', 'wegate_phone_verifications_total'
 ]
 const gauges = ['wegate_upstream_weight', 'wegate_config_last_reload_success_timestamp_seconds', 'wegate_config_info', 'wegate_store_up']
 const histograms = ['wegate_request_duration_seconds', 'wegate_upstream_duration_seconds', 'wegate_store_operation_duration_seconds']

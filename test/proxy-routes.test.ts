@@ -14,6 +14,7 @@ function route (name: string, prefix: string, extra: Partial<RouteConfig> = {}):
     bodyLimit: 1_048_576,
     stripPrefix: false,
     forwardAuthorization: false,
+    injectPhone: false,
     websocket: { idleTimeout: 60_000 },
     upstreams: [{ name: 'stable', url: 'http://127.0.0.1:9501', weight: 1 }],
     ...extra

@@ -14,6 +14,8 @@ const silent: StoreLogger = { info () {}, warn () {}, error () {} }
 const MIN = 60_000
 const h = (s: string) => createHash('sha256').update(s).digest('hex')
 const id = () => randomBytes(8).toString('hex')
+/** The iat (ms, whole second) of a token issued now: after the store started, so no loss cutoff applies. */
+const issuedNow = () => Math.floor(Date.now() / 1000) * 1000
 
 /** A frozen clock the test moves by hand (starts at real time so Redis key TTLs stay sensible). */
 function clock () {
@@ -174,6 +176,14 @@ function suite (name: string, make: Make, topo?: TestTopology) {
       await s.revokeFamily(rec.fid, c.now() + 16 * MIN)
       t.same(await s.rotateRefresh(rotation(rec, h('t0'), h('t1'), c.now())), { status: 'revoked' })
       t.ok(s.isRevoked({ jti: 'j1', fid: rec.fid, appid: 'wxapp', openid: rec.openid, iatMs: c.now() }))
+    })
+
+    t.test('first start: every token issued before the store\'s state began is refused (a restart logs everyone out)', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const subj = { jti: 'j-' + id(), fid: 'f-' + id(), appid: 'wxapp', openid: 'o', iatMs: Math.floor(c.now() / 1000) * 1000 }
+      t.notOk(s.isRevoked(subj), 'issued in the second the store started: accepted (iat has one-second resolution)')
+      t.ok(s.isRevoked({ ...subj, iatMs: subj.iatMs - 1000 }), 'issued the second before: refused')
     })
 
     t.test('revoking one access token by jti', async (t) => {
@@ -358,10 +368,11 @@ for (const topo of topologies) {
     const b = createStore(cfg, silent)
     t.teardown(() => Promise.all([a.close(), b.close()]))
     await Promise.all([a.ready(), b.ready()])
+    const iat = issuedNow()
     for (const [kind, revoke, subj] of [
-      ['jti', () => a.revokeAccessToken('jti-x', Date.now() + MIN), { jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }],
-      ['family', () => a.revokeFamily('fid-x', Date.now() + MIN), { jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }],
-      ['user', () => a.revokeUserBefore('wx', 'o-x', Date.now(), Date.now() + MIN), { jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 1000 }]
+      ['jti', () => a.revokeAccessToken('jti-x', Date.now() + MIN), { jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: iat }],
+      ['family', () => a.revokeFamily('fid-x', Date.now() + MIN), { jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: iat }],
+      ['user', () => a.revokeUserBefore('wx', 'o-x', Date.now() + 1, Date.now() + MIN), { jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: iat }]
     ] as const) {
       t.notOk(b.isRevoked(subj), `${kind}: not revoked before`)
       const t0 = performance.now()
@@ -378,9 +389,10 @@ for (const topo of topologies) {
     const c = createStore(cfg, silent)
     t.teardown(() => c.close())
     await c.ready()
-    t.ok(c.isRevoked({ jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }), 'full reload at connect')
-    t.ok(c.isRevoked({ jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: 0 }))
-    t.ok(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: Date.now() - 5000 }))
+    t.notOk(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o', iatMs: iat }), 'the marker is the one the others saw: no cutoff of its own')
+    t.ok(c.isRevoked({ jti: 'jti-x', fid: 'f', appid: 'wx', openid: 'o', iatMs: iat }), 'full reload at connect')
+    t.ok(c.isRevoked({ jti: 'j', fid: 'fid-x', appid: 'wx', openid: 'o', iatMs: iat }))
+    t.ok(c.isRevoked({ jti: 'j', fid: 'f', appid: 'wx', openid: 'o-x', iatMs: iat }))
   })
 
   t.test(`redis (${topo.name}): after a reconnect the mirror is reloaded, so a missed message is not missed for long`, async (t) => {
@@ -391,7 +403,7 @@ for (const topo of topologies) {
     await b.ready()
     // a revocation written to Redis whose pub/sub message this instance never got
     await topo.client().zadd('resync:{rv}:jti', Date.now() + MIN, 'missed-jti')
-    const subj = { jti: 'missed-jti', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+    const subj = { jti: 'missed-jti', fid: 'f', appid: 'wx', openid: 'o', iatMs: issuedNow() }
     t.notOk(b.isRevoked(subj), 'not known yet: nothing was published')
     // drop the subscriber connection, wherever it is (Cluster: on one of the nodes)
     for (const r of await topo.masters()) await r.client('KILL', 'TYPE', 'pubsub')
@@ -412,7 +424,7 @@ async function outage (t: Tap, topo: TestTopology, down: () => Promise<void>, up
   t.teardown(() => Promise.all([s.close(), open.close()]))
   await Promise.all([s.ready(), open.ready()])
   await s.revokeAccessToken('before', Date.now() + MIN)
-  const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  const subj = { jti: 'before', fid: 'f', appid: 'wx', openid: 'o', iatMs: issuedNow() }
   // the other instance hears of it by pub/sub: let the message land before the outage
   while (!open.isRevoked(subj)) await sleep(5)
   t.ok(s.healthy())
@@ -465,6 +477,48 @@ t.test('redis stopped: every call fails fast with STORE_UNAVAILABLE, then recove
   const own = await startRedis()
   t.teardown(own.stop)
   await outage(t, own, own.stop, own.restart)
+})
+
+t.test('regression: a Redis restarted empty does not un-revoke tokens, on the running instance and on a new one', async (t) => {
+  const own = await startRedis()
+  t.teardown(own.stop)
+  const c = clock()
+  const errors: string[] = []
+  const lost: number[] = []
+  const logger: StoreLogger = { info () {}, warn () {}, error: (o, m) => errors.push(String(m)) }
+  const cfg = redisConfig(own, { keyPrefix: 'lost:' })
+  const running = createStore(cfg, logger, { now: c.now, onStateLost: (since) => lost.push(since) })
+  t.teardown(() => running.close())
+  await running.ready()
+  const iat = Math.floor(c.now() / 1000) * 1000
+  const revoked = { jti: 'logged-out', fid: 'f1', appid: 'wx', openid: 'o1', iatMs: iat }
+  const live = { jti: 'still-in', fid: 'f2', appid: 'wx', openid: 'o2', iatMs: iat }
+  await running.revokeAccessToken(revoked.jti, c.now() + 15 * MIN)
+  t.ok(running.isRevoked(revoked))
+  t.notOk(running.isRevoked(live))
+  t.same(lost, [], 'no loss at a first start')
+
+  c.advance(2000) // the loss comes after these tokens were issued
+  await own.restart() // no persistence: the data is gone
+  const t0 = performance.now()
+  const refuses = (s: Store, subj: typeof live): boolean => { try { return s.isRevoked(subj) } catch { return false } }
+  while (!refuses(running, live) && performance.now() - t0 < 10_000) await sleep(5)
+  const detectMs = performance.now() - t0
+  t.ok(refuses(running, live), 'the running instance refuses a token issued before the loss')
+  t.comment(`running instance: loss detected ${detectMs.toFixed(0)} ms after the restarted redis answered`)
+  t.ok(running.isRevoked(revoked), 'and the logged-out one')
+  t.equal(lost.length, 1, 'onStateLost called once (wegate_store_state_lost_total)')
+  t.ok(errors.some((m) => m.includes('lost its state')), 'an error line says so')
+
+  const fresh = createStore(cfg, silent, { now: c.now })
+  t.teardown(() => fresh.close())
+  await fresh.ready()
+  t.ok(fresh.isRevoked(revoked), 'a new instance refuses the logged-out token whose revocation Redis forgot')
+  t.ok(fresh.isRevoked(live), 'and every token issued before the loss')
+  const after = { jti: 'new', fid: 'f3', appid: 'wx', openid: 'o3', iatMs: Math.floor(c.now() / 1000) * 1000 }
+  t.notOk(fresh.isRevoked(after), 'a token issued after the loss works on the new instance')
+  t.notOk(running.isRevoked(after), 'and on the running one')
+  t.equal(lost.length, 1, 'counted once')
 })
 
 t.test('regression: a connection that ioredis ends (rather than retries) is started again', async (t) => {
@@ -542,7 +596,7 @@ t.test('cluster: the master holding the subscriber is lost: unhealthy (cluster_s
   t.equal(await s.getSessionKey('wx', 'o19'), 'sk', 'every slot served again')
   const moved = await Promise.all(masters.map(async (r) => String(await r.call('CLIENT', 'LIST', 'TYPE', 'pubsub'))))
   t.notOk(moved[lost].includes('name=wegate-sub'), 'the subscribers moved to another node while theirs was gone')
-  const subj = { jti: 'after-loss', fid: 'f', appid: 'wx', openid: 'o', iatMs: 0 }
+  const subj = { jti: 'after-loss', fid: 'f', appid: 'wx', openid: 'o', iatMs: issuedNow() }
   await w.revokeAccessToken(subj.jti, Date.now() + MIN)
   const t3 = performance.now()
   while (!s.isRevoked(subj) && performance.now() - t3 < 1000) await sleep(2)

@@ -63,6 +63,7 @@ const Route = Strict({
   bodyLimit: Bytes('1mb', 'Largest request body accepted (413 beyond)'),
   stripPrefix: Type.Boolean({ default: false, description: 'Remove the prefix before forwarding' }),
   forwardAuthorization: Type.Boolean({ default: false, description: 'Forward the client\'s Authorization header upstream (off: identity travels only in X-OpenID/X-UnionID/X-AppID)' }),
+  injectPhone: Type.Boolean({ default: false, description: 'Send X-Phone-Number (plus sign, country code, number: +8613800138000) upstream for callers whose number was verified with POST /auth/phone (a client-sent X-Phone-Number is always removed)' }),
   rateLimit: Type.Optional(RateLimitRule(600, '1m', 'openid', 'Per-route rate limit', false)),
   websocket: Strict({
     idleTimeout: Duration('60s', 'Close a tunnel with no frame either way for this long (close code 1001); 0s: never')
@@ -95,7 +96,10 @@ const RedisAuth = (who: string, tlsAlso = '') => ({
 export const GatewayConfigSchema = Type.Object({
   $schema: Type.Optional(Type.String()),
   listen: Listen(8080, 'Public listener'),
-  admin: Listen(9091, 'Admin listener: /metrics /healthz /readyz (never on the public port)'),
+  admin: Strict({
+    ...Listen(9091, '').properties,
+    apiToken: Type.Optional(Type.String({ minLength: 32, description: 'Bearer token backends send to the admin port\'s /wechat/access-token endpoints (>= 32 characters, use ${VAR}); unset: those endpoints answer 404' }))
+  }, 'Admin listener: /metrics /healthz /readyz and the WeChat access_token for backends (never on the public port)'),
   workers: Type.Union([
     Type.Integer({ minimum: 1, maximum: 64 }),
     Type.Literal('auto')
@@ -125,6 +129,7 @@ export const GatewayConfigSchema = Type.Object({
     baseUrl: Type.String({ pattern: '^https?://[^\\s]+$', default: 'https://api.weixin.qq.com', description: 'WeChat server API base URL' }),
     timeout: Duration('3s', 'Per-attempt timeout of a code2Session call'),
     retries: Type.Integer({ minimum: 0, maximum: 5, default: 2, description: 'Extra attempts for transient failures (errcode -1, reset, timeout)' }),
+    decryptMaxAge: Duration('0s', 'POST /auth/decrypt refuses data whose watermark is older than this; 0s: no age check (data a mini program cached, e.g. wx.getWeRunData results, stays usable; the session_key and watermark appid still bind it to the user and app)'),
     apps: Type.Array(Strict({
       appId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Mini program appId' }),
       secret: Type.String({ minLength: 1, description: 'Mini program AppSecret (use ${VAR})' })
@@ -249,13 +254,15 @@ export function configReference (): string {
 <!-- Generated from src/config/schema.ts by \`npm run schema\`; do not edit by hand. -->
 
 wegate reads one YAML file: \`wegate serve -c gateway.yaml\` (default \`./gateway.yaml\`, or
-\`$WEGATE_CONFIG\`). \`wegate check -c file\` validates it and lists every problem with its path.
+\`$WEGATE_CONFIG\`). \`wegate check -c file\` validates it and lists every problem at once (schema,
+\`\${VAR}\` and the rules between fields together), each with its path and line.
 
 - **Environment**: \`\${VAR}\` is replaced by the variable (an unset one is an error),
   \`\${VAR:-default}\` falls back to \`default\`, and \`$\${\` writes a literal \`\${\`. Keep secrets
   (WeChat AppSecrets, JWT keys, Redis passwords) in the environment, never in the file.
 - **Durations** are strings: \`800ms\`, \`30s\`, \`15m\`, \`2h\`, \`7d\`. **Sizes**: \`512b\`, \`16kb\`, \`1mb\`.
-- **Unknown keys are errors** (a typo never silently falls back to a default).
+- **Unknown keys are errors** (a typo never silently falls back to a default); the closest known
+  key is suggested (\`routes[0].timout: unknown key — did you mean timeout?\`).
 - Editors: the file's first line \`# yaml-language-server: $schema=./config/gateway.schema.json\`
   gives completion and inline checks (VS Code with the YAML extension, JetBrains, Neovim).
 

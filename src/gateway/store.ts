@@ -33,6 +33,7 @@ export const storePlugin = fp<StorePluginOptions>(async (app, opts) => {
   const { metrics } = opts
   const store = opts.store ?? createStore(opts.config, opts.logger.child({ component: 'store' }), {
     observe: (op, seconds) => metrics.storeDuration.observe({ op }, seconds),
+    onStateLost: () => metrics.storeStateLost.inc(),
     now: opts.now
   })
   app.decorate('store', store)

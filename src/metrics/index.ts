@@ -108,6 +108,11 @@ export function createMetrics (registry: Registry = new Registry()) {
       aggregator: 'min',
       registers
     }),
+    storeStateLost: new Counter({
+      name: 'wegate_store_state_lost_total',
+      help: 'Times this instance found that Redis lost its state (restarted empty): tokens issued before were refused from then on',
+      registers
+    }),
     storeDuration: new Histogram({
       name: 'wegate_store_operation_duration_seconds',
       help: 'Store round trips by operation',
@@ -127,6 +132,36 @@ export function createMetrics (registry: Registry = new Registry()) {
       help: 'The active configuration: 1 for the hash of the file in use',
       labelNames: ['hash'] as const,
       aggregator: 'max',
+      registers
+    }),
+    wechatCalls: new Counter({
+      name: 'wegate_wechat_api_calls_total',
+      help: 'Requests to WeChat\'s server API (each attempt) by api and result: the errcode (0 on success) or timeout, network, bad_response',
+      labelNames: ['api', 'errcode'] as const,
+      registers
+    }),
+    wechatTokenRefreshes: new Counter({
+      name: 'wegate_wechat_token_refreshes_total',
+      help: 'stable_token requests by app, reason (initial, scheduled, forced, backend), mode (normal, force) and result (success, failure)',
+      labelNames: ['app', 'reason', 'mode', 'result'] as const,
+      registers
+    }),
+    decrypts: new Counter({
+      name: 'wegate_decrypts_total',
+      help: '/auth/decrypt answers by app and result: ok, no_session, malformed, failed, wrong_app, too_old, signature, invalid',
+      labelNames: ['app', 'result'] as const,
+      registers
+    }),
+    phoneVerifications: new Counter({
+      name: 'wegate_phone_verifications_total',
+      help: '/auth/phone answers by app and result: ok, invalid_code, failure',
+      labelNames: ['app', 'result'] as const,
+      registers
+    }),
+    parserErrors: new Counter({
+      name: 'wegate_http_parser_errors_total',
+      help: 'Requests refused before routing (by Node\'s HTTP parser or the server), by reason: an llhttp / Node error code in lower case, missing_host, expectation, connect',
+      labelNames: ['reason'] as const,
       registers
     })
   }

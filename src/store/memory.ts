@@ -44,6 +44,16 @@ export class RevocationSet {
   /** appid → openid → latest logout-all cutoff and how long to keep it (nested: no key building per check). */
   readonly users = new Map<string, Map<string, { cutoff: number, until: number }>>()
   private userCount = 0
+  /**
+   * Tokens issued before this (ms, a whole second: iat has one-second resolution) are denied:
+   * when the store's state began (first start, or a detected loss of a Redis' data).
+   */
+  private notBefore = 0
+
+  /** Deny every token issued before the second of `ms` (never moves back). */
+  denyIssuedBefore (ms: number): void {
+    this.notBefore = Math.max(this.notBefore, Math.floor(ms / 1000) * 1000)
+  }
 
   /** Users with a logout-all cutoff in force. */
   get userEntries (): number {
@@ -82,7 +92,7 @@ export class RevocationSet {
 
   /** The hot check: a few Map lookups, no allocation. */
   has (s: RevocationSubject): boolean {
-    if (this.jtis.has(s.jti) || this.fids.has(s.fid)) return true
+    if (s.iatMs < this.notBefore || this.jtis.has(s.jti) || this.fids.has(s.fid)) return true
     const u = this.users.get(s.appid)?.get(s.openid)
     return u !== undefined && s.iatMs < u.cutoff
   }
@@ -133,6 +143,8 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
   // Login claims and outcomes by login key: 'p' pending (owner), 'd' remembered outcome, 'r' transient failure.
   const logins = new Map<string, { state: 'p' | 'd' | 'r', value: string, expiresAt: number }>()
   const revocations = new RevocationSet()
+  // Nothing issued before this store existed can be checked against it: a restart logs everyone out.
+  revocations.denyIssuedBefore(now())
   let closed = false
 
   const sweep = (): void => {

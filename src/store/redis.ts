@@ -23,6 +23,7 @@
  *   so a retry on another instance gets the same answer without calling WeChat.
  * Every key has a TTL. Times are ms; Lua gets `now` from the caller.
  */
+import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { Cluster, Redis, type ClusterNode, type RedisOptions } from 'ioredis'
 import { GatewayError } from '../errors.js'
@@ -40,6 +41,9 @@ const HEARTBEAT_MS = 1000
 const SWEEP_MS = 60_000
 // 5 s: Cluster slot map refresh, so a failover or resharding is followed without waiting for errors
 const SLOTS_REFRESH_MS = 5000
+// 30 days: the state marker outlives any gap in which no gateway touches the store (an expired marker
+// only counts as a loss: tokens issued before are refused, never accepted)
+const EPOCH_TTL_MS = 30 * 24 * 3600_000
 // Cluster: at most 5 tries of one command across MOVED/ASK/failover redirections (~0.5 s), then fail
 const MAX_REDIRECTIONS = 5
 
@@ -117,6 +121,17 @@ if want > 0 and redis.call('PTTL', KEYS[1]) < want then redis.call('PEXPIRE', KE
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`
 
+// The state marker: '<id>:<bornAt ms>', written by the first instance that finds none. KEYS: marker.
+// ARGV: the value to write if there is none, TTL ms (kept alive by every heartbeat). Returns the marker.
+const EPOCH_LUA = `
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return v`
+
 // Login claims: one key per (appId, code) hash, value 'p:<owner>' (claimed), 'd:<outcome>'
 // (remembered) or 'r:<outcome>' (a transient failure, for the logins already waiting).
 // KEYS: login key. ARGV: owner, ttl ms. Returns {'claimed'} | {'pending'} | {'done', outcome}
@@ -149,6 +164,7 @@ interface Scripts {
   wgRotate (meta: string, spent: string, grace: string, ...argv: string[]): Promise<string[]>
   wgKill (meta: string, spent: string): Promise<number>
   wgDeny (zset: string, ...argv: string[]): Promise<number>
+  wgEpoch (marker: string, ...argv: string[]): Promise<string>
 }
 
 type Message = ['j', string, number] | ['f', string, number] | ['r', string, number] | ['u', string, string, number, number]
@@ -322,7 +338,8 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   const p = config.keyPrefix
   const failOpen = config.failMode === 'open'
   const channel = `${p}revocations`
-  const denyKey = { jti: `${p}{rv}:jti`, fid: `${p}{rv}:fid`, user: `${p}{rv}:user`, rollback: `${p}{rv}:rollback` }
+  // the marker shares the revocations' slot: whatever loses them loses it too
+  const denyKey = { jti: `${p}{rv}:jti`, fid: `${p}{rv}:fid`, user: `${p}{rv}:user`, rollback: `${p}{rv}:rollback`, epoch: `${p}{rv}:epoch` }
   const famKeys = (fid: string) => [`${p}{fam:${fid}}:meta`, `${p}{fam:${fid}}:spent`] as const
   const sessionKeyOf = (appid: string, openid: string) => `${p}{u:${appid}:${openid}}:sk`
   const loginKeyOf = (key: string) => `${p}{login:${key}}`
@@ -336,6 +353,7 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
   main.defineCommand('wgRotate', { numberOfKeys: 3, lua: ROTATE_LUA })
   main.defineCommand('wgKill', { numberOfKeys: 2, lua: KILL_FAMILY_LUA })
   main.defineCommand('wgDeny', { numberOfKeys: 1, lua: DENY_LUA })
+  main.defineCommand('wgEpoch', { numberOfKeys: 1, lua: EPOCH_LUA })
   main.defineCommand('wgClaimLogin', { numberOfKeys: 1, lua: CLAIM_LOGIN_LUA })
   main.defineCommand('wgFinishLogin', { numberOfKeys: 1, lua: FINISH_LOGIN_LUA })
   main.defineCommand('wgReleaseLogin', { numberOfKeys: 1, lua: RELEASE_LOGIN_LUA })
@@ -371,11 +389,39 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     else mirror.addUser(m[1], m[2], m[3], m[4])
   }
 
+  // The state marker this instance last saw (null before the first look).
+  let epoch: string | null = null
+  /**
+   * Read (or, when there is none, write) the state marker. A marker this instance has not seen
+   * before, or none at all, means the store's state began then: every token issued before is
+   * denied. Seen by a running instance (a Redis restarted empty, a failover to an empty node),
+   * that is a loss: error log and onStateLost.
+   */
+  const checkEpoch = async (): Promise<void> => {
+    const fresh = `${randomBytes(9).toString('base64url')}:${now()}`
+    const marker = await cmd.wgEpoch(denyKey.epoch, fresh, String(EPOCH_TTL_MS))
+    if (marker === epoch) return
+    const since = Number(marker.slice(marker.indexOf(':') + 1))
+    const bornAt = Number.isFinite(since) ? since : now()
+    mirror.denyIssuedBefore(bornAt)
+    if (epoch !== null) {
+      logger.error({ topology, since: new Date(bornAt).toISOString() },
+        'redis store: the store lost its state (state marker gone or replaced); every token issued before then is refused')
+      opts.onStateLost?.(bornAt)
+    } else if (marker === fresh) {
+      logger.warn({ topology, since: new Date(bornAt).toISOString() },
+        'redis store: no state marker: a first start on this store, or one that lost its state; tokens issued before now are refused')
+    }
+    epoch = marker
+  }
+
   /** Full reload of the deny lists into the mirror (additive: revocations are never undone early). */
   const resync = async (): Promise<void> => {
     if (closed || synced || main.status !== 'ready' || !subscribed) return
     const gen = generation
     try {
+      await checkEpoch()
+      if (gen !== generation || closed) return
       const t = String(now())
       const [jtis, fids, users, rolled] = await Promise.all([
         main.zrangebyscore(denyKey.jti, t, '+inf', 'WITHSCORES'),
@@ -475,7 +521,8 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
         else logger.warn({ topology }, 'redis store: cluster state is not ok (slots without a reachable master)')
       }
       topologyOk = ok
-      return resync()
+      // a store emptied without this instance losing its connections (FLUSHALL, an operator) is seen here
+      return synced ? checkEpoch() : resync()
     }).catch((err: unknown) => {
       if (synced) markStale('heartbeat failed: ' + errText(err))
     })

@@ -180,4 +180,9 @@ export interface StoreOptions {
    * seconds: wire it to wegate_store_operation_duration_seconds{op}.
    */
   observe?: (op: string, seconds: number, ok: boolean) => void
+  /**
+   * Called when a running instance finds that Redis lost its state (its epoch marker gone or
+   * replaced): wire it to wegate_store_state_lost_total. `since` is the new state's start (ms).
+   */
+  onStateLost?: (since: number) => void
 }

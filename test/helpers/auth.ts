@@ -170,7 +170,7 @@ export async function metric (adminUrl: string, name: string, labels: Record<str
     if (open !== -1) {
       for (const m of line.slice(open + 1, close).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[m[1] as string] = m[2] as string
     }
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(line.slice(close + 1).trim())
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(line.slice(open === -1 ? name.length : close + 1).trim())
   }
   return 0
 }

@@ -5,21 +5,22 @@
  * gateway clock the tests can move. The client library is loaded from its
  * built dist/, as a mini program would get it.
  */
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
-import type { Duplex } from 'node:stream'
-import { WebSocketServer } from 'ws'
 import type * as ClientLib from '../../client/miniprogram/src/index.js'
 import { authConfig, redisFor, startWeChat, type RecordedWeChat } from './auth.js'
 import { startGateway, type TestContext } from './gateway.js'
-import { startEcho, startServer, startUpstream, type Started, type TestUpstream } from './upstream.js'
+import { startEcho, startUpstream, type Started, type TestUpstream } from './upstream.js'
+import { startWsUpstream, type Handshake } from './websocket.js'
 
 const DIST = new URL('../../client/miniprogram/dist/index.js', import.meta.url)
 
 /** The package as built by `npm run build` (client/miniprogram/dist). */
 export function loadClient (): typeof ClientLib {
   if (!existsSync(DIST)) throw new Error('client/miniprogram/dist is missing: run `npm run build` first')
+  const src = new URL('../../client/miniprogram/src/', import.meta.url)
+  const newest = Math.max(...readdirSync(src).map((f) => statSync(new URL(f, src)).mtimeMs))
+  if (newest > statSync(DIST).mtimeMs) throw new Error('client/miniprogram/dist is older than its source: run `npm run build`')
   return createRequire(import.meta.url)(DIST.pathname) as typeof ClientLib
 }
 
@@ -29,35 +30,17 @@ export interface ClientStack {
   wechat: RecordedWeChat
   echo: Started
   foreign: TestUpstream
-  /** Handshake headers the WebSocket upstream received. */
-  handshakes: IncomingHttpHeaders[]
+  /** Handshakes the WebSocket upstream (echo `ws:<message>`) received. */
+  handshakes: Handshake[]
   /** Move the gateway's clock forward (ms). */
   advance: (ms: number) => void
-}
-
-async function startWsEcho (t: TestContext): Promise<{ url: string, handshakes: IncomingHttpHeaders[] }> {
-  const handshakes: IncomingHttpHeaders[] = []
-  const wss = new WebSocketServer({ noServer: true })
-  wss.on('connection', (socket, req: IncomingMessage) => {
-    handshakes.push(req.headers)
-    socket.on('message', (data) => socket.send(`echo:${(data as Buffer).toString()}`))
-  })
-  t.teardown(() => {
-    for (const c of wss.clients) c.terminate() // upgraded sockets: server.closeAllConnections() does not reach them
-    wss.close()
-  })
-  const { url, server } = await startServer(t, (_req, res) => { res.end('ws only') })
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req))
-  })
-  return { url, handshakes }
 }
 
 export async function startClientStack (t: TestContext): Promise<ClientStack> {
   const redis = await redisFor(t)
   const wechat = await startWeChat(t)
   const echo = await startEcho(t, 'api')
-  const ws = await startWsEcho(t)
+  const ws = await startWsUpstream(t, 'ws')
   const foreign = await startUpstream(t, 'foreign')
   let offset = 0
   const config = authConfig({

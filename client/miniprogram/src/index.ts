@@ -5,7 +5,7 @@
  * Works with the native `wx`, Taro and uni-app: pass the platform object as `wx`.
  */
 export { createClient } from './client'
-export type { ClientOptions, DecryptInput, LogoutResult, PhoneNumber, RequestOptions, SocketOptions, WegateClient } from './client'
+export type { ClientOptions, DecryptInput, LogoutResult, PhoneNumber, RequestOptions, SocketOptions, WegateClient } from './types'
 export type { LogoutEvent, LogoutReason, SessionInfo } from './auth'
 export { Codes, WegateError } from './errors'
 export type { Envelope } from './errors'
