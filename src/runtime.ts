@@ -13,7 +13,7 @@ import { createWeChatClient, type WeChatApp, type WeChatClient } from './auth/we
 import { createWeChatHttp, type WeChatHttp } from './wechat/http.js'
 import type { Metrics } from './metrics/index.js'
 import { buildRouteTable, type RouteTable } from './proxy/routes.js'
-import type { Authenticate } from './proxy/forward.js'
+import type { Authenticate } from './proxy/types.js'
 import type { Store } from './store/index.js'
 import type { Logger } from 'pino'
 
