@@ -3,8 +3,6 @@
  * but not listening. No globals: the process wrapper (cli/serve.ts) and the
  * tests build it the same way.
  */
-import { randomUUID } from 'node:crypto'
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
@@ -20,7 +18,8 @@ import type { Store } from './store/index.js'
 import { handleError, sendError } from './http/errors.js'
 import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
-import { createAccessLog } from './http/access-log.js'
+import { accountingPlugin } from './http/accounting.js'
+import { requestId } from './http/request-id.js'
 import { adminPlugin } from './gateway/admin.js'
 import { clientErrorHandler, createHttpServer, type RefusalLog } from './gateway/http-server.js'
 import { canaryPlugin } from './gateway/canary.js'
@@ -28,22 +27,6 @@ import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway
 import { lifecyclePlugin } from './gateway/lifecycle.js'
 import { storePlugin } from './gateway/store.js'
 import { upstreamsPlugin } from './gateway/upstreams.js'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** Name of the route that served this request ('' until matched). */
-    routeName: string
-    /** Name of the upstream chosen ('' when none). */
-    upstreamName: string
-    /** performance.now() when the request arrived. */
-    startedAt: number
-    /** The envelope code when the gateway answered with an error (0 otherwise), for the access line. */
-    errorCode: number
-  }
-}
-
-const REQUEST = Symbol('wegate.request')
-type TrackedResponse = ServerResponse & { [REQUEST]?: FastifyRequest | undefined }
 
 export interface GatewayDeps {
   logger?: Logger
@@ -90,15 +73,6 @@ export interface Gateway {
    * which closes everything the gateway opened (admin listener included).
    */
   shutdown: () => Promise<void>
-}
-
-const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
-
-/** Honour a sane client X-Request-Id (so traces join up); otherwise mint one. */
-function requestId (req: IncomingMessage): string {
-  const given = req.headers['x-request-id']
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }
 
 export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
@@ -171,42 +145,14 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   const trustFn = typeof trustProxy === 'boolean' ? () => trustProxy : proxyAddr.compile(trustProxy)
   const trusted = (address: string) => trustFn(address, 0)
 
-  app.decorateRequest('routeName', '')
-  app.decorateRequest('upstreamName', '')
-  app.decorateRequest('startedAt', 0)
-  app.decorateRequest('errorCode', 0)
   app.setErrorHandler(handleError)
   app.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
 
-  // The access line and request metrics come from the response's 'close', which fires for
-  // every response: finished, or cut short (client gone, upstream broke off mid-body).
-  const accessLog = createAccessLog(logger)
-  const onResponseClose = function (this: TrackedResponse): void {
-    const request = this[REQUEST]
-    if (request === undefined) return
-    this[REQUEST] = undefined
-    const ms = performance.now() - request.startedAt
-    const route = request.routeName === '' ? 'none' : request.routeName
-    const upstream = request.upstreamName === '' ? 'none' : request.upstreamName
-    // 499 (nginx's "client closed request"): the client left before any answer was sent.
-    const status = this.headersSent ? this.statusCode : 499
-    metrics.requests.inc({
-      route,
-      upstream,
-      method: METHODS.has(request.method) ? request.method : 'OTHER',
-      status_class: `${Math.floor(status / 100)}xx`
-    })
-    metrics.requestDuration.observe({ route, upstream }, ms / 1000)
-    accessLog({ reqId: request.id, method: request.method, path: pathOf(request.url), route, upstream, status, code: request.errorCode, ms, aborted: !this.writableFinished })
-  }
-
-  /** Every request: timed, its id returned, accounted for when its response closes. */
+  // Every request: timed, its id returned, accounted for when its response closes (http/accounting.ts).
+  await app.register(accountingPlugin, { logger, metrics })
+  const accounting = app.accounting
   const track = (request: FastifyRequest, reply: FastifyReply): void => {
-    request.startedAt = performance.now()
-    const res = reply.raw as TrackedResponse
-    res[REQUEST] = request
-    res.on('close', onResponseClose)
-    reply.header('x-request-id', request.id)
+    accounting.track(request, reply)
     if (lifecycle.draining) reply.header('connection', 'close')
   }
   opts.accounting.track = track
@@ -228,7 +174,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     metrics,
     trusted,
     onOutcome: canary.record,
-    rateLimiter: limiters.route
+    rateLimit: limiters.routeLimit
   })
 
   // wx.connectSocket: upgrades are authenticated and routed like requests.
@@ -237,6 +183,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     metrics,
     trusted,
     logger,
+    accounting,
     requestId,
     closing: () => lifecycle.closing,
     onOutcome: canary.record,
@@ -262,9 +209,4 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     },
     shutdown: lifecycle.shutdown
   }
-}
-
-function pathOf (url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
 }
