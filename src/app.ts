@@ -20,7 +20,7 @@ import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
 import { accountingPlugin } from './http/accounting.js'
 import { requestId } from './http/request-id.js'
-import { createAdminServer } from './gateway/admin.js'
+import { adminPlugin } from './gateway/admin.js'
 import { clientErrorHandler, createHttpServer, type RefusalLog } from './gateway/http-server.js'
 import { canaryPlugin } from './gateway/canary.js'
 import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway/config.js'
@@ -92,6 +92,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     await app.register(upstreamsPlugin)
     await app.register(configPlugin, { loaded, metrics, logger, now, demo })
     await app.register(lifecyclePlugin, { logger })
+    await app.register(adminPlugin, { metrics, logger })
     return await wire(app, { config, logger, metrics, now, accounting, admin: deps.admin !== false })
   } catch (err) {
     await app.close()
@@ -192,14 +193,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
   app.addHook('preClose', async () => { websockets.close() })
 
-  const isReady = () => !lifecycle.draining && store.healthy()
-  const admin = createAdminServer(logger, {
-    health: () => ({ status: 'ok' }),
-    readiness: () => ({ ready: isReady(), body: { draining: lifecycle.draining, store: store.healthy() ? 'up' : 'down', config: snapshot().hash } }),
-    metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() })
-  })
-  app.addHook('onClose', async () => { await admin.close() })
-
+  const admin = app.admin.server
   return {
     public: app,
     admin,
@@ -207,7 +201,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     logger,
     store,
     snapshot,
-    isReady,
+    isReady: app.admin.ready,
     reload: app.snapshots.reload,
     async listen () {
       const publicUrl = await app.listen({ host: config.listen.host, port: config.listen.port })
