@@ -208,7 +208,8 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     closing: () => lifecycle.closing,
     onOutcome: canary.record,
     rateLimit: limiters.routeLimit,
-    phoneOf
+    phoneOf,
+    now
   })
   // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
   app.addHook('preClose', async () => { websockets.close() })
