@@ -58,11 +58,12 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
   loginRule: () => RateLimitConfig
 }): Promise<Limiters> {
   const { metrics } = opts
+  const redis = opts.store.redisConnection()
   app.decorateRequest('rateRule', null)
   app.decorateRequest('callerOpenid', '')
   await app.register(rateLimit, {
     global: false,
-    ...(opts.store.redis !== undefined ? { redis: opts.store.redis } : {}),
+    ...(redis !== undefined ? { redis } : {}),
     nameSpace: `${opts.keyPrefix}rl:`,
     skipOnError: true,
     // RateLimit-Limit / -Remaining / -Reset (IETF draft) and Retry-After
