@@ -3,8 +3,6 @@
  * but not listening. No globals: the process wrapper (cli/serve.ts) and the
  * tests build it the same way.
  */
-import { randomUUID } from 'node:crypto'
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
@@ -17,32 +15,18 @@ import { proxyPlugin } from './proxy/forward.js'
 import { attachWebSocketProxy } from './proxy/websocket.js'
 import type { Snapshot } from './runtime.js'
 import type { Store } from './store/index.js'
-import { handleClientError, handleError, sendError } from './http/errors.js'
+import { handleError, sendError } from './http/errors.js'
 import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
-import { createAccessLog } from './http/access-log.js'
-import { createAdminServer } from './gateway/admin.js'
+import { accountingPlugin } from './http/accounting.js'
+import { requestId } from './http/request-id.js'
+import { adminPlugin } from './gateway/admin.js'
+import { clientErrorHandler, createHttpServer, type RefusalLog } from './gateway/http-server.js'
 import { canaryPlugin } from './gateway/canary.js'
 import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway/config.js'
 import { lifecyclePlugin } from './gateway/lifecycle.js'
 import { storePlugin } from './gateway/store.js'
 import { upstreamsPlugin } from './gateway/upstreams.js'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** Name of the route that served this request ('' until matched). */
-    routeName: string
-    /** Name of the upstream chosen ('' when none). */
-    upstreamName: string
-    /** performance.now() when the request arrived. */
-    startedAt: number
-    /** The envelope code when the gateway answered with an error (0 otherwise), for the access line. */
-    errorCode: number
-  }
-}
-
-const REQUEST = Symbol('wegate.request')
-type TrackedResponse = ServerResponse & { [REQUEST]?: FastifyRequest | undefined }
 
 export interface GatewayDeps {
   logger?: Logger
@@ -91,15 +75,6 @@ export interface Gateway {
   shutdown: () => Promise<void>
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
-
-/** Honour a sane client X-Request-Id (so traces join up); otherwise mint one. */
-function requestId (req: IncomingMessage): string {
-  const given = req.headers['x-request-id']
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
-}
-
 export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const { config } = loaded
   const demo = deps.demo === true
@@ -110,13 +85,14 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   const metrics = deps.metrics ?? createMetrics()
   // Router-level failures run no hooks: they are accounted for through this, once wired.
   const accounting = { track: (_request: FastifyRequest, _reply: FastifyReply): void => {} }
-  const app = createPublicServer(config, logger, accounting)
+  const app = createPublicServer(config, { logger, metrics }, accounting)
   try {
     await app.register(storePlugin, { config: config.store, logger, metrics, now, store: deps.store })
     await app.register(canaryPlugin, { metrics, logger })
     await app.register(upstreamsPlugin)
     await app.register(configPlugin, { loaded, metrics, logger, now, demo })
     await app.register(lifecyclePlugin, { logger })
+    await app.register(adminPlugin, { metrics, logger })
     return await wire(app, { config, logger, metrics, now, accounting, admin: deps.admin !== false })
   } catch (err) {
     await app.close()
@@ -125,8 +101,9 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
 }
 
 /** The public Fastify instance with the server-level settings (restart-only: they shape the server). */
-function createPublicServer (config: GatewayConfig, logger: Logger, accounting: Accounting): FastifyInstance {
+function createPublicServer (config: GatewayConfig, refusals: RefusalLog, accounting: Accounting): FastifyInstance {
   const { limits, trustProxy } = config
+  const { logger } = refusals
   return Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -137,21 +114,14 @@ function createPublicServer (config: GatewayConfig, logger: Logger, accounting: 
     // Bodies are validated as sent: no type coercion, no silent removal of extra keys.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     forceCloseConnections: 'idle',
-    clientErrorHandler: handleClientError,
+    clientErrorHandler: clientErrorHandler(refusals),
     // Router-level failures (a malformed URL, e.g. `/%zz`) get the envelope too.
     // (no hooks run for these, so they are tracked here)
     frameworkErrors: (err, request, reply) => { accounting.track(request, reply); handleError(err, request, reply) },
     // request.ip is the real client per trustProxy (restart to change: it shapes the server)
     trustProxy,
-    // Node enforces these before Fastify sees the request; clientErrorHandler answers them.
-    serverFactory: (handler) => createServer({
-      maxHeaderSize: limits.headerSize,
-      requestTimeout: limits.requestTimeout,
-      headersTimeout: limits.headersTimeout,
-      keepAliveTimeout: limits.keepAliveTimeout,
-      // Node checks the two timeouts above on this interval (default 30 s, far too coarse).
-      connectionsCheckingInterval: Math.max(100, Math.min(1000, limits.headersTimeout / 4))
-    }, handler)
+    // Node's limits, refusals before routing (counted, logged, answered), pipelining in order.
+    serverFactory: (handler) => createHttpServer(limits, handler, refusals)
   })
 }
 
@@ -175,42 +145,14 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   const trustFn = typeof trustProxy === 'boolean' ? () => trustProxy : proxyAddr.compile(trustProxy)
   const trusted = (address: string) => trustFn(address, 0)
 
-  app.decorateRequest('routeName', '')
-  app.decorateRequest('upstreamName', '')
-  app.decorateRequest('startedAt', 0)
-  app.decorateRequest('errorCode', 0)
   app.setErrorHandler(handleError)
   app.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
 
-  // The access line and request metrics come from the response's 'close', which fires for
-  // every response: finished, or cut short (client gone, upstream broke off mid-body).
-  const accessLog = createAccessLog(logger)
-  const onResponseClose = function (this: TrackedResponse): void {
-    const request = this[REQUEST]
-    if (request === undefined) return
-    this[REQUEST] = undefined
-    const ms = performance.now() - request.startedAt
-    const route = request.routeName === '' ? 'none' : request.routeName
-    const upstream = request.upstreamName === '' ? 'none' : request.upstreamName
-    // 499 (nginx's "client closed request"): the client left before any answer was sent.
-    const status = this.headersSent ? this.statusCode : 499
-    metrics.requests.inc({
-      route,
-      upstream,
-      method: METHODS.has(request.method) ? request.method : 'OTHER',
-      status_class: `${Math.floor(status / 100)}xx`
-    })
-    metrics.requestDuration.observe({ route, upstream }, ms / 1000)
-    accessLog({ reqId: request.id, method: request.method, path: pathOf(request.url), route, upstream, status, code: request.errorCode, ms, aborted: !this.writableFinished })
-  }
-
-  /** Every request: timed, its id returned, accounted for when its response closes. */
+  // Every request: timed, its id returned, accounted for when its response closes (http/accounting.ts).
+  await app.register(accountingPlugin, { logger, metrics })
+  const accounting = app.accounting
   const track = (request: FastifyRequest, reply: FastifyReply): void => {
-    request.startedAt = performance.now()
-    const res = reply.raw as TrackedResponse
-    res[REQUEST] = request
-    res.on('close', onResponseClose)
-    reply.header('x-request-id', request.id)
+    accounting.track(request, reply)
     if (lifecycle.draining) reply.header('connection', 'close')
   }
   opts.accounting.track = track
@@ -232,7 +174,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     metrics,
     trusted,
     onOutcome: canary.record,
-    rateLimiter: limiters.route
+    rateLimit: limiters.routeLimit
   })
 
   // wx.connectSocket: upgrades are authenticated and routed like requests.
@@ -241,6 +183,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     metrics,
     trusted,
     logger,
+    accounting,
     requestId,
     closing: () => lifecycle.closing,
     onOutcome: canary.record,
@@ -249,14 +192,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
   app.addHook('preClose', async () => { websockets.close() })
 
-  const isReady = () => !lifecycle.draining && store.healthy()
-  const admin = createAdminServer(logger, {
-    health: () => ({ status: 'ok' }),
-    readiness: () => ({ ready: isReady(), body: { draining: lifecycle.draining, store: store.healthy() ? 'up' : 'down', config: snapshot().hash } }),
-    metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() })
-  })
-  app.addHook('onClose', async () => { await admin.close() })
-
+  const admin = app.admin.server
   return {
     public: app,
     admin,
@@ -264,7 +200,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     logger,
     store,
     snapshot,
-    isReady,
+    isReady: app.admin.ready,
     reload: app.snapshots.reload,
     async listen () {
       const publicUrl = await app.listen({ host: config.listen.host, port: config.listen.port })
@@ -273,9 +209,4 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     },
     shutdown: lifecycle.shutdown
   }
-}
-
-function pathOf (url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
 }

@@ -38,6 +38,7 @@ export const ErrorCatalog = {
   HEADERS_TOO_LARGE: { code: 30031, status: 431, message: 'Request headers are too large' },
   NO_JWKS: { code: 30032, status: 404, message: 'No JWKS: tokens are signed with a shared secret (HS256)' },
   TUNNELS_PER_CALLER: { code: 30033, status: 429, message: 'Too many open WebSocket connections for this caller' },
+  EXPECTATION_FAILED: { code: 30034, status: 417, message: 'Unsupported Expect header: only 100-continue is supported' },
 
   // 4xxxx: validation
   BAD_REQUEST: { code: 40000, status: 400, message: 'Malformed request' },

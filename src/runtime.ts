@@ -12,7 +12,7 @@ import { createTokenService, type TokenService } from './auth/tokens.js'
 import { createWeChatClient, type WeChatApp, type WeChatClient } from './auth/wechat.js'
 import type { Metrics } from './metrics/index.js'
 import { buildRouteTable, type RouteTable } from './proxy/routes.js'
-import type { Authenticate } from './proxy/forward.js'
+import type { Authenticate } from './proxy/types.js'
 import type { Store } from './store/index.js'
 import type { Logger } from 'pino'
 

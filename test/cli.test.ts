@@ -187,3 +187,16 @@ t.test('regression: an unknown option, or another command\'s, is refused with th
     t.match(r.stderr, `wegate ${command}: ${message}\nusage: wegate ${command} `)
   }
 })
+
+t.test('regression: check said ok for a key file serve cannot read; both now refuse it with the same list and its line', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'wegate-check-'))
+  const file = join(dir, 'keys.yaml')
+  const missing = join(dir, 'missing.pem')
+  await writeFile(file, stringify(merge(baseConfig(), { tokens: { algorithm: 'ES256', keys: [{ kid: 'k1', privateKeyFile: missing }] } })))
+  const checked = await run(['check', '-c', file])
+  t.equal(checked.code, 1)
+  t.match(checked.stderr, new RegExp(`^${file}: 1 problem\n {2}tokens\\.keys\\[0\\]: cannot read key: ENOENT[^\n]*\\(line \\d+\\)\n$`))
+  const served = await run(['serve', '-c', file], { PORT: '0', ADMIN_PORT: '0' })
+  t.equal(served.code, 1)
+  t.equal(served.stderr, `wegate: refusing to start, ${file} has 1 problem(s):\n${checked.stderr.split('\n').slice(1).join('\n')}`)
+})

@@ -123,6 +123,17 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     t.match(events.logout, [{ reason: 'ended', code: 20006 }])
   })
 
+  t.test('refresh token revoked (session logged out elsewhere, access token due): 20010 → one re-login, success', async (t) => {
+    const { wx, client, phone, events } = launch(flavour, 'refreshrevoked')
+    const s = await client.login()
+    t.equal((await post(stack.url + '/auth/logout', {}, bearer(s.accessToken))).json?.code, 200)
+    phone.offset += 15 * MIN
+    t.equal((await client.request({ url: '/api/after-refresh-revoked' })).statusCode, 200)
+    t.equal(refreshesSent(wx), 1)
+    t.equal(loginsSent(wx), 2)
+    t.match(events.logout, [{ reason: 'ended', code: 20010 }])
+  })
+
   t.test('logged out everywhere from another phone (logout-all): one re-login, success', async (t) => {
     const { wx, client, events } = launch(flavour, 'everywhere')
     await client.login()

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { createWeChatEmulator, DEMO_APP, type WeChatEmulatorOptions } from '../src/emulator/wechat.js'
@@ -147,12 +148,14 @@ t.test('html-<id> is a 502 HTML page; empty-<id> is an empty 200', async (t) => 
 })
 
 t.test('slow<ms>-<id> answers only after the delay, then succeeds', async (t) => {
-  const { base } = await start(t)
+  const { base, emu } = await start(t)
   let answered = false
+  const sent = performance.now()
   const slow = login(base, 'slow1000-a').then((a) => { answered = true; return a })
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  t.notOk(answered, 'no answer yet after 100 ms')
+  while (emu.calls === 0) await sleep(5)
+  t.notOk(answered, 'received, not answered yet')
   const a = await slow
+  t.ok(performance.now() - sent >= 990, 'answered after the delay')
   t.match(a.json.openid, /^o/)
   assertError(t, await login(base, 'slow1000-a'), 40163, 'code been used')
 })
@@ -161,7 +164,7 @@ t.test('close() does not wait for a pending slow answer', async (t) => {
   const emu = createWeChatEmulator({ apps: [APP] })
   const base = await emu.listen()
   const pending = login(base, 'slow60000-x').catch((err: Error) => err)
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  while (emu.calls === 0) await sleep(5) // the request is in, its answer pending
   await emu.close()
   t.type(await pending, Error, 'the open request was dropped')
 })

@@ -1,6 +1,5 @@
-import { findDemoCredentials } from '../config/demo.js'
-import { ConfigError, formatProblem, type ConfigProblem } from '../config/errors.js'
-import { loadConfigFile } from '../config/load.js'
+import { formatProblem } from '../config/errors.js'
+import { judgeConfig } from './verdict.js'
 
 export interface CheckOptions {
   /** Judge the file as `serve --demo` would: the repository's demo JWT secret is allowed. */
@@ -12,21 +11,15 @@ export interface CheckOptions {
  * `wegate serve` (with the same flags) would reach. Returns the exit code.
  */
 export async function check (file: string, opts: CheckOptions = {}, out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
-  const fail = (problems: ConfigProblem[]): number => {
-    err.write(`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n`)
-    for (const p of problems) err.write(`  ${formatProblem(p)}\n`)
+  const verdict = await judgeConfig(file, opts.demo === true)
+  for (const w of verdict.warnings) err.write(`${file}: warning: ${formatProblem(w)}\n`)
+  if (!verdict.ok) {
+    const n = verdict.problems.length
+    err.write(`${file}: ${n} problem${n === 1 ? '' : 's'}\n`)
+    for (const p of verdict.problems) err.write(`  ${formatProblem(p)}\n`)
     return 1
   }
-  try {
-    const loaded = await loadConfigFile(file)
-    const demo = findDemoCredentials(loaded.config)
-    if (opts.demo !== true && demo.problems.length > 0) return fail(demo.problems)
-    for (const w of demo.warnings) err.write(`${file}: warning: ${formatProblem(w)}\n`)
-    const routes = loaded.config.routes.length
-    out.write(`${file}: ok (${routes} route${routes === 1 ? '' : 's'}, sha256 ${loaded.hash})\n`)
-    return 0
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e
-    return fail(e.problems)
-  }
+  const routes = verdict.loaded.config.routes.length
+  out.write(`${file}: ok (${routes} route${routes === 1 ? '' : 's'}, sha256 ${verdict.loaded.hash})\n`)
+  return 0
 }

@@ -8,13 +8,13 @@ import { AggregatorRegistry } from 'prom-client'
 import { buildGateway } from '../app.js'
 import { createMetrics } from '../metrics/index.js'
 import { servePrimary, STATUS_INTERVAL_MS, workerCount, type WorkerMessage } from './cluster.js'
-import { findDemoCredentials } from '../config/demo.js'
-import { ConfigError, formatProblem } from '../config/errors.js'
-import { loadConfigFile, referencedFiles } from '../config/load.js'
+import { formatProblem } from '../config/errors.js'
+import { referencedFiles } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { startDemo } from '../demo/start.js'
 import { watchConfig } from '../config/watch.js'
 import { ownProcess } from './process.js'
+import { judgeConfig } from './verdict.js'
 
 // 5 s: past the drain's own bound (shutdown.delay + shutdown.timeout), a crashed process exits regardless
 const CRASH_GRACE_MS = 5000
@@ -26,24 +26,16 @@ export interface ServeOptions {
 }
 
 export async function serve (opts: ServeOptions): Promise<void> {
-  let loaded
-  try {
-    loaded = await loadConfigFile(opts.file)
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e
-    process.stderr.write(`wegate: refusing to start, ${opts.file} has ${e.problems.length} problem(s):\n`)
-    for (const p of e.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
+  // The same verdict and list as `wegate check`; the repository's JWT secret is public: outside
+  // the demo, tokens signed with it could be forged by anyone.
+  const verdict = await judgeConfig(opts.file, opts.demo)
+  if (!verdict.ok) {
+    process.stderr.write(`wegate: refusing to start, ${verdict.reason}:\n`)
+    for (const p of verdict.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
     process.exitCode = 1
     return
   }
-  // The repository's JWT secret is public: outside the demo, tokens signed with it could be forged by anyone.
-  const demo = findDemoCredentials(loaded.config)
-  if (!opts.demo && demo.problems.length > 0) {
-    process.stderr.write(`wegate: refusing to start, ${opts.file} uses the repository's public demo JWT secret:\n`)
-    for (const p of demo.problems) process.stderr.write(`  ${formatProblem(p)}\n`)
-    process.exitCode = 1
-    return
-  }
+  const { loaded } = verdict
   const logger = createLogger({ level: loaded.config.logging.level })
   const closers: Array<() => Promise<void>> = []
 

@@ -23,6 +23,8 @@ export interface LoadedConfig {
   /** sha256 of the file's bytes alone, short: what canary rollbacks are keyed by (a key rotation does not end them). */
   fileHash: string
   file: string
+  /** The line of a path in the file (`tokens.keys[0]`), for problems found after loading (key files). */
+  lineOf?: (path: string) => number | undefined
 }
 
 const compiled = TypeCompiler.Compile(GatewayConfigSchema)
@@ -35,8 +37,8 @@ export async function loadConfigFile (file: string, env: NodeJS.ProcessEnv = pro
   } catch (err) {
     throw new ConfigError(file, [{ path: '', message: `cannot read file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }])
   }
-  const config = parseConfig(text, env, file)
-  return { config, hash: await hashConfig(text, referencedFiles(config)), fileHash: hashText(text), file }
+  const { config, lineOf } = parseConfigText(text, env, file)
+  return { config, hash: await hashConfig(text, referencedFiles(config)), fileHash: hashText(text), file, lineOf }
 }
 
 export function hashText (text: string): string {
@@ -75,6 +77,10 @@ export async function hashConfig (text: string, files: readonly string[]): Promi
 
 /** Parse config text. Throws ConfigError listing every problem. */
 export function parseConfig (text: string, env: NodeJS.ProcessEnv = process.env, file = 'gateway.yaml'): GatewayConfig {
+  return parseConfigText(text, env, file).config
+}
+
+function parseConfigText (text: string, env: NodeJS.ProcessEnv, file: string): { config: GatewayConfig, lineOf: (path: string) => number | undefined } {
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true })
   if (doc.errors.length > 0) {
@@ -85,10 +91,10 @@ export function parseConfig (text: string, env: NodeJS.ProcessEnv = process.env,
       line: e.linePos?.[0]?.line
     })))
   }
-  const lineOf = (path: Array<string | number>): number | undefined => {
+  const lineOf = (path: string): number | undefined => {
     let node: unknown = doc.contents
     let found: YamlNode | undefined
-    for (const key of path) {
+    for (const key of pathSegments(path)) {
       if (isMap(node) || isSeq(node)) {
         const next = node.get(key, true)
         if (next === undefined) break
@@ -115,10 +121,15 @@ export function parseConfig (text: string, env: NodeJS.ProcessEnv = process.env,
   const config = valid ? compiled.Decode(value) : value as GatewayConfig
   problems.push(...checkRules(config, problems.map((p) => p.path)))
   if (problems.length > 0) {
-    for (const p of problems) p.line ??= lineOf(pathSegments(p.path))
-    throw new ConfigError(file, dedupe(problems).sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity)))
+    for (const p of problems) p.line ??= lineOf(p.path)
+    throw new ConfigError(file, inFileOrder(dedupe(problems)))
   }
-  return config
+  return { config, lineOf }
+}
+
+/** Problems sorted by line; those without one (the whole file) last. */
+export function inFileOrder (problems: ConfigProblem[]): ConfigProblem[] {
+  return problems.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity))
 }
 
 /** The schema's complaints about `value`, once per path; `skip`: paths already reported (an unset variable). */

@@ -4,9 +4,10 @@
  * (bad JSON, validation, body too large, media type) and connection-level
  * client errors (431, 408) that never reach a route.
  */
-import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { ErrorCatalog, GatewayError, envelopeText, type ErrorName } from '../errors.js'
+import { GatewayError, envelopeText, type ErrorName } from '../errors.js'
+import { writeRawEnvelope } from './raw-envelope.js'
 
 const FASTIFY_CODES: Record<string, ErrorName> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
@@ -70,37 +71,31 @@ export function sendError (reply: FastifyReply, ge: GatewayError): FastifyReply 
   return reply.send(envelopeText(ge))
 }
 
+/** The envelope a connection-level client error gets; undefined when the peer is gone (nothing to answer). */
+export function clientErrorName (err: NodeJS.ErrnoException & { code?: string }): ErrorName | undefined {
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return undefined
+  return err.code === 'HPE_HEADER_OVERFLOW'
+    ? 'HEADERS_TOO_LARGE'
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT'
+      ? 'REQUEST_TIMEOUT'
+      : 'BAD_REQUEST'
+}
+
 /**
  * Errors on the raw connection (header overflow, request timeout, garbage
  * bytes) happen before Fastify has a request: answer with an envelope on the
  * socket and close it, as Node would, instead of Node's bare status line.
  */
-export function handleClientError (err: NodeJS.ErrnoException & { code?: string }, socket: Socket): void {
-  if (!socket.writable) {
+export function handleClientError (err: NodeJS.ErrnoException & { code?: string }, socket: Duplex): void {
+  const name = clientErrorName(err)
+  if (name === undefined || !socket.writable) {
     socket.destroy()
     return
   }
-  const name: ErrorName = err.code === 'HPE_HEADER_OVERFLOW'
-    ? 'HEADERS_TOO_LARGE'
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT'
-      ? 'REQUEST_TIMEOUT'
-      : 'BAD_REQUEST'
-  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
-    socket.destroy()
-    return
-  }
-  const entry = ErrorCatalog[name]
-  const body = JSON.stringify({ code: entry.code, message: entry.message, data: null })
-  socket.end(
-    `HTTP/1.1 ${entry.status} ${STATUS_TEXT[entry.status] ?? 'Bad Request'}\r\n` +
-    'Content-Type: application/json; charset=utf-8\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Connection: close\r\n\r\n' + body
-  )
+  endWithEnvelope(socket, name)
 }
 
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  408: 'Request Timeout',
-  431: 'Request Header Fields Too Large'
+/** Answer on a raw socket (no HTTP response object exists) with the envelope, and close it. */
+export function endWithEnvelope (socket: Duplex, name: ErrorName): void {
+  writeRawEnvelope(socket, new GatewayError(name))
 }

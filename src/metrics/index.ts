@@ -157,6 +157,12 @@ export function createMetrics (registry: Registry = new Registry()) {
       help: '/auth/phone answers by app and result: ok, invalid_code, failure',
       labelNames: ['app', 'result'] as const,
       registers
+    }),
+    parserErrors: new Counter({
+      name: 'wegate_http_parser_errors_total',
+      help: 'Requests refused before routing (by Node\'s HTTP parser or the server), by reason: an llhttp / Node error code in lower case, missing_host, expectation, connect',
+      labelNames: ['reason'] as const,
+      registers
     })
   }
 }

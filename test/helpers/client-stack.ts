@@ -36,7 +36,8 @@ export interface ClientStack {
   advance: (ms: number) => void
 }
 
-export async function startClientStack (t: TestContext): Promise<ClientStack> {
+/** `refreshGrace`: default 0s, so that a second refresh with one token is a reuse that ends the session. */
+export async function startClientStack (t: TestContext, opts: { refreshGrace?: string } = {}): Promise<ClientStack> {
   const redis = await redisFor(t)
   const wechat = await startWeChat(t)
   const echo = await startEcho(t, 'api')
@@ -50,7 +51,7 @@ export async function startClientStack (t: TestContext): Promise<ClientStack> {
     patch: {
       // No grace window: a second refresh with the same token would be a reuse and end the session,
       // so every test also proves the client never sends one.
-      tokens: { keys: [{ kid: 'k1', secret: 'client-test-secret-0123456789abcdef' }], accessTtl: '15m', refreshTtl: '1d', refreshGrace: '0s' },
+      tokens: { keys: [{ kid: 'k1', secret: 'client-test-secret-0123456789abcdef' }], accessTtl: '15m', refreshTtl: '1d', refreshGrace: opts.refreshGrace ?? '0s' },
       routes: [
         { name: 'api', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echo.url, weight: 1 }] },
         { name: 'ws', prefix: '/ws', auth: 'required', upstreams: [{ name: 'ws', url: ws.url, weight: 1 }] }

@@ -31,6 +31,18 @@ export function baseConfig (): Record<string, unknown> {
   }
 }
 
+/** A clock for buildGateway's `now`: time moves only when the test says so. */
+export interface TestClock {
+  now: () => number
+  /** Move the clock forward by `ms`. */
+  advance: (ms: number) => void
+}
+
+export function testClock (start = Date.now()): TestClock {
+  let t = start
+  return { now: () => t, advance: (ms) => { t += ms } }
+}
+
 /** baseConfig() with `patch`, written to a fresh temporary gateway.yaml (for the real CLI); returns its path. */
 export async function writeConfigFile (patch: Record<string, unknown> = {}): Promise<string> {
   const file = join(await mkdtemp(join(tmpdir(), 'wegate-test-')), 'gateway.yaml')
