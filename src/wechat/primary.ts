@@ -18,7 +18,7 @@ export function serveTokenAdmin (admin: FastifyInstance, config: GatewayConfig, 
   const store = createStore(config.store, logger.child({ component: 'store' }))
   const http = createWeChatHttp({ baseUrl: config.wechat.baseUrl, timeoutMs: config.wechat.timeout, retries: config.wechat.retries, logger: logger.child({ component: 'wechat' }) })
   const apps = new Map(config.wechat.apps.map((a) => [a.appId, a]))
-  const hub = createWeChatHub({ redis: store.redis, keyPrefix: config.store.keyPrefix, http: () => http, apps: () => apps, logger, now: Date.now })
+  const hub = createWeChatHub({ redis: store.redisConnection(), keyPrefix: config.store.keyPrefix, http: () => http, apps: () => apps, logger, now: Date.now })
   registerAccessTokenAdmin(admin, { apiToken: config.admin.apiToken, tokens: hub.tokens })
   return {
     async close () {
