@@ -187,7 +187,8 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     requestId,
     closing: () => lifecycle.closing,
     onOutcome: canary.record,
-    rateLimit: limiters.routeLimit
+    rateLimit: limiters.routeLimit,
+    now
   })
   // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
   app.addHook('preClose', async () => { websockets.close() })

@@ -155,8 +155,10 @@ t.test('regression: --help on every command prints its usage and does nothing el
     [['--help'], /^usage: wegate <command> \[options\]\n/],
     [[], /^usage: wegate <command>/]
   ]
-  for (const [args, usage] of cases) {
-    const r = await run(args, env, 10_000)
+  // independent processes: run side by side
+  const results = await Promise.all(cases.map(async ([args]) => await run(args, env, 20_000)))
+  for (const [i, [args, usage]] of cases.entries()) {
+    const r = results[i]
     t.equal(r.code, 0, `wegate ${args.join(' ')}: exit 0`)
     t.match(r.stdout, usage, `wegate ${args.join(' ')}: its usage`)
     t.equal(r.stderr, '', 'nothing else: no validation, no listener')
@@ -180,8 +182,10 @@ t.test('regression: an unknown option, or another command\'s, is refused with th
     [['serve', '--bogus'], 'serve', "unknown option '--bogus'"],
     [['check', 'a.yaml', 'b.yaml'], 'check', "unexpected argument 'b.yaml'"]
   ]
-  for (const [args, command, message] of cases) {
-    const r = await run(args, { JWT_SECRET: 'a-real-secret-from-the-vault-0123456789', PORT: '0', ADMIN_PORT: '0' }, 10_000)
+  const env = { JWT_SECRET: 'a-real-secret-from-the-vault-0123456789', PORT: '0', ADMIN_PORT: '0' }
+  const results = await Promise.all(cases.map(async ([args]) => await run(args, env, 20_000)))
+  for (const [i, [args, command, message]] of cases.entries()) {
+    const r = results[i]
     t.equal(r.code, 2, `wegate ${args.join(' ')}: exit 2`)
     t.equal(r.stdout, '')
     t.match(r.stderr, `wegate ${command}: ${message}\nusage: wegate ${command} `)
