@@ -27,6 +27,10 @@ import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway
 import { lifecyclePlugin } from './gateway/lifecycle.js'
 import { storePlugin } from './gateway/store.js'
 import { upstreamsPlugin } from './gateway/upstreams.js'
+import { registerAccessTokenAdmin } from './wechat/admin-routes.js'
+import { createWeChatHub } from './wechat/hub.js'
+import { phoneHeader } from './wechat/phone.js'
+import { wechatRoutes } from './wechat/routes.js'
 
 export interface GatewayDeps {
   logger?: Logger
@@ -168,13 +172,29 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     loginRule: () => snapshot().config.rateLimits.login
   })
   await app.register(authPlugin, { snapshot, store, metrics, now, loginLimiter: limiters.login })
+  // The credential hub: /auth/decrypt, /auth/phone, /auth/session; the shared access_token.
+  const hub = createWeChatHub({ redis: store.redisConnection(), keyPrefix: config.store.keyPrefix, http: () => snapshot().wechatHttp, apps: () => snapshot().apps, logger, metrics, now })
+  app.addHook('onClose', async () => { hub.close() })
+  const phoneOf = async (appId: string, openid: string): Promise<string | undefined> => {
+    const p = await hub.phones.get(appId, openid)
+    return p === null ? undefined : phoneHeader(p)
+  }
+  await app.register(wechatRoutes, {
+    hub,
+    authenticate: (authorization) => snapshot().guard.authenticate(authorization, true)!,
+    sessionKey: (appId, openid) => store.getSessionKey(appId, openid),
+    settings: () => ({ decryptMaxAgeMs: snapshot().config.wechat.decryptMaxAge, phoneTtlMs: snapshot().config.tokens.sessionTtl }),
+    metrics,
+    now
+  })
   await app.register(proxyPlugin, {
     snapshot,
     upstreams: app.upstreams,
     metrics,
     trusted,
     onOutcome: canary.record,
-    rateLimit: limiters.routeLimit
+    rateLimit: limiters.routeLimit,
+    phoneOf
   })
 
   // wx.connectSocket: upgrades are authenticated and routed like requests.
@@ -188,12 +208,14 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     closing: () => lifecycle.closing,
     onOutcome: canary.record,
     rateLimit: limiters.routeLimit,
+    phoneOf,
     now
   })
   // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
   app.addHook('preClose', async () => { websockets.close() })
 
   const admin = app.admin.server
+  registerAccessTokenAdmin(admin, { apiToken: config.admin.apiToken, tokens: hub.tokens })
   return {
     public: app,
     admin,

@@ -192,7 +192,7 @@ t.test('regression: an unknown option, or another command\'s, is refused with th
   }
 })
 
-t.test('regression: check said ok for a key file serve cannot read; both now refuse it with the same list and its line', async (t) => {
+t.test('regression: check said ok for a key file serve cannot read; check, start and reload now refuse it with the same list and its line', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'wegate-check-'))
   const file = join(dir, 'keys.yaml')
   const missing = join(dir, 'missing.pem')
@@ -202,5 +202,9 @@ t.test('regression: check said ok for a key file serve cannot read; both now ref
   t.match(checked.stderr, new RegExp(`^${file}: 1 problem\n {2}tokens\\.keys\\[0\\]: cannot read key: ENOENT[^\n]*\\(line \\d+\\)\n$`))
   const served = await run(['serve', '-c', file], { PORT: '0', ADMIN_PORT: '0' })
   t.equal(served.code, 1)
-  t.equal(served.stderr, `wegate: refusing to start, ${file} has 1 problem(s):\n${checked.stderr.split('\n').slice(1).join('\n')}`)
+  const listed = checked.stderr.split('\n').slice(1, -1).map((l) => l.slice(2))
+  t.equal(served.stderr, `wegate: refusing to start, ${file} has 1 problem(s):\n${listed.map((l) => `  ${l}\n`).join('')}`)
+  const { gateway } = await startGateway(t)
+  const reloaded = await gateway.reload(file)
+  t.same(reloaded.status === 'refused' ? reloaded.problems : reloaded, listed, 'a reload refuses it with the same list')
 })

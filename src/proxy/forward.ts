@@ -18,7 +18,7 @@ import { GatewayError } from '../errors.js'
 import type { RouteLimiter } from '../http/ratelimit.js'
 import type { Metrics } from '../metrics/index.js'
 import { clientResponseHeaders } from './headers.js'
-import { resolve, type Pipeline, type Resolved } from './resolve.js'
+import { resolve, type PhoneLookup, type Pipeline, type Resolved } from './resolve.js'
 import type { CompiledRoute, CompiledUpstream } from './routes.js'
 import { errorKind } from './transport-errors.js'
 import type { ProxySnapshot, UpstreamOutcome } from './types.js'
@@ -34,12 +34,14 @@ export interface ProxyOptions {
   onOutcome?: (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void
   /** The per-route rate limiter (shared with WebSocket upgrades), run for routes with `rateLimit`. */
   rateLimit?: RouteLimiter | undefined
+  /** The caller's verified phone number for `injectPhone` routes (see resolve.ts). */
+  phoneOf?: PhoneLookup | undefined
 }
 
 /** Register the catch-all proxy route (in its own encapsulated context: raw bodies, no parsing). */
 export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Promise<void> {
   const { upstreams, metrics, onOutcome } = opts
-  const pipeline: Pipeline = { snapshot: opts.snapshot, trusted: opts.trusted, rateLimit: opts.rateLimit }
+  const pipeline: Pipeline = { snapshot: opts.snapshot, trusted: opts.trusted, rateLimit: opts.rateLimit, phoneOf: opts.phoneOf }
 
   // Bodies are streamed to the upstream as they arrive: never parsed, never buffered.
   app.removeAllContentTypeParsers()

@@ -47,7 +47,12 @@ export interface Pipeline {
   trusted: (address: string) => boolean
   /** The per-route limiter (same counters for HTTP requests and upgrades); routes with `rateLimit` only. */
   rateLimit?: RouteLimiter | undefined
+  /** The caller's verified number (`+8613800138000`), read for `injectPhone` routes only. */
+  phoneOf?: PhoneLookup | undefined
 }
+
+/** The verified phone number of (appId, openid) for X-Phone-Number; undefined when none. */
+export type PhoneLookup = (appId: string, openid: string) => Promise<string | undefined>
 
 /** Resolve a request to its route, caller, upstream and upstream headers; throws / rejects with GatewayError. */
 export function resolve (p: Pipeline, input: PipelineInput): Resolved | Promise<Resolved> {
@@ -59,14 +64,18 @@ export function resolve (p: Pipeline, input: PipelineInput): Resolved | Promise<
   input.routeName = route.name
   const caller = route.auth === 'public' ? undefined : snap.authenticate(input.headers.authorization, route.auth === 'required')
   const rule = route.config.rateLimit
-  if (rule === undefined || p.rateLimit === undefined) return plan(p, input, route, caller, target, undefined)
-  return p.rateLimit({ routeName: route.name, rateRule: rule, callerOpenid: caller?.openid ?? '', ip: input.ip })
-    .then((rateHeaders) => plan(p, input, route, caller, target, rateHeaders))
+  const limited = rule === undefined || p.rateLimit === undefined
+    ? undefined
+    : p.rateLimit({ routeName: route.name, rateRule: rule, callerOpenid: caller?.openid ?? '', ip: input.ip })
+  // A store read only on routes that asked for the number, and only for a verified caller.
+  const phone = route.config.injectPhone && caller !== undefined && p.phoneOf !== undefined ? p.phoneOf(caller.appid, caller.openid) : undefined
+  if (limited === undefined && phone === undefined) return plan(p, input, route, caller, target, undefined, undefined)
+  return Promise.all([limited, phone]).then(([rateHeaders, number]) => plan(p, input, route, caller, target, rateHeaders, number))
 }
 
 function plan (
   p: Pipeline, input: PipelineInput, route: CompiledRoute, caller: Caller | undefined,
-  target: { path: string, query: string }, rateHeaders: Record<string, string> | undefined
+  target: { path: string, query: string }, rateHeaders: Record<string, string> | undefined, phone: string | undefined
 ): Resolved {
   const upstream = pickUpstream(route, caller, input.ip, input.headers)
   const remote = input.socket.remoteAddress ?? ''
@@ -76,7 +85,8 @@ function plan (
     requestId: input.id,
     upstreamHost: upstream.host,
     forwardAuthorization: route.config.forwardAuthorization,
-    identity: caller
+    identity: caller,
+    phone
   })
   return { route, caller, upstream, path: route.upstreamPath(target.path, upstream) + target.query, upstreamHeaders, rateHeaders }
 }

@@ -21,7 +21,7 @@ import type { RouteLimiter } from '../http/ratelimit.js'
 import { writeRawEnvelope } from '../http/raw-envelope.js'
 import { requestId as defaultRequestId } from '../http/request-id.js'
 import type { Metrics } from '../metrics/index.js'
-import { resolve, type Pipeline, type PipelineInput, type Resolved } from './resolve.js'
+import { resolve, type PhoneLookup, type Pipeline, type PipelineInput, type Resolved } from './resolve.js'
 import type { CompiledRoute, CompiledUpstream } from './routes.js'
 import { errorKind } from './transport-errors.js'
 import { createTunnels, type Reservation, type Tunnels } from './tunnels.js'
@@ -44,6 +44,8 @@ export interface WebSocketProxyOptions {
   onOutcome?: ((route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void) | undefined
   /** The per-route limiter HTTP requests go through (same rule, same counters), for routes with `rateLimit`. */
   rateLimit?: RouteLimiter | undefined
+  /** The caller's verified phone number for `injectPhone` routes (see resolve.ts). */
+  phoneOf?: PhoneLookup | undefined
   /** Epoch ms, for token expiry of open tunnels; default Date.now. */
   now?: (() => number) | undefined
   /** How often open tunnels' tokens are checked (ms); default 500. */
@@ -81,7 +83,7 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
     authenticate: (authorization) => { snapshot().authenticate(authorization, true) }
   })
   const env: Env = {
-    pipeline: { snapshot, trusted, rateLimit: opts.rateLimit },
+    pipeline: { snapshot, trusted, rateLimit: opts.rateLimit, phoneOf: opts.phoneOf },
     tunnels,
     accounting: opts.accounting ?? createAccounting(logger, metrics),
     metrics,
