@@ -19,22 +19,14 @@ const MAX_TOKEN_LENGTH = 8192
 const VERIFY_CACHE_SIZE = 10_000
 
 /** fast-jwt error code → our catalog. Anything unknown is treated as a bad signature (fail closed). */
-const FAST_JWT_CODES: Record<string, ErrorName> = {
-  [TokenError.codes.malformed]: 'TOKEN_MALFORMED',
-  [TokenError.codes.invalidType]: 'TOKEN_MALFORMED',
-  [TokenError.codes.invalidPayload]: 'TOKEN_MALFORMED',
-  [TokenError.codes.invalidSignature]: 'TOKEN_BAD_SIGNATURE',
-  [TokenError.codes.invalidAlgorithm]: 'TOKEN_BAD_SIGNATURE',
-  [TokenError.codes.missingSignature]: 'TOKEN_BAD_SIGNATURE',
-  [TokenError.codes.verifyError]: 'TOKEN_BAD_SIGNATURE',
-  [TokenError.codes.invalidKey]: 'TOKEN_BAD_SIGNATURE',
-  [TokenError.codes.expired]: 'TOKEN_EXPIRED',
-  [TokenError.codes.inactive]: 'TOKEN_NOT_YET_VALID',
-  [TokenError.codes.invalidClaimValue]: 'TOKEN_CLAIMS_INVALID',
-  [TokenError.codes.invalidClaimType]: 'TOKEN_CLAIMS_INVALID',
-  [TokenError.codes.missingRequiredClaim]: 'TOKEN_CLAIMS_INVALID',
-  [TokenError.codes.invalidCritHeader]: 'TOKEN_CLAIMS_INVALID'
-}
+const c = TokenError.codes
+const FAST_JWT_CODES = new Map<string, ErrorName>(([
+  ['TOKEN_MALFORMED', [c.malformed, c.invalidType, c.invalidPayload]],
+  ['TOKEN_BAD_SIGNATURE', [c.invalidSignature, c.invalidAlgorithm, c.missingSignature, c.verifyError, c.invalidKey]],
+  ['TOKEN_EXPIRED', [c.expired]],
+  ['TOKEN_NOT_YET_VALID', [c.inactive]],
+  ['TOKEN_CLAIMS_INVALID', [c.invalidClaimValue, c.invalidClaimType, c.missingRequiredClaim, c.invalidCritHeader]]
+] as Array<[ErrorName, string[]]>).flatMap(([name, codes]) => codes.map((code): [string, ErrorName] => [code, name])))
 
 function reject (name: ErrorName, detail: string, cause?: unknown): GatewayError {
   return new GatewayError(name, { detail, cause })
@@ -128,7 +120,7 @@ export function createAccessTokens (cfg: TokensConfig, keys: TokenKeys, now: () 
         try {
           payload = verify(token)
         } catch (err) {
-          const code = err instanceof TokenError ? FAST_JWT_CODES[err.code] : undefined
+          const code = err instanceof TokenError ? FAST_JWT_CODES.get(err.code) : undefined
           throw reject(code ?? 'TOKEN_BAD_SIGNATURE', `verify failed: ${err instanceof TokenError ? err.code : 'error'}`, err)
         } finally {
           Error.stackTraceLimit = stackLimit
