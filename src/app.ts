@@ -3,8 +3,6 @@
  * but not listening. No globals: the process wrapper (cli/serve.ts) and the
  * tests build it the same way.
  */
-import { randomUUID } from 'node:crypto'
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
@@ -20,30 +18,19 @@ import type { Store } from './store/index.js'
 import { handleError, sendError } from './http/errors.js'
 import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
-import { createAccessLog } from './http/access-log.js'
-import { createAdminServer } from './gateway/admin.js'
+import { accountingPlugin } from './http/accounting.js'
+import { requestId } from './http/request-id.js'
+import { adminPlugin } from './gateway/admin.js'
 import { clientErrorHandler, createHttpServer, type RefusalLog } from './gateway/http-server.js'
 import { canaryPlugin } from './gateway/canary.js'
 import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway/config.js'
 import { lifecyclePlugin } from './gateway/lifecycle.js'
 import { storePlugin } from './gateway/store.js'
 import { upstreamsPlugin } from './gateway/upstreams.js'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** Name of the route that served this request ('' until matched). */
-    routeName: string
-    /** Name of the upstream chosen ('' when none). */
-    upstreamName: string
-    /** performance.now() when the request arrived. */
-    startedAt: number
-    /** The envelope code when the gateway answered with an error (0 otherwise), for the access line. */
-    errorCode: number
-  }
-}
-
-const REQUEST = Symbol('wegate.request')
-type TrackedResponse = ServerResponse & { [REQUEST]?: FastifyRequest | undefined }
+import { registerAccessTokenAdmin } from './wechat/admin-routes.js'
+import { createWeChatHub } from './wechat/hub.js'
+import { phoneHeader } from './wechat/phone.js'
+import { wechatRoutes } from './wechat/routes.js'
 
 export interface GatewayDeps {
   logger?: Logger
@@ -92,15 +79,6 @@ export interface Gateway {
   shutdown: () => Promise<void>
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
-
-/** Honour a sane client X-Request-Id (so traces join up); otherwise mint one. */
-function requestId (req: IncomingMessage): string {
-  const given = req.headers['x-request-id']
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
-}
-
 export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const { config } = loaded
   const demo = deps.demo === true
@@ -118,6 +96,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     await app.register(upstreamsPlugin)
     await app.register(configPlugin, { loaded, metrics, logger, now, demo })
     await app.register(lifecyclePlugin, { logger })
+    await app.register(adminPlugin, { metrics, logger })
     return await wire(app, { config, logger, metrics, now, accounting, admin: deps.admin !== false })
   } catch (err) {
     await app.close()
@@ -170,42 +149,14 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   const trustFn = typeof trustProxy === 'boolean' ? () => trustProxy : proxyAddr.compile(trustProxy)
   const trusted = (address: string) => trustFn(address, 0)
 
-  app.decorateRequest('routeName', '')
-  app.decorateRequest('upstreamName', '')
-  app.decorateRequest('startedAt', 0)
-  app.decorateRequest('errorCode', 0)
   app.setErrorHandler(handleError)
   app.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
 
-  // The access line and request metrics come from the response's 'close', which fires for
-  // every response: finished, or cut short (client gone, upstream broke off mid-body).
-  const accessLog = createAccessLog(logger)
-  const onResponseClose = function (this: TrackedResponse): void {
-    const request = this[REQUEST]
-    if (request === undefined) return
-    this[REQUEST] = undefined
-    const ms = performance.now() - request.startedAt
-    const route = request.routeName === '' ? 'none' : request.routeName
-    const upstream = request.upstreamName === '' ? 'none' : request.upstreamName
-    // 499 (nginx's "client closed request"): the client left before any answer was sent.
-    const status = this.headersSent ? this.statusCode : 499
-    metrics.requests.inc({
-      route,
-      upstream,
-      method: METHODS.has(request.method) ? request.method : 'OTHER',
-      status_class: `${Math.floor(status / 100)}xx`
-    })
-    metrics.requestDuration.observe({ route, upstream }, ms / 1000)
-    accessLog({ reqId: request.id, method: request.method, path: pathOf(request.url), route, upstream, status, code: request.errorCode, ms, aborted: !this.writableFinished })
-  }
-
-  /** Every request: timed, its id returned, accounted for when its response closes. */
+  // Every request: timed, its id returned, accounted for when its response closes (http/accounting.ts).
+  await app.register(accountingPlugin, { logger, metrics })
+  const accounting = app.accounting
   const track = (request: FastifyRequest, reply: FastifyReply): void => {
-    request.startedAt = performance.now()
-    const res = reply.raw as TrackedResponse
-    res[REQUEST] = request
-    res.on('close', onResponseClose)
-    reply.header('x-request-id', request.id)
+    accounting.track(request, reply)
     if (lifecycle.draining) reply.header('connection', 'close')
   }
   opts.accounting.track = track
@@ -221,13 +172,29 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     loginRule: () => snapshot().config.rateLimits.login
   })
   await app.register(authPlugin, { snapshot, store, metrics, now, loginLimiter: limiters.login })
+  // The credential hub: /auth/decrypt, /auth/phone, /auth/session; the shared access_token.
+  const hub = createWeChatHub({ redis: store.redis, keyPrefix: config.store.keyPrefix, http: () => snapshot().wechatHttp, apps: () => snapshot().apps, logger, metrics, now })
+  app.addHook('onClose', async () => { hub.close() })
+  const phoneOf = async (appId: string, openid: string): Promise<string | undefined> => {
+    const p = await hub.phones.get(appId, openid)
+    return p === null ? undefined : phoneHeader(p)
+  }
+  await app.register(wechatRoutes, {
+    hub,
+    authenticate: (authorization) => snapshot().guard.authenticate(authorization, true)!,
+    sessionKey: (appId, openid) => store.getSessionKey(appId, openid),
+    settings: () => ({ decryptMaxAgeMs: snapshot().config.wechat.decryptMaxAge, phoneTtlMs: snapshot().config.tokens.sessionTtl }),
+    metrics,
+    now
+  })
   await app.register(proxyPlugin, {
     snapshot,
     upstreams: app.upstreams,
     metrics,
     trusted,
     onOutcome: canary.record,
-    rateLimiter: limiters.route
+    rateLimit: limiters.routeLimit,
+    phoneOf
   })
 
   // wx.connectSocket: upgrades are authenticated and routed like requests.
@@ -236,22 +203,19 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     metrics,
     trusted,
     logger,
+    accounting,
     requestId,
     closing: () => lifecycle.closing,
     onOutcome: canary.record,
-    rateLimit: limiters.routeLimit
+    rateLimit: limiters.routeLimit,
+    phoneOf,
+    now
   })
   // app.close() waits for upgraded sockets, which closeAllConnections() does not reach.
   app.addHook('preClose', async () => { websockets.close() })
 
-  const isReady = () => !lifecycle.draining && store.healthy()
-  const admin = createAdminServer(logger, {
-    health: () => ({ status: 'ok' }),
-    readiness: () => ({ ready: isReady(), body: { draining: lifecycle.draining, store: store.healthy() ? 'up' : 'down', config: snapshot().hash } }),
-    metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() })
-  })
-  app.addHook('onClose', async () => { await admin.close() })
-
+  const admin = app.admin.server
+  registerAccessTokenAdmin(admin, { apiToken: config.admin.apiToken, tokens: hub.tokens })
   return {
     public: app,
     admin,
@@ -259,7 +223,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     logger,
     store,
     snapshot,
-    isReady,
+    isReady: app.admin.ready,
     reload: app.snapshots.reload,
     async listen () {
       const publicUrl = await app.listen({ host: config.listen.host, port: config.listen.port })
@@ -268,9 +232,4 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     },
     shutdown: lifecycle.shutdown
   }
-}
-
-function pathOf (url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
 }

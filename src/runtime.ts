@@ -10,9 +10,10 @@ import type { GatewayConfig } from './config/schema.js'
 import { createGuard, type Guard } from './auth/guard.js'
 import { createTokenService, type TokenService } from './auth/tokens.js'
 import { createWeChatClient, type WeChatApp, type WeChatClient } from './auth/wechat.js'
+import { createWeChatHttp, type WeChatHttp } from './wechat/http.js'
 import type { Metrics } from './metrics/index.js'
 import { buildRouteTable, type RouteTable } from './proxy/routes.js'
-import type { Authenticate } from './proxy/forward.js'
+import type { Authenticate } from './proxy/types.js'
 import type { Store } from './store/index.js'
 import type { Logger } from 'pino'
 
@@ -29,6 +30,8 @@ export interface Snapshot {
   readonly guard: Guard
   readonly authenticate: Authenticate
   readonly wechat: WeChatClient
+  /** The snapshot's one transport to WeChat (code2Session and the credential hub's calls); closed with `wechat`. */
+  readonly wechatHttp: WeChatHttp
   readonly apps: ReadonlyMap<string, WeChatApp>
 }
 
@@ -48,12 +51,15 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
   const routes = buildRouteTable(config.routes)
   const apps = new Map(config.wechat.apps.map((a) => [a.appId, a]))
   const guard = createGuard(tokens, deps.store, deps.metrics, apps)
-  const wechat = createWeChatClient({
+  const logger = deps.logger.child({ component: 'wechat' })
+  const wechatHttp = createWeChatHttp({
     baseUrl: config.wechat.baseUrl,
     timeoutMs: config.wechat.timeout,
     retries: config.wechat.retries,
-    logger: deps.logger.child({ component: 'wechat' })
+    logger,
+    observe: (api, result) => deps.metrics.wechatCalls.inc({ api, errcode: result })
   })
+  const wechat = createWeChatClient({ http: wechatHttp, logger })
   return {
     config,
     hash: loaded.hash,
@@ -65,6 +71,7 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
     guard,
     authenticate: guard.authenticate,
     wechat,
+    wechatHttp,
     apps
   }
 }

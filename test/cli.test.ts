@@ -155,8 +155,10 @@ t.test('regression: --help on every command prints its usage and does nothing el
     [['--help'], /^usage: wegate <command> \[options\]\n/],
     [[], /^usage: wegate <command>/]
   ]
-  for (const [args, usage] of cases) {
-    const r = await run(args, env, 10_000)
+  // independent processes: run side by side
+  const results = await Promise.all(cases.map(async ([args]) => await run(args, env, 20_000)))
+  for (const [i, [args, usage]] of cases.entries()) {
+    const r = results[i]
     t.equal(r.code, 0, `wegate ${args.join(' ')}: exit 0`)
     t.match(r.stdout, usage, `wegate ${args.join(' ')}: its usage`)
     t.equal(r.stderr, '', 'nothing else: no validation, no listener')
@@ -180,15 +182,17 @@ t.test('regression: an unknown option, or another command\'s, is refused with th
     [['serve', '--bogus'], 'serve', "unknown option '--bogus'"],
     [['check', 'a.yaml', 'b.yaml'], 'check', "unexpected argument 'b.yaml'"]
   ]
-  for (const [args, command, message] of cases) {
-    const r = await run(args, { JWT_SECRET: 'a-real-secret-from-the-vault-0123456789', PORT: '0', ADMIN_PORT: '0' }, 10_000)
+  const env = { JWT_SECRET: 'a-real-secret-from-the-vault-0123456789', PORT: '0', ADMIN_PORT: '0' }
+  const results = await Promise.all(cases.map(async ([args]) => await run(args, env, 20_000)))
+  for (const [i, [args, command, message]] of cases.entries()) {
+    const r = results[i]
     t.equal(r.code, 2, `wegate ${args.join(' ')}: exit 2`)
     t.equal(r.stdout, '')
     t.match(r.stderr, `wegate ${command}: ${message}\nusage: wegate ${command} `)
   }
 })
 
-t.test('regression: check said ok for a key file serve cannot read; both now refuse it with the same list and its line', async (t) => {
+t.test('regression: check said ok for a key file serve cannot read; check, start and reload now refuse it with the same list and its line', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'wegate-check-'))
   const file = join(dir, 'keys.yaml')
   const missing = join(dir, 'missing.pem')
@@ -198,5 +202,9 @@ t.test('regression: check said ok for a key file serve cannot read; both now ref
   t.match(checked.stderr, new RegExp(`^${file}: 1 problem\n {2}tokens\\.keys\\[0\\]: cannot read key: ENOENT[^\n]*\\(line \\d+\\)\n$`))
   const served = await run(['serve', '-c', file], { PORT: '0', ADMIN_PORT: '0' })
   t.equal(served.code, 1)
-  t.equal(served.stderr, `wegate: refusing to start, ${file} has 1 problem(s):\n${checked.stderr.split('\n').slice(1).join('\n')}`)
+  const listed = checked.stderr.split('\n').slice(1, -1).map((l) => l.slice(2))
+  t.equal(served.stderr, `wegate: refusing to start, ${file} has 1 problem(s):\n${listed.map((l) => `  ${l}\n`).join('')}`)
+  const { gateway } = await startGateway(t)
+  const reloaded = await gateway.reload(file)
+  t.same(reloaded.status === 'refused' ? reloaded.problems : reloaded, listed, 'a reload refuses it with the same list')
 })

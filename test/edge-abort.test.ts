@@ -8,6 +8,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { startGateway } from './helpers/gateway.js'
 import { startServer } from './helpers/upstream.js'
+import { waitUntil } from './helpers/wait.js'
 
 const events: string[] = []
 const upstream = await startServer(t, (req, res) => {
@@ -27,20 +28,20 @@ async function abandonUpload (tag: string, framing: string, firstPiece: string):
   socket.on('error', () => {})
   await new Promise((resolve) => socket.once('connect', resolve))
   socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nX-Tag: ${tag}\r\n${framing}\r\n\r\n${firstPiece}`)
-  await waitFor(() => events.includes(`${tag}:start`))
+  await waitUntil(() => events.includes(`${tag}:start`))
   socket.destroy()
 }
 
 t.test('regression: a chunked upload abandoned by the client is aborted upstream too', async (t) => {
   await abandonUpload('chunked', 'Transfer-Encoding: chunked', '5\r\nhello\r\n')
-  await waitFor(() => events.includes('chunked:aborted'))
+  await waitUntil(() => events.includes('chunked:aborted'))
   t.ok(events.includes('chunked:aborted'), 'the upstream request was aborted')
   t.notOk(events.includes('chunked:complete'))
 })
 
 t.test('an upload with Content-Length abandoned by the client is aborted upstream too', async (t) => {
   await abandonUpload('length', 'Content-Length: 1000', 'hello')
-  await waitFor(() => events.includes('length:aborted'))
+  await waitUntil(() => events.includes('length:aborted'))
   t.ok(events.includes('length:aborted'), 'the upstream request was aborted')
 })
 
@@ -49,10 +50,6 @@ t.test('the gateway keeps serving afterwards', async (t) => {
   t.equal(res.statusCode, 200)
   t.equal(await res.body.text(), 'ok')
 })
-
-async function waitFor (cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 100 && !cond(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
-}
 
 t.test('a client that stops reading a streamed download releases the upstream response', async (t) => {
   let upstreamClosed = false
@@ -69,6 +66,6 @@ t.test('a client that stops reading a streamed download releases the upstream re
   socket.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
   await new Promise((resolve) => socket.once('data', resolve))
   socket.destroy()
-  await waitFor(() => upstreamClosed)
+  await waitUntil(() => upstreamClosed)
   t.ok(upstreamClosed, 'the upstream response was closed')
 })

@@ -10,15 +10,12 @@ import t from 'tap'
 import { request } from 'undici'
 import { startGateway } from './helpers/gateway.js'
 import { startServer } from './helpers/upstream.js'
+import { waitUntil } from './helpers/wait.js'
 
 async function metricValue (adminUrl: string, line: RegExp): Promise<number> {
   const text = await (await request(`${adminUrl}/metrics`)).body.text()
   const m = text.split('\n').find((l) => line.test(l))
   return m === undefined ? 0 : Number(m.slice(m.lastIndexOf(' ') + 1))
-}
-
-async function waitFor (cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 100 && !cond(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
 }
 
 t.test('an upstream that resets mid-body: counted as an upstream error and rolls the canary back', async (t) => {
@@ -43,7 +40,7 @@ t.test('an upstream that resets mid-body: counted as an upstream error and rolls
     t.equal(res.statusCode, 200, 'the status line had already gone out')
     await t.rejects(res.body.text(), 'the client sees the body cut short, not a complete answer')
   }
-  await waitFor(() => logs.lines.filter((l) => l.msg === 'access').length >= 3)
+  await waitUntil(() => logs.lines.filter((l) => l.msg === 'access').length >= 3)
   const lines = logs.lines.filter((l) => l.msg === 'access')
   t.equal(lines.length, 3, 'one access line per request, finished or not')
   for (const l of lines) t.match(l, { route: 'dl', upstream: 'canary', status: 200, aborted: true })
@@ -72,7 +69,7 @@ t.test('a client that leaves mid-download: an aborted access line, not an upstre
   socket.write('GET /stream HTTP/1.1\r\nHost: x\r\nX-Request-Id: leaver-1\r\n\r\n')
   await new Promise((resolve) => socket.once('data', resolve))
   socket.destroy()
-  await waitFor(() => upstreamClosed && logs.lines.some((l) => l.msg === 'access'))
+  await waitUntil(() => upstreamClosed && logs.lines.some((l) => l.msg === 'access'))
   t.ok(upstreamClosed, 'the upstream request was stopped too')
   t.match(logs.lines.find((l) => l.msg === 'access'), { reqId: 'leaver-1', route: 'dl', upstream: 'u', status: 200, aborted: true })
   t.equal(await metricValue(adminUrl, /^wegate_upstream_errors_total\{.*kind="client_abort"/), 1, 'counted as the client\'s doing')
@@ -86,7 +83,7 @@ t.test('the access line is one JSON object per request with the documented field
   })
   const res = await request(`${url}/a%22b/%E4%BD%A0?secret=1`, { headers: { 'x-request-id': 'rid-42' } })
   await res.body.dump()
-  await waitFor(() => logs.lines.some((l) => l.msg === 'access'))
+  await waitUntil(() => logs.lines.some((l) => l.msg === 'access'))
   const line = logs.lines.find((l) => l.msg === 'access')
   t.match(line, { level: 30, service: 'wegate', reqId: 'rid-42', method: 'GET', path: '/a%22b/%E4%BD%A0', route: 'api', upstream: 'v1', status: 200 })
   t.type(line?.ms, 'number')
@@ -112,9 +109,9 @@ t.test('a client that leaves before the upstream answers: status 499 in the acce
   socket.on('error', () => {})
   await new Promise((resolve) => socket.once('connect', resolve))
   socket.write('GET /wait HTTP/1.1\r\nHost: x\r\nX-Request-Id: impatient-1\r\n\r\n')
-  await waitFor(() => arrived)
+  await waitUntil(() => arrived)
   socket.destroy()
-  await waitFor(() => upstreamClosed && logs.lines.some((l) => l.msg === 'access'))
+  await waitUntil(() => upstreamClosed && logs.lines.some((l) => l.msg === 'access'))
   t.ok(upstreamClosed, 'the upstream request was aborted, not left waiting')
   t.match(logs.lines.find((l) => l.msg === 'access'), { reqId: 'impatient-1', route: 'slow', status: 499, aborted: true })
 })
@@ -125,6 +122,6 @@ t.test('regression: a malformed URL is accounted for too (access line, X-Request
   t.equal(res.statusCode, 400)
   t.equal(res.headers['x-request-id'], 'bad-url-1')
   await res.body.dump()
-  await waitFor(() => logs.lines.some((l) => l.msg === 'access'))
+  await waitUntil(() => logs.lines.some((l) => l.msg === 'access'))
   t.match(logs.lines.find((l) => l.msg === 'access'), { reqId: 'bad-url-1', status: 400, code: 40003 })
 })

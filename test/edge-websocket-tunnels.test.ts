@@ -1,14 +1,14 @@
 /**
  * Open tunnels are bounded and do not outlive their token (issue 11.3):
  * a tunnel opened with a token closes (4401, the envelope as reason) when the
- * token is revoked by logout, logout-all or refresh-token reuse — on another
- * instance too — or reaches its exp; an idle tunnel closes after the route's
+ * token is revoked by logout, logout-all, refresh-token reuse or a store that
+ * lost its state — on another instance too — or reaches its exp; an idle tunnel closes after the route's
  * websocket.idleTimeout (1001); handshakes past the limits get 429 / 503
  * envelopes; wegate_websocket_tunnels_open counts them by route.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { ErrorCatalog } from '../src/errors.js'
-import { attachWebSocketProxy } from '../src/proxy/websocket.js'
 import { authConfig, bearer, login, metric, post, redisFor, startWeChat } from './helpers/auth.js'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
 import { closed, closeWs, openWs, roundTrip, startWsUpstream, waitUntil } from './helpers/websocket.js'
@@ -79,16 +79,9 @@ t.test('refresh-token reuse revokes the family: its tunnels close', async (t) =>
   t.same(await done, tokenClose('TOKEN_REVOKED'))
 })
 
-t.test('a tunnel closes when its token reaches exp (injected clock)', async (t) => {
+t.test('a tunnel closes when its token reaches exp (the gateway\'s clock)', async (t) => {
   let clock = Date.now()
-  const own = await startGateway(t, stack(), {
-    before: (g) => {
-      // The app's own handler replaced by one on the test's clock.
-      g.public.server.removeAllListeners('upgrade')
-      const proxy = attachWebSocketProxy(g.public.server, { snapshot: () => g.snapshot(), metrics: g.metrics, trusted: () => false, now: () => clock, sweepEvery: 20 })
-      g.public.addHook('preClose', async () => { proxy.close() })
-    }
-  })
+  const own = await startGateway(t, stack(), { now: () => clock })
   const signed = own.gateway.snapshot().tokens.signAccess({ openid: 'oExp', appid: 'wx00000000000demo0', fid: 'f-exp' })
   const ws = await tunnel(own, '/ws/chat/e', signed.token)
   clock = signed.expiresAtMs - 1
@@ -96,6 +89,7 @@ t.test('a tunnel closes when its token reaches exp (injected clock)', async (t) 
   const done = closed(ws)
   clock = signed.expiresAtMs
   t.same(await done, tokenClose('TOKEN_EXPIRED'))
+  t.equal(await metric(own.adminUrl, 'wegate_websocket_closed_total', { route: 'chat', reason: 'expired' }), 1)
 })
 
 t.test('an idle tunnel closes after the route\'s websocket.idleTimeout; traffic keeps it open', async (t) => {
@@ -103,7 +97,7 @@ t.test('an idle tunnel closes after the route\'s websocket.idleTimeout; traffic 
   const opened = performance.now()
   // Traffic every 100 ms for 500 ms: twice the 250 ms idle timeout, still open.
   for (let i = 0; i < 5; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 100))
+    await sleep(100)
     t.equal(await roundTrip(ws, `m${i}`), `chat:m${i}`)
   }
   t.ok(performance.now() - opened > 500)
@@ -166,4 +160,22 @@ t.test('with Redis: logout on one instance closes the tunnel open on another', a
   const delay = performance.now() - started
   t.comment(`tunnel on the other instance closed ${delay.toFixed(0)} ms after the logout request`)
   t.ok(delay < 1000, `closed within 1 s (${delay.toFixed(0)} ms)`)
+})
+
+t.test('Redis restarted empty (state lost): tunnels opened with tokens issued before the loss close once it is detected', async (t) => {
+  const redis = await redisFor(t)
+  // The deployment's store state began a minute ago (its marker, as a first gateway wrote it).
+  await redis.client().set('wegate:{rv}:epoch', `seeded:${Date.now() - 60_000}`, 'PX', 60_000)
+  let offset = -5000 // tokens signed 5 s ago: before the loss this test provokes, after the state began
+  const gwR = await startGateway(t, authConfig({ wechatUrl: wechat.url, echoUrl: up.url, redisUrl: redis.url, patch: { routes } }), { now: () => Date.now() + offset })
+  await gwR.gateway.store.ready(5000)
+  const signed = gwR.gateway.snapshot().tokens.signAccess({ openid: 'oLost', appid: 'wx00000000000demo0', fid: 'f-lost' })
+  offset = 0
+  const ws = await tunnel(gwR, '/ws/chat/lost', signed.token)
+  t.equal(await roundTrip(ws, 'before'), 'chat:before')
+  const done = closed(ws, 15_000)
+  const started = performance.now()
+  await redis.restart() // no persistence: the revocations are gone
+  t.same(await done, tokenClose('TOKEN_REVOKED'))
+  t.comment(`tunnel closed ${(performance.now() - started).toFixed(0)} ms after the Redis restart began`)
 })

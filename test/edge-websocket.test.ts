@@ -4,26 +4,18 @@
  * token (client copies stripped), frames flow both ways, and every refusal or
  * upstream failure is an HTTP answer on the socket — never a crash or a hang.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { request } from 'undici'
 import WebSocket from 'ws'
 import { ErrorCatalog } from '../src/errors.js'
-import { attachWebSocketProxy } from '../src/proxy/websocket.js'
 import { startGateway, type TestContext } from './helpers/gateway.js'
 import { closedPort, rawRequest, startServer } from './helpers/upstream.js'
 import { closeWs, openWs, roundTrip, startWsUpstream, waitUntil } from './helpers/websocket.js'
 
-/** A gateway with the WebSocket proxy attached (unless app.ts already does it). */
+/** A gateway (app.ts wires the WebSocket proxy on its public listener). */
 async function wsGateway (t: TestContext, routes: unknown[]) {
-  return await startGateway(t, { routes }, {
-    before: (gw) => {
-      if (gw.public.server.listenerCount('upgrade') > 0) return // wired in app.ts
-      const proxy = attachWebSocketProxy(gw.public.server, {
-        snapshot: () => gw.snapshot(), metrics: gw.metrics, trusted: () => false, logger: gw.logger
-      })
-      gw.public.addHook('preClose', async () => { proxy.close() })
-    }
-  })
+  return await startGateway(t, { routes })
 }
 
 const stable = await startWsUpstream(t, 'stable')
@@ -202,7 +194,7 @@ t.test('a client that vanishes mid-handshake or mid-stream does not hurt the gat
   // Reset while the upstream has not answered yet.
   const ws = new WebSocket(`${wsUrl}/ws/silent/x`)
   ws.on('error', () => {})
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   ws.terminate()
   // Reset an open tunnel.
   const open = await connectWs('/ws/live/x')
@@ -241,18 +233,12 @@ t.test('regression: an idle tunnel outlives the route timeout and the client req
   const own = await startGateway(t, {
     limits: { headersTimeout: '300ms', requestTimeout: '500ms', keepAliveTimeout: '300ms' },
     routes: [{ name: 'live', prefix: '/', auth: 'public', timeout: '300ms', upstreams: [{ name: 's', url: stable.url, weight: 1 }] }]
-  }, {
-    before: (gw) => {
-      if (gw.public.server.listenerCount('upgrade') > 0) return
-      const proxy = attachWebSocketProxy(gw.public.server, { snapshot: () => gw.snapshot(), metrics: gw.metrics, trusted: () => false })
-      gw.public.addHook('preClose', async () => { proxy.close() })
-    }
   })
   const ws = new WebSocket(own.url.replace('http://', 'ws://') + '/idle')
   await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
   let closed = false
   ws.once('close', () => { closed = true })
-  await new Promise((resolve) => setTimeout(resolve, 1200))
+  await sleep(1200)
   t.notOk(closed, 'still open after 1.2 s idle')
   t.equal(await roundTrip(ws, 'later'), 'stable:later')
   await closeWs(ws)

@@ -21,6 +21,10 @@ async function pipeline (url: string, bytes: string): Promise<string> {
   return received
 }
 
+/** One request as bytes: `GET path HTTP/1.1` with a Host and the given extra header lines. */
+const GET = (path: string, version = '1.1', ...headers: string[]) => `GET ${path} HTTP/${version}\r\nHost: x\r\n${headers.map((h) => h + '\r\n').join('')}\r\n`
+const LOGIN = (body: string) => `POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`
+
 const seen: string[] = []
 let releaseSlow: () => void = () => {}
 const api = await startServer(t, (req, res) => {
@@ -50,18 +54,13 @@ const { url } = await startGateway(t, {
 t.beforeEach(() => { seen.length = 0 })
 
 t.test('regression: behind an HTTP/1.0 answer with no length (closes the connection)', async (t) => {
-  const received = await pipeline(url,
-    'GET /api/slow-chunked HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n' +
-    'GET /api/after-close HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n')
+  const received = await pipeline(url, GET('/api/slow-chunked', '1.0', 'Connection: keep-alive') + GET('/api/after-close', '1.0', 'Connection: keep-alive'))
   t.match(received, /^HTTP\/1\.1 200 [^]*\r\nConnection: close\r\n[^]*slow-done$/, 'the first answer, then the connection closed')
   t.same(seen, ['/api/slow-chunked'], 'the pipelined request never reached the upstream')
 })
 
 t.test('regression: behind a 400 for bad JSON on /auth/login', async (t) => {
-  const received = await pipeline(url,
-    'POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n{' +
-    'GET /api/after-bad-json HTTP/1.1\r\nHost: x\r\n\r\n' +
-    'POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{"code":"u-pipe"}')
+  const received = await pipeline(url, LOGIN('{') + GET('/api/after-bad-json') + LOGIN('{"code":"u-pipe"}'))
   t.match(received, /^HTTP\/1\.1 400 [^]*connection: close[^]*"code":40000/i, 'the 400 closes the connection')
   t.equal(received.match(/HTTP\/1\.1 /g)?.length, 1, 'one answer only')
   t.same(seen, [], 'the pipelined request never reached the upstream')
@@ -72,10 +71,7 @@ t.test('regression: behind a 400 for bad JSON on /auth/login', async (t) => {
 })
 
 t.test('pipelined requests behind keep-alive answers are all answered, in order', async (t) => {
-  const received = await pipeline(url,
-    'GET /api/one HTTP/1.1\r\nHost: x\r\n\r\n' +
-    'GET /api/two HTTP/1.1\r\nHost: x\r\n\r\n' +
-    'GET /api/three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  const received = await pipeline(url, GET('/api/one') + GET('/api/two') + GET('/api/three', '1.1', 'Connection: close'))
   t.same([...received.matchAll(/answer for (\/api\/[a-z]+)/g)].map((m) => m[1]), ['/api/one', '/api/two', '/api/three'], 'three answers, in order')
   t.same(seen, ['/api/one', '/api/two', '/api/three'], 'each forwarded once, in order')
 })

@@ -35,7 +35,7 @@ function instance (t: Test, cache: TokenCachePort, opts: { retries?: number } = 
     logger,
     now,
     pollMs: 5,
-    onRefresh: (reason, forced, ok) => refreshes.push({ reason, forced, ok })
+    onRefresh: (_app, reason, forced, ok) => refreshes.push({ reason, forced, ok })
   })
   return { svc, refreshes, lines: () => raw.map((s) => JSON.parse(s) as Record<string, unknown>) }
 }

@@ -3,14 +3,11 @@
  * minted by one is accepted by all, and a logout / logout-all on one is
  * honoured by the others (propagation time reported).
  */
-import { mkdtemp, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
-import { stringify } from 'yaml'
 import { createWeChatEmulator } from '../src/emulator/wechat.js'
-import { baseConfig, merge } from './helpers/gateway.js'
+import { writeConfigFile } from './helpers/gateway.js'
+import { eventually } from './helpers/poll.js'
 import { startGatewayProcess, type GatewayProcess } from './helpers/process.js'
 import { startRedis } from './helpers/redis.js'
 import { startUpstream } from './helpers/upstream.js'
@@ -22,21 +19,20 @@ t.test('three processes on one Redis share tokens and revocations', async (t) =>
   const wechatUrl = await emulator.listen()
   t.teardown(emulator.close)
   const api = await startUpstream(t, 'api')
-  const file = join(await mkdtemp(join(tmpdir(), 'wegate-multi-')), 'gateway.yaml')
-  await writeFile(file, stringify(merge(baseConfig(), {
+  const file = await writeConfigFile({
     store: { type: 'redis', url: redis.url },
     wechat: { baseUrl: wechatUrl },
     rateLimits: { login: { max: 100 } },
     routes: [{ name: 'api', prefix: '/api', upstreams: [{ name: 'v1', url: api.url, weight: 1 }] }]
-  })))
+  })
   const gws = await Promise.all([0, 1, 2].map(async () => await startGatewayProcess(t, file)))
   for (const gw of gws) {
-    for (;;) { // readiness includes the Redis mirror being in sync
+    // readiness includes the Redis mirror being in sync
+    t.ok(await eventually(async () => {
       const res = await request(`${gw.adminUrl}/readyz`)
       await res.body.dump()
-      if (res.statusCode === 200) break
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
+      return res.statusCode === 200
+    }), 'every instance becomes ready')
   }
   const login = async (gw: GatewayProcess, code: string) => {
     const res = await request(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) })
@@ -47,9 +43,9 @@ t.test('three processes on one Redis share tokens and revocations', async (t) =>
     await res.body.dump()
     return res.statusCode
   }
-  /** ms until `gw` answers 401 for `token`. */
+  /** ms until `gw` answers 401 for `token` (asserted to happen within 2 s). */
   const propagation = async (gw: GatewayProcess, token: string, started: number) => {
-    while (await status(gw, token) !== 401) await new Promise((resolve) => setImmediate(resolve))
+    t.ok(await eventually(async () => await status(gw, token) === 401, { timeoutMs: 2000, everyMs: 0 }), 'the revocation reaches the other instance')
     return Date.now() - started
   }
 

@@ -8,11 +8,11 @@ import { generateKeyPairSync, createPublicKey, verify, type KeyObject } from 'no
 import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { stringify } from 'yaml'
 import { baseConfig, merge, startGateway } from './helpers/gateway.js'
+import { eventually } from './helpers/poll.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { startUpstream } from './helpers/upstream.js'
 import { APP_A, login, startWeChat } from './helpers/auth.js'
@@ -42,16 +42,6 @@ async function jwksKey (url: string): Promise<KeyObject> {
 async function configHash (adminUrl: string): Promise<string | undefined> {
   const text = await (await request(adminUrl + '/metrics')).body.text()
   return /^wegate_config_info\{hash="([0-9a-f]+)"\} 1$/m.exec(text)?.[1]
-}
-
-/** Poll until `check` holds, at most `ms`; returns whether it did. */
-async function eventually (check: () => Promise<boolean>, ms = 5000): Promise<boolean> {
-  const until = Date.now() + ms
-  for (;;) {
-    if (await check()) return true
-    if (Date.now() > until) return false
-    await sleep(50)
-  }
 }
 
 /** A Secret volume as kubelet lays it out: files → ..data/<name>, ..data → ..<timestamp>. */

@@ -10,6 +10,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { stringify } from 'yaml'
 import { baseConfig, merge } from './helpers/gateway.js'
+import { eventually } from './helpers/poll.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -52,32 +53,23 @@ t.test('weights follow the file under continuous traffic; bad files are refused'
     }
   }
   const workers = [worker(), worker(), worker(), worker()]
-  const settledOn = async (name: string) => {
-    // Every one of the last 20 answers came from `name`.
-    for (;;) {
-      if (recent.length === 20 && recent.every((u) => u === name)) return
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
-  }
+  // Every one of the last 20 answers came from `name`.
+  const settledOn = async (name: string) => await eventually(() => recent.length === 20 && recent.every((u) => u === name), { timeoutMs: 10_000 })
 
-  await settledOn('a')
-  t.pass('serving a')
+  t.ok(await settledOn('a'), 'serving a')
 
   await writeFile(file, configWith(0, 1)) // in place
-  await settledOn('b')
-  t.pass('in-place write applied')
+  t.ok(await settledOn('b'), 'in-place write applied')
 
   await writeFile(join(dir, 'tmp.yaml'), configWith(1, 0))
   await rename(join(dir, 'tmp.yaml'), file) // atomic rename, as editors and sed -i do
-  await settledOn('a')
-  t.pass('atomic rename applied')
+  t.ok(await settledOn('a'), 'atomic rename applied')
 
   await writeFile(join(dir, 'tmp.yaml'), configWith(0, 1))
   await rename(join(dir, 'tmp.yaml'), file)
   child.kill('SIGHUP')
   await waitLog((l) => l.msg === 'reloading config' && l.signal === 'SIGHUP')
-  await settledOn('b')
-  t.pass('SIGHUP reload applied')
+  t.ok(await settledOn('b'), 'SIGHUP reload applied')
 
   await writeFile(file, 'routes:\n  - name: pub\n    prefix: /pub\n    upstreams: [ { name: a, url: ') // half-written
   await waitLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload refused'))
@@ -85,8 +77,7 @@ t.test('weights follow the file under continuous traffic; bad files are refused'
   const refused = await waitLog((l) => Array.isArray(l.problems) && (l.problems as string[]).some((p) => p.startsWith('routes[0].upstreams[0].weight: must be >= 0')))
   t.match(refused.msg, /still serving [0-9a-f]{16}/, 'the log says the old config keeps serving')
   recent.length = 0
-  await settledOn('b')
-  t.pass('traffic continues on the last good config')
+  t.ok(await settledOn('b'), 'traffic continues on the last good config')
 
   const metrics = await (await request(`${adminUrl}/metrics`)).body.text()
   t.match(metrics, /^wegate_config_reloads_total\{result="success"\} 3$/m)

@@ -7,6 +7,7 @@ import { request } from 'undici'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
 import { startRedis } from './helpers/redis.js'
 import { startUpstream, type TestUpstream } from './helpers/upstream.js'
+import { waitUntil } from './helpers/wait.js'
 
 const route = (stable: TestUpstream, canary: TestUpstream) => ({
   name: 'orders',
@@ -62,9 +63,7 @@ t.test('a failing canary is rolled back and every instance on the Redis follows'
 
   // Instance b never saw a failure; it learns the rollback through Redis.
   const started = Date.now()
-  while (await metric(b, /^wegate_upstream_weight\{route="orders",upstream="canary"\} (\d+)$/m) !== '0') {
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await waitUntil(async () => await metric(b, /^wegate_upstream_weight\{route="orders",upstream="canary"\} (\d+)$/m) === '0', 10_000)
   t.comment(`rollback reached the other instance in ${Date.now() - started} ms`)
   const onB = await hit(b, 30)
   t.same(onB, { 200: 30 }, 'b sends nothing to the canary either')
@@ -74,9 +73,7 @@ t.test('a failing canary is rolled back and every instance on the Redis follows'
   // A third instance started later (same config) picks the rollback up from Redis at start.
   const c = await startGateway(t, patch)
   await c.gateway.store.ready()
-  while (await metric(c, /^wegate_upstream_weight\{route="orders",upstream="canary"\} (\d+)$/m) !== '0') {
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await waitUntil(async () => await metric(c, /^wegate_upstream_weight\{route="orders",upstream="canary"\} (\d+)$/m) === '0', 10_000)
   t.pass('a newly started instance applies the rollback in force')
 })
 
@@ -125,9 +122,9 @@ t.test('a config change ends a rollback', async (t) => {
 
 const canaryWeight = /^wegate_upstream_weight\{route="orders",upstream="canary"\} (\d+)$/m
 
-/** Poll an instance's effective canary weight until it is `want` (fails by the test timeout). */
+/** Poll an instance's effective canary weight until it is `want` (fails after 10 s). */
 async function weightBecomes (gw: StartedGateway, want: string): Promise<void> {
-  while (await metric(gw, canaryWeight) !== want) await new Promise((resolve) => setTimeout(resolve, 20))
+  await waitUntil(async () => await metric(gw, canaryWeight) === want, 10_000)
 }
 
 /** Send traffic until the canary is rolled back (minRequests 20 canary requests in the window). */
@@ -139,7 +136,7 @@ async function tripOn (gw: StartedGateway): Promise<void> {
 async function seesActivationOf (gw: StartedGateway, from: StartedGateway): Promise<void> {
   const line = from.logs.lines.findLast((l) => l.msg === 'config reloaded')
   const marker = `${from.gateway.snapshot().hash}@${String(line?.activation)}`
-  while (!gw.gateway.store.rollbacks().has(marker)) await new Promise((resolve) => setTimeout(resolve, 10))
+  await waitUntil(() => gw.gateway.store.rollbacks().has(marker), 10_000)
 }
 
 /** Config files for A (the text startGateway builds from the same patch, so the same hash) and B. */
@@ -216,7 +213,7 @@ t.test('rollbacks and reloads across instances on one Redis: a later reload join
   const d = await startGateway(t, patchA)
   await d.gateway.store.ready()
   const joined = (l: Record<string, unknown>) => l.msg === 'joined the config activation' || String(l.msg).startsWith('config re-applied elsewhere')
-  while (!d.logs.lines.some(joined)) await new Promise((resolve) => setTimeout(resolve, 20))
+  await waitUntil(() => d.logs.lines.some(joined), 10_000)
   t.equal(await metric(d, canaryWeight), '50', 'an instance started now joins the current activation of A')
   t.equal(await metric(d, /^wegate_canary_rollbacks_total\{route="orders",upstream="canary"\} (\d+)$/m), '0', 'without applying A\'s old rollback on the way')
 

@@ -6,7 +6,7 @@
  * never reach a log line; neither does the request URL, because it contains the secret.
  */
 import type { Logger } from 'pino'
-import { badResponse, createWeChatHttp, errcodeFailure, transportError, WeChatError, type WeChatOutcome } from '../wechat/http.js'
+import { badResponse, createWeChatHttp, errcodeFailure, transportError, WeChatError, type WeChatHttp, type WeChatOutcome } from '../wechat/http.js'
 
 export { WeChatError, type WeChatFailure, type WeChatFailureKind } from '../wechat/http.js'
 
@@ -34,6 +34,12 @@ export interface WeChatClientOptions {
   random?: () => number
 }
 
+/** A client on a transport the caller already has (shared with the other WeChat calls; closing the client closes it). */
+export interface WeChatClientOnTransport {
+  http: WeChatHttp
+  logger: Logger
+}
+
 export interface WeChatClient {
   /** Exchange a `wx.login` code for the user's openid (and unionid, session_key). Throws WeChatError. */
   code2Session (app: WeChatApp, code: string): Promise<WeChatSession>
@@ -44,9 +50,9 @@ export interface WeChatClient {
 }
 
 /** Create the code2Session client; one pool for the life of the process (or of a config snapshot). */
-export function createWeChatClient (opts: WeChatClientOptions): WeChatClient {
+export function createWeChatClient (opts: WeChatClientOptions | WeChatClientOnTransport): WeChatClient {
   const log = opts.logger.child({ component: 'wechat' })
-  const http = createWeChatHttp({ ...opts, logger: log })
+  const http = 'http' in opts ? opts.http : createWeChatHttp({ ...opts, logger: log })
 
   async function code2Session (app: WeChatApp, code: string): Promise<WeChatSession> {
     const r = await http.call({
@@ -73,7 +79,7 @@ export function createWeChatClient (opts: WeChatClientOptions): WeChatClient {
   /** Log the final failure once and build the error the caller throws. */
   function fail (app: WeChatApp, r: Exclude<WeChatOutcome, { kind: 'ok' }>): WeChatError {
     const appId = app.appId
-    if (r.kind !== 'errcode') return transportError(log, r, 'code2Session', opts.timeoutMs, { appId })
+    if (r.kind !== 'errcode') return transportError(log, r, 'code2Session', http.timeoutMs, { appId })
     const wechat = errcodeFailure(r)
     const attempts = r.attempts
     const fields = { appId, attempts, errcode: r.errcode, rid: r.rid, errmsg: r.errmsg }

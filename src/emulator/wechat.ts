@@ -87,8 +87,8 @@ const MAX_SLOW_MS = 60_000
 const ERR_TRIGGER = /^err(-?\d+)(?:-|$)/
 const SLOW_TRIGGER = /^slow(\d+)-/
 const USER_TRIGGER = /^u-([^-]+)(?:-|$)/
-// key-<22 base64url chars>: hand out that session_key (16 bytes), e.g. WeChat's official decrypt sample's.
-const KEY_TRIGGER = /^key-([A-Za-z0-9_-]{22})(?:-|$)/
+// key-<22 base64url chars>[-u-<name>]: hand out that session_key (16 bytes), e.g. WeChat's official decrypt sample's.
+const KEY_TRIGGER = /^key-([A-Za-z0-9_-]{22})(?:-u-([^-]+))?(?:-|$)/
 // A service API's JSON body is tiny; 64 KiB stops a runaway one.
 const MAX_BODY_BYTES = 64 * 1024
 
@@ -130,13 +130,13 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
 
   function succeed (req: IncomingMessage, res: ServerResponse, appid: string, code: string): void {
     spent.add(appid + '\0' + code)
-    const user = USER_TRIGGER.exec(code)
     const chosen = KEY_TRIGGER.exec(code)
+    const user = USER_TRIGGER.exec(code)?.[1] ?? chosen?.[2]
     const body: { session_key: string, openid: string, unionid?: string } = {
       session_key: chosen === null ? randomBytes(16).toString('base64') : Buffer.from(chosen[1]!, 'base64url').toString('base64'),
-      openid: stableId('openid', appid, user === null ? 'code:' + code : 'user:' + user[1])
+      openid: stableId('openid', appid, user === undefined ? 'code:' + code : 'user:' + user)
     }
-    if (user !== null) body.unionid = stableId('unionid', user[1])
+    if (user !== undefined) body.unionid = stableId('unionid', user)
     services.rememberSession(appid, body.openid, body.session_key)
     log?.info({ appid, unionid: body.unionid !== undefined }, 'code2Session ok')
     send(req, res, 200, 'text/plain', JSON.stringify(body))

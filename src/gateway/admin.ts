@@ -1,12 +1,25 @@
 /**
  * The admin listener: /healthz, /readyz and /metrics, nothing else. One module
- * for the single process (app.ts) and the workers' primary (cli/cluster.ts):
- * each passes what it knows about its health, readiness and metrics.
+ * for the single process (the plugin below) and the workers' primary
+ * (cli/cluster.ts): each passes what it knows about its health, readiness and metrics.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import { GatewayError } from '../errors.js'
 import { handleError, sendError } from '../http/errors.js'
+import type { Metrics } from '../metrics/index.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    admin: {
+      /** The admin Fastify instance (listens only when the caller asks it to). */
+      server: FastifyInstance
+      /** Ready: config loaded, store reachable, not draining. */
+      ready: () => boolean
+    }
+  }
+}
 
 export interface AdminProbes {
   /** The /healthz body (the process is alive: always 200). */
@@ -38,3 +51,16 @@ export function createAdminServer (logger: Logger, probes: AdminProbes): Fastify
   })
   return admin
 }
+
+/** The gateway's admin server, closed on app.close() after the public listener. */
+export const adminPlugin = fp<{ metrics: Metrics, logger: Logger }>(async (app, { metrics, logger }) => {
+  const { store, lifecycle, snapshots } = app
+  const ready = () => !lifecycle.draining && store.healthy()
+  const server = createAdminServer(logger, {
+    health: () => ({ status: 'ok' }),
+    readiness: () => ({ ready: ready(), body: { draining: lifecycle.draining, store: store.healthy() ? 'up' : 'down', config: snapshots.current().hash } }),
+    metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() })
+  })
+  app.decorate('admin', { server, ready })
+  app.addHook('onClose', async () => { await server.close() })
+}, { name: 'wegate-admin', fastify: '5.x', dependencies: ['wegate-store', 'wegate-config', 'wegate-lifecycle'] })

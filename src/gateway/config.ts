@@ -79,8 +79,11 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
     retiring.set(snap, timer)
   }
 
-  const refuse = (file: string, err: unknown): ReloadResult => {
-    const problems = err instanceof ConfigError ? err.problems.map(formatProblem) : [err instanceof Error ? err.message : String(err)]
+  /** `lineOf`: the refused file's, for problems found after it loaded (key files): the list `wegate check` prints. */
+  const refuse = (file: string, err: unknown, lineOf?: LoadedConfig['lineOf']): ReloadResult => {
+    const problems = err instanceof ConfigError
+      ? err.problems.map((p) => formatProblem({ ...p, line: p.line ?? lineOf?.(p.path) }))
+      : [err instanceof Error ? err.message : String(err)]
     metrics.configReloads.inc({ result: 'failure' })
     logger.error({ file, problems }, `config reload refused: ${problems.length} problem(s); still serving ${current.hash}`)
     return { status: 'refused', problems }
@@ -88,13 +91,14 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
 
   const reload = async (file = current.file): Promise<ReloadResult> => {
     let next: Snapshot
+    let fresh: LoadedConfig | undefined
     try {
-      const fresh = await loadConfigFile(file)
+      fresh = await loadConfigFile(file)
       if (fresh.hash === current.hash) return { status: 'unchanged', hash: current.hash }
       checkDemoCredentials(fresh, demo, logger)
       next = await build(fresh)
     } catch (err) {
-      return refuse(file, err)
+      return refuse(file, err, fresh?.lineOf)
     }
     const restartRequired = RESTART_ONLY.filter((k) => JSON.stringify(current.config[k]) !== JSON.stringify(next.config[k]))
     const previous = current

@@ -10,22 +10,34 @@
  */
 import pino, { type Logger } from 'pino'
 
-export interface AccessEntry {
+/** One answered exchange: an HTTP request, or a WebSocket handshake. */
+export interface Exchange {
   reqId: string
   method: string
-  /** Without the query string (queries can carry secrets). */
-  path: string
+  /** The request target as sent (the access line drops its query string). */
+  url: string
+  /** '' when none matched / none was chosen. */
   route: string
   upstream: string
   status: number
   /** The envelope code when the gateway itself answered with an error; 0 otherwise. */
   code: number
-  ms: number
-  /** The response did not finish: the client left, or the upstream broke off mid-body. */
+  /** performance.now() when it arrived. */
+  startedAt: number
+  /** It did not finish: the client left, or the upstream broke off mid-body. */
   aborted: boolean
+  /** A WebSocket handshake. */
+  websocket: boolean
 }
 
-export type AccessLog = (entry: AccessEntry) => void
+/** The path of a request target, without its query string (queries can carry secrets: never logged). */
+export function pathOf (url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
+/** Write the line for `e`; `route` / `upstream` as labelled ('none' for none), `ms` its duration. */
+export type AccessLog = (e: Exchange, route: string, upstream: string, ms: number) => void
 
 interface Destination { write: (line: string) => unknown }
 
@@ -36,13 +48,13 @@ export function createAccessLog (logger: Logger): AccessLog {
   // One ISO timestamp per millisecond, however many lines share it.
   let lastMs = 0
   let lastIso = ''
-  return (e) => {
+  return (e, route, upstream, ms) => {
     if (!logger.isLevelEnabled('info')) return
     const now = Date.now()
     if (now !== lastMs) {
       lastMs = now
       lastIso = new Date(now).toISOString()
     }
-    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}","method":"${e.method}","path":${JSON.stringify(e.path)},"route":"${e.route}","upstream":"${e.upstream}","status":${e.status}${e.code !== 0 ? `,"code":${e.code}` : ''},"ms":${Math.round(e.ms * 100) / 100}${e.aborted ? ',"aborted":true' : ''},"msg":"access"}\n`)
+    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}","method":"${e.method}","path":${JSON.stringify(pathOf(e.url))},"route":"${route}","upstream":"${upstream}","status":${e.status}${e.code !== 0 ? `,"code":${e.code}` : ''},"ms":${Math.round(ms * 100) / 100}${e.aborted ? ',"aborted":true' : ''}${e.websocket ? ',"websocket":true' : ''},"msg":"access"}\n`)
   }
 }

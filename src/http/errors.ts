@@ -4,10 +4,10 @@
  * (bad JSON, validation, body too large, media type) and connection-level
  * client errors (431, 408) that never reach a route.
  */
-import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { ErrorCatalog, GatewayError, envelopeText, type ErrorName } from '../errors.js'
+import { GatewayError, envelopeText, type ErrorName } from '../errors.js'
+import { writeRawEnvelope } from './raw-envelope.js'
 
 const FASTIFY_CODES: Record<string, ErrorName> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
@@ -97,12 +97,5 @@ export function handleClientError (err: NodeJS.ErrnoException & { code?: string 
 
 /** Answer on a raw socket (no HTTP response object exists) with the envelope, and close it. */
 export function endWithEnvelope (socket: Duplex, name: ErrorName): void {
-  const entry = ErrorCatalog[name]
-  const body = JSON.stringify({ code: entry.code, message: entry.message, data: null })
-  socket.end(
-    `HTTP/1.1 ${entry.status} ${STATUS_CODES[entry.status] ?? ''}\r\n` +
-    'Content-Type: application/json; charset=utf-8\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Connection: close\r\n\r\n' + body
-  )
+  writeRawEnvelope(socket, new GatewayError(name))
 }

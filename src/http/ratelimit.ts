@@ -13,15 +13,6 @@ import type { RateLimitConfig } from '../config/schema.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Store } from '../store/index.js'
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The rule the per-route limiter applies (set by the proxy before it runs the limiter). */
-    rateRule: RateLimitConfig | null
-    /** Verified openid of the caller ('' when anonymous), for `by: openid`. */
-    callerOpenid: string
-  }
-}
-
 export type LimitHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
 /** What the per-route limiter reads: a FastifyRequest has it all; a WebSocket upgrade passes just this. */
@@ -45,9 +36,7 @@ export type RouteLimiter = (subject: LimitSubject) => Promise<Record<string, str
 
 export interface Limiters {
   login: LimitHook
-  /** The per-route limiter as a Fastify hook (HTTP requests). */
-  route: LimitHook
-  /** The same limiter and counters, for WebSocket upgrades (no FastifyRequest). */
+  /** The per-route limiter: one counter per route and caller for HTTP requests and WebSocket upgrades alike. */
   routeLimit: RouteLimiter
 }
 
@@ -58,8 +47,6 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
   loginRule: () => RateLimitConfig
 }): Promise<Limiters> {
   const { metrics } = opts
-  app.decorateRequest('rateRule', null)
-  app.decorateRequest('callerOpenid', '')
   await app.register(rateLimit, {
     global: false,
     ...(opts.store.redis !== undefined ? { redis: opts.store.redis } : {}),
@@ -71,19 +58,21 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
   })
   // One limiter (one counter store) for HTTP requests and WebSocket upgrades of a route:
   // createRateLimit gives the decision and leaves the answer to us, so both paths answer alike.
+  // The limiter is handed a LimitSubject standing in for the request (see routeLimit).
+  const subjectOf = (request: FastifyRequest) => request as unknown as LimitSubject
   const check = app.createRateLimit({
-    max: (request) => request.rateRule?.max ?? 1,
-    timeWindow: (request) => request.rateRule?.window ?? 60_000,
+    max: (request) => subjectOf(request).rateRule?.max ?? 1,
+    timeWindow: (request) => subjectOf(request).rateRule?.window ?? 60_000,
     keyGenerator: (request) => {
-      const by = request.rateRule?.by === 'openid' && request.callerOpenid !== '' ? `u:${request.callerOpenid}` : `ip:${request.ip}`
-      return `${request.routeName}:${by}`
+      const s = subjectOf(request)
+      const by = s.rateRule?.by === 'openid' && s.callerOpenid !== '' ? `u:${s.callerOpenid}` : `ip:${s.ip}`
+      return `${s.routeName}:${by}`
     }
   })
   const routeLimit: RouteLimiter = async (subject) => {
-    // The limiter reads the LimitSubject fields, and routeOptions.config for a groupId (none here):
-    // an upgrade's subject gets an empty routeOptions and stands in for the request.
-    const req = ('routeOptions' in subject ? subject : { ...subject, routeOptions: {} }) as unknown as FastifyRequest
-    const r = await check(req)
+    // The limiter reads the LimitSubject fields, and routeOptions.config for a groupId (none
+    // here): the subject with an empty routeOptions stands in for the request.
+    const r = await check({ ...subject, routeOptions: {} } as unknown as FastifyRequest)
     if (r.isAllowed) return {} // an allowList hit (none configured today)
     const headers: Record<string, string> = {
       'RateLimit-Limit': String(r.max),
@@ -96,9 +85,6 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
     headers['Retry-After'] = String(r.ttlInSeconds)
     throw new GatewayError('RATE_LIMITED', { data: { retryAfter: Math.ceil(r.ttl / 1000) }, headers })
   }
-  const route: LimitHook = async (request, reply) => {
-    reply.headers(await routeLimit(request))
-  }
   const login = app.rateLimit({
     max: () => opts.loginRule().max,
     timeWindow: () => opts.loginRule().window,
@@ -106,5 +92,5 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
     keyGenerator: (request) => `login:ip:${request.ip}`,
     onExceeded: () => { metrics.rateLimited.inc({ route: 'auth_login' }) }
   }) as LimitHook
-  return { login, route, routeLimit }
+  return { login, routeLimit }
 }

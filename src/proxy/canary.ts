@@ -27,7 +27,7 @@ import type { Metrics } from '../metrics/index.js'
 import type { Store } from '../store/index.js'
 import { createRollbackTracker, type RollbackTracker } from './rollback.js'
 import type { CompiledRoute, CompiledUpstream, RouteTable } from './routes.js'
-import type { UpstreamOutcome } from './forward.js'
+import type { UpstreamOutcome } from './types.js'
 
 /** Rollback announcements outlive any sane rollout; a new activation ends them sooner. */
 const ANNOUNCE_TTL_MS = 7 * 86_400_000

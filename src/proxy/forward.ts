@@ -1,9 +1,10 @@
 /**
- * The data path for every non-/auth request: normalise the path, match a route,
- * authenticate per the route's mode, pick an upstream (weights, stickiness,
- * overrides), forward over a keep-alive undici pool with bodies streamed both
- * ways, and translate transport failures at this boundary (refused/reset → 502,
- * no headers in time → 504). Upstream answers, 4xx/5xx included, pass untouched.
+ * The data path for every non-/auth request: the pipeline (resolve.ts) gives the
+ * route, caller, upstream and upstream headers; here the body is checked against
+ * the route's limit and forwarded over the keep-alive upstream Agent with bodies
+ * streamed both ways, and transport failures are translated at this boundary
+ * (refused/reset → 502, no headers in time → 504). Upstream answers, 4xx/5xx
+ * included, pass untouched.
  *
  * undici directly rather than @fastify/reply-from: reply-from builds a URL and a
  * JSON cache key per request and copies headers twice; here the per-request work
@@ -14,37 +15,13 @@ import { Transform, type TransformCallback } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { errors as undiciErrors, type Dispatcher } from 'undici'
 import { GatewayError } from '../errors.js'
-import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
-import { normalisePath } from './path.js'
-import type { CompiledRoute, CompiledUpstream, RouteTable } from './routes.js'
-import type { TunnelLimits } from './tunnels.js'
+import type { RouteLimiter } from '../http/ratelimit.js'
 import type { Metrics } from '../metrics/index.js'
-
-/** Who the caller is, from a verified, unrevoked access token. */
-export interface Caller {
-  openid: string
-  unionid?: string | undefined
-  appid: string
-  /** The token's expiry (epoch seconds): a WebSocket tunnel it opened closes then. */
-  exp?: number | undefined
-}
-
-/**
- * Turn an Authorization header into a Caller. Returns undefined only when no
- * credentials were sent and `required` is false; throws GatewayError (TOKEN_*)
- * otherwise.
- */
-export type Authenticate = (authorization: string | undefined, required: boolean) => Caller | undefined
-
-/** What the proxy needs from the current config snapshot. */
-export interface ProxySnapshot {
-  readonly routes: RouteTable
-  readonly authenticate: Authenticate
-  readonly config: { readonly websocket: TunnelLimits }
-}
-
-/** Outcome of one forwarded request, for rollback tracking and metrics. */
-export type UpstreamOutcome = 'ok' | 'error'
+import { clientResponseHeaders } from './headers.js'
+import { resolve, type PhoneLookup, type Pipeline, type Resolved } from './resolve.js'
+import type { CompiledRoute, CompiledUpstream } from './routes.js'
+import { errorKind } from './transport-errors.js'
+import type { ProxySnapshot, UpstreamOutcome } from './types.js'
 
 export interface ProxyOptions {
   snapshot: () => ProxySnapshot
@@ -55,13 +32,16 @@ export interface ProxyOptions {
   trusted: (address: string) => boolean
   /** Called once per forwarded request with the upstream's outcome (5xx, refused, timeout → error). */
   onOutcome?: (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void
-  /** The per-route rate limiter (an @fastify/rate-limit hook), run for routes with `rateLimit`. */
-  rateLimiter?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+  /** The per-route rate limiter (shared with WebSocket upgrades), run for routes with `rateLimit`. */
+  rateLimit?: RouteLimiter | undefined
+  /** The caller's verified phone number for `injectPhone` routes (see resolve.ts). */
+  phoneOf?: PhoneLookup | undefined
 }
 
 /** Register the catch-all proxy route (in its own encapsulated context: raw bodies, no parsing). */
 export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Promise<void> {
-  const { snapshot, upstreams, metrics, trusted, onOutcome, rateLimiter } = opts
+  const { upstreams, metrics, onOutcome } = opts
+  const pipeline: Pipeline = { snapshot: opts.snapshot, trusted: opts.trusted, rateLimit: opts.rateLimit, phoneOf: opts.phoneOf }
 
   // Bodies are streamed to the upstream as they arrive: never parsed, never buffered.
   app.removeAllContentTypeParsers()
@@ -69,20 +49,10 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
   const env: ForwardEnv = { metrics, onOutcome }
 
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const snap = snapshot()
-    const target = normalisePath(request.url)
-    if (!target.ok) throw new GatewayError('BAD_PATH', { detail: `path rejected: ${target.reason}` })
-    const route = snap.routes.match(target.path)
-    if (route === undefined) throw new GatewayError('NO_ROUTE')
-    request.routeName = route.name
-
-    const caller = route.auth === 'public' ? undefined : snap.authenticate(request.headers.authorization, route.auth === 'required')
-    const rule = route.config.rateLimit
-    if (rule !== undefined && rateLimiter !== undefined) {
-      request.rateRule = rule
-      request.callerOpenid = caller?.openid ?? ''
-      await rateLimiter(request, reply)
-    }
+    const planned = resolve(pipeline, request)
+    const r: Resolved = planned instanceof Promise ? await planned : planned
+    if (r.rateHeaders !== undefined) reply.headers(r.rateHeaders)
+    const { route, upstream } = r
 
     const raw = request.raw
     const limit = route.config.bodyLimit
@@ -90,19 +60,7 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     if (length !== undefined && Number(length) > limit) throw new GatewayError('BODY_TOO_LARGE')
     const chunked = raw.headers['transfer-encoding'] !== undefined
     const body = chunked ? limitedBody(raw, limit) : (length !== undefined && length !== '0' ? raw : null)
-
-    const upstream = pickUpstream(route, caller, request.ip, raw.headers)
     request.upstreamName = upstream.name
-
-    const remote = raw.socket.remoteAddress ?? ''
-    const headers = upstreamRequestHeaders(raw.headers, {
-      remoteAddress: remote,
-      remoteTrusted: trusted(remote),
-      requestId: request.id,
-      upstreamHost: upstream.host,
-      forwardAuthorization: route.config.forwardAuthorization,
-      identity: caller
-    })
 
     // Settles when the upstream's headers are relayed (the reply is then ours, hijacked) or
     // with the 502/504/413 GatewayError the error handler renders, if they never come.
@@ -110,8 +68,8 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
       upstreams.dispatch({
         origin: upstream.origin,
         method: request.method as Dispatcher.HttpMethod,
-        path: route.upstreamPath(target.path, upstream) + target.query,
-        headers,
+        path: r.path,
+        headers: r.upstreamHeaders,
         body,
         headersTimeout: route.config.timeout,
         bodyTimeout: route.config.timeout
@@ -123,32 +81,7 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
   app.route({ method: ALL_METHODS, url: '/*', handler })
 }
 
-/** The upstream for this caller: tester header override, tester openids, sticky weighted split (same for HTTP and WebSocket). */
-export function pickUpstream (route: CompiledRoute, caller: Caller | undefined, ip: string, headers: IncomingHttpHeaders): CompiledUpstream {
-  const picker = route.picker
-  const headerName = picker.headerName
-  const forced = headerName === undefined ? undefined : headers[headerName]
-  return route.upstreams[picker.pick({
-    openid: caller?.openid,
-    ip,
-    headerValue: typeof forced === 'string' ? forced : undefined
-  })]
-}
-
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
-
-export type UpstreamErrorKind = 'timeout' | 'refused' | 'reset' | 'client_abort' | 'other'
-
-/** Classify a transport failure for metrics and the 502/504 decision. */
-export function errorKind (err: unknown): UpstreamErrorKind {
-  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError) return 'timeout'
-  if (err instanceof undiciErrors.RequestAbortedError) return 'client_abort'
-  const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code
-  if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'refused'
-  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') return 'reset'
-  if (code === 'ERR_STREAM_PREMATURE_CLOSE') return 'client_abort'
-  return 'other'
-}
 
 class BodyTooLarge extends Error {}
 

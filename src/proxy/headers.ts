@@ -24,11 +24,12 @@ const GATEWAY_SET = new Set([
 ])
 
 /**
- * Names a backend may take as the caller's identity: ours, and the X-WX-* set that
+ * Names a backend may take as the caller's identity: ours (X-Phone-Number: the number
+ * verified with /auth/phone, on `injectPhone` routes), and the X-WX-* set that
  * WeChat Cloud Hosting injects (a service moved from CloudBase may still trust them).
  */
 const IDENTITY_NAMES = new Set([
-  'x-openid', 'x-unionid', 'x-appid',
+  'x-openid', 'x-unionid', 'x-appid', 'x-phone-number',
   'x-wx-openid', 'x-wx-unionid', 'x-wx-appid', 'x-wx-from-openid', 'x-wx-from-unionid', 'x-wx-from-appid'
 ])
 
@@ -147,6 +148,8 @@ export interface ForwardContext {
   upstreamHost: string
   forwardAuthorization: boolean
   identity: { openid: string, unionid?: string | undefined, appid: string } | undefined
+  /** The caller's verified number for X-Phone-Number (`injectPhone` routes only). */
+  phone?: string | undefined
 }
 
 /** Build the upstream request headers from the client's. */
@@ -186,6 +189,7 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
     out['x-appid'] = id.appid
     if (id.unionid !== undefined) out['x-unionid'] = id.unionid
   }
+  if (ctx.phone !== undefined) out['x-phone-number'] = ctx.phone
   return out
 }
 

@@ -1,35 +1,41 @@
 /**
  * WebSocket proxying: the public server's `upgrade` event. A handshake goes
- * through the same steps as an HTTP request in forward.ts — path normalisation,
- * route match, authentication (`wx.connectSocket` can send an Authorization
- * header), the route's rate limit (same rule, same counters), the same picker,
- * identity headers set from the token and client copies stripped — then the upgrade is replayed to the chosen upstream and,
- * once it answers 101, bytes are piped both ways without being parsed.
+ * through the same pipeline as an HTTP request (resolve.ts: path normalisation,
+ * route match, authentication — `wx.connectSocket` can send an Authorization
+ * header — the route's rate limit, the picker, identity headers set from the
+ * token and client copies stripped), takes a place among the open tunnels
+ * (tunnels.ts: limits, idle timeout, token lifetime), then is replayed to the
+ * chosen upstream; once it answers 101, bytes are relayed both ways unparsed.
  * Anything the gateway refuses is an envelope on the raw socket, then close.
+ * Every handshake is accounted for like an HTTP request (one access-line format).
  */
-import { randomUUID } from 'node:crypto'
 import { STATUS_CODES, request as httpRequest, type ClientRequest, type IncomingMessage, type Server } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import proxyAddr from '@fastify/proxy-addr'
 import type { Logger } from 'pino'
-import { GatewayError, envelopeText } from '../errors.js'
+import { GatewayError } from '../errors.js'
+import { createAccounting, type Accounting } from '../http/accounting.js'
 import type { RouteLimiter } from '../http/ratelimit.js'
+import { writeRawEnvelope } from '../http/raw-envelope.js'
+import { requestId as defaultRequestId } from '../http/request-id.js'
 import type { Metrics } from '../metrics/index.js'
-import { errorKind, pickUpstream, type Caller, type ProxySnapshot, type UpstreamOutcome } from './forward.js'
-import { upstreamRequestHeaders } from './headers.js'
-import { normalisePath } from './path.js'
+import { resolve, type PhoneLookup, type Pipeline, type PipelineInput, type Resolved } from './resolve.js'
 import type { CompiledRoute, CompiledUpstream } from './routes.js'
-import { createTunnels, type Reservation } from './tunnels.js'
+import { errorKind } from './transport-errors.js'
+import { createTunnels, type Reservation, type Tunnels } from './tunnels.js'
+import type { ProxySnapshot, UpstreamOutcome } from './types.js'
 
 export interface WebSocketProxyOptions {
   snapshot: () => ProxySnapshot
   metrics: Metrics
   /** Is this socket peer a trusted proxy (trustProxy)? */
   trusted: (address: string) => boolean
-  /** Access and rejection lines go here; default: not logged. */
+  /** Error and tunnel lines go here; default: not logged. */
   logger?: Logger | undefined
+  /** Where handshakes are accounted for (the gateway's); default: one on `metrics` and `logger`. */
+  accounting?: Accounting | undefined
   /** The request id for a handshake (pass the gateway's genReqId); default: a sane client X-Request-Id, else a random UUID. */
   requestId?: ((req: IncomingMessage) => string) | undefined
   /** True while the gateway is closing: new handshakes get 503. */
@@ -38,6 +44,8 @@ export interface WebSocketProxyOptions {
   onOutcome?: ((route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void) | undefined
   /** The per-route limiter HTTP requests go through (same rule, same counters), for routes with `rateLimit`. */
   rateLimit?: RouteLimiter | undefined
+  /** The caller's verified phone number for `injectPhone` routes (see resolve.ts). */
+  phoneOf?: PhoneLookup | undefined
   /** Epoch ms, for token expiry of open tunnels; default Date.now. */
   now?: (() => number) | undefined
   /** How often open tunnels' tokens are checked (ms); default 500. */
@@ -51,11 +59,21 @@ export interface WebSocketProxy {
   close: () => void
 }
 
+/** What every handshake shares. */
+interface Env {
+  pipeline: Pipeline
+  tunnels: Tunnels
+  accounting: Accounting
+  metrics: Metrics
+  logger: Logger | undefined
+  closing: () => boolean
+  onOutcome: WebSocketProxyOptions['onOutcome']
+}
+
 /** Handle WebSocket upgrades on `server` (the gateway's public listener). */
 export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOptions): WebSocketProxy {
-  const { snapshot, metrics, trusted, logger, onOutcome, rateLimit } = opts
+  const { snapshot, metrics, trusted, logger } = opts
   const requestId = opts.requestId ?? defaultRequestId
-  const closing = opts.closing ?? (() => false)
   const tunnels = createTunnels({
     metrics,
     logger,
@@ -64,211 +82,21 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
     limits: () => snapshot().config.websocket,
     authenticate: (authorization) => { snapshot().authenticate(authorization, true) }
   })
+  const env: Env = {
+    pipeline: { snapshot, trusted, rateLimit: opts.rateLimit, phoneOf: opts.phoneOf },
+    tunnels,
+    accounting: opts.accounting ?? createAccounting(logger, metrics),
+    metrics,
+    logger,
+    closing: opts.closing ?? (() => false),
+    onOutcome: opts.onOutcome
+  }
   // proxy-addr walks X-Forwarded-For from the right while hops are trusted: the same client IP Fastify computes.
   const trust = (address: string) => trusted(address)
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const started = performance.now()
-    const id = requestId(req)
-    let routeName = 'none'
-    let upstreamName = 'none'
-    let done = false
-    // A client that resets mid-handshake must not crash the process.
-    socket.on('error', () => { socket.destroy() })
-
-    const log = (status: number, code?: number) => {
-      const ms = performance.now() - started
-      metrics.requests.inc({ route: routeName, upstream: upstreamName, method: 'GET', status_class: `${Math.floor(status / 100)}xx` })
-      metrics.requestDuration.observe({ route: routeName, upstream: upstreamName }, ms / 1000)
-      logger?.info({ reqId: id, method: req.method, path: pathOf(req.url ?? ''), route: routeName, upstream: upstreamName, status, ...(code === undefined ? {} : { code }), ms: Math.round(ms * 100) / 100, websocket: true }, 'access')
-    }
-
-    const fail = (ge: GatewayError) => {
-      if (done) return
-      done = true
-      if (ge.statusCode >= 500) logger?.error({ reqId: id, err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'websocket handshake failed')
-      else if (ge.detail !== undefined) logger?.debug({ reqId: id, code: ge.code, detail: ge.detail }, 'request rejected')
-      writeEnvelope(socket, ge, id)
-      log(ge.statusCode, ge.code)
-    }
-
-    let route: CompiledRoute
-    let caller: Caller | undefined
-    let protocol: string
-    let target: { path: string, query: string }
-    let ip: string
-    try {
-      if (closing()) throw new GatewayError('SHUTTING_DOWN')
-      const upgrade = req.headers.upgrade
-      if (req.method !== 'GET' || upgrade?.toLowerCase() !== 'websocket') {
-        throw new GatewayError('BAD_REQUEST', { detail: `upgrade to '${String(upgrade)}' with ${String(req.method)} is not proxied` })
-      }
-      protocol = upgrade
-      const snap = snapshot()
-      const normalised = normalisePath(req.url ?? '')
-      if (!normalised.ok) throw new GatewayError('BAD_PATH', { detail: `path rejected: ${normalised.reason}` })
-      target = normalised
-      const matched = snap.routes.match(target.path)
-      if (matched === undefined) throw new GatewayError('NO_ROUTE')
-      route = matched
-      routeName = route.name
-      caller = route.auth === 'public' ? undefined : snap.authenticate(req.headers.authorization, route.auth === 'required')
-      ip = proxyAddr(req, trust)
-    } catch (err) {
-      fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
-      return
-    }
-
-    const rule = route.config.rateLimit
-    if (rule === undefined || rateLimit === undefined) {
-      admit()
-      return
-    }
-    // Same rule and counters as the route's HTTP requests: a reconnect loop is a request loop.
-    rateLimit({ routeName: route.name, rateRule: rule, callerOpenid: caller?.openid ?? '', ip }).then(() => {
-      if (done) return
-      if (socket.destroyed) { done = true; log(499); return } // the client left while the limiter answered
-      if (closing()) { fail(new GatewayError('SHUTTING_DOWN')); return }
-      admit()
-    }, (err: unknown) => {
-      fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
-    })
-
-    /** A place among the open tunnels (limits per caller and gateway-wide), then connect. */
-    function admit (): void {
-      let slot: Reservation
-      try {
-        slot = tunnels.reserve(route.name, caller === undefined ? `ip:${ip}` : `u:${caller.openid}`)
-      } catch (err) {
-        fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
-        return
-      }
-      // Given back unless the handshake becomes a tunnel.
-      socket.once('close', slot.release)
-      connect(slot)
-    }
-
-    /** Pick the upstream, replay the handshake to it, relay its answer or open the tunnel. */
-    function connect (slot: Reservation): void {
-      let upstream: CompiledUpstream
-      let headers: Record<string, string | string[]>
-      let path: string
-      try {
-        const remote = req.socket.remoteAddress ?? ''
-        upstream = pickUpstream(route, caller, ip, req.headers)
-        upstreamName = upstream.name
-        headers = upstreamRequestHeaders(req.headers, {
-          remoteAddress: remote,
-          remoteTrusted: trusted(remote),
-          requestId: id,
-          upstreamHost: upstream.host,
-          forwardAuthorization: route.config.forwardAuthorization,
-          identity: caller
-        })
-        // Hop-by-hop by nature, but these two are the handshake itself.
-        headers.connection = 'Upgrade'
-        headers.upgrade = protocol
-        path = route.upstreamPath(target.path, upstream) + target.query
-      } catch (err) {
-        fail(err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err }))
-        return
-      }
-
-      const url = new URL(upstream.origin)
-      const send = url.protocol === 'https:' ? httpsRequest : httpRequest
-      const upstreamReq: ClientRequest = send({
-        protocol: url.protocol,
-        hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
-        port: url.port === '' ? undefined : Number(url.port),
-        method: 'GET',
-        path,
-        headers,
-        // one connection per tunnel: an upgraded socket never goes back to a pool
-        agent: false
-      })
-      let timedOut = false
-      // Until the upstream answers the handshake; once upgraded, tunnels may idle as long as both ends like.
-      upstreamReq.setTimeout(route.config.timeout, () => {
-        if (done) return
-        timedOut = true
-        upstreamReq.destroy()
-      })
-      // The client went away before the upstream answered: give up on the upstream too.
-      const abandon = () => { if (!done) { done = true; upstreamReq.destroy(); log(499) } }
-      socket.once('close', abandon)
-
-      upstreamReq.on('error', (err) => {
-        if (done) return
-        const kind = timedOut ? 'timeout' : errorKind(err)
-        metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
-        onOutcome?.(route, upstream, 'error')
-        fail(new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
-          detail: `upstream ${route.name}/${upstream.name} ${kind} (websocket)`,
-          cause: err
-        }))
-      })
-
-      upstreamReq.on('response', (res) => {
-        // Not upgraded: relay the answer (a 401/403/404 from the service, say) and close.
-        if (done) { res.destroy(); return }
-        done = true
-        socket.removeListener('close', abandon)
-        const status = res.statusCode ?? 502
-        metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
-        onOutcome?.(route, upstream, status >= 500 ? 'error' : 'ok')
-        let text = `HTTP/1.1 ${status} ${res.statusMessage ?? STATUS_CODES[status] ?? ''}\r\n`
-        const raw = res.rawHeaders
-        for (let i = 0; i < raw.length; i += 2) {
-          // The body is re-framed by closing the connection: drop the upstream's framing and connection headers.
-          const name = raw[i].toLowerCase()
-          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'upgrade' || name === 'x-request-id') continue
-          text += `${raw[i]}: ${raw[i + 1]}\r\n`
-        }
-        // The gateway's id, as in the access line (the upstream's own is dropped above).
-        socket.write(text + `X-Request-Id: ${id}\r\nConnection: close\r\n\r\n`)
-        res.on('error', () => { socket.destroy() })
-        // The server socket is half-open capable: do not wait for the client's FIN.
-        socket.once('finish', () => socket.destroy())
-        res.pipe(socket)
-        log(status)
-      })
-
-      upstreamReq.on('upgrade', (res, upstreamSocket, upstreamHead) => {
-        if (done) { upstreamSocket.destroy(); return }
-        done = true
-        socket.removeListener('close', abandon)
-        metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - started) / 1000)
-        onOutcome?.(route, upstream, 'ok')
-        socket.removeListener('close', slot.release)
-        upstreamSocket.on('error', () => { upstreamSocket.destroy() })
-        // The handshake timeout must not become the tunnel's idle timeout (the route's websocket.idleTimeout is).
-        upstreamSocket.setTimeout(0)
-        upstreamSocket.setNoDelay(true)
-        let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
-        const raw = res.rawHeaders
-        for (let i = 0; i < raw.length; i += 2) {
-          if (raw[i].length === 12 && raw[i].toLowerCase() === 'x-request-id') continue
-          text += `${raw[i]}: ${raw[i + 1]}\r\n`
-        }
-        socket.write(text + `X-Request-Id: ${id}\r\n\r\n`)
-        const authorization = req.headers.authorization
-        slot.start({
-          client: socket as Socket, // the server's 'upgrade' hands over the connection's net.Socket
-          upstream: upstreamSocket,
-          clientHead: head,
-          upstreamHead,
-          idleTimeout: route.config.websocket.idleTimeout,
-          requestId: id,
-          // The token that opened it keeps it open: checked again while it lasts.
-          session: caller?.exp === undefined || authorization === undefined ? undefined : { authorization, exp: caller.exp }
-        })
-        log(101)
-      })
-
-      upstreamReq.end()
-    }
+    new Handshake(env, req, socket, head, requestId(req), proxyAddr(req, trust)).start()
   }
-
   server.on('upgrade', onUpgrade)
   return {
     get open () { return tunnels.open },
@@ -279,34 +107,202 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
   }
 }
 
-// Same rule as app.ts: an id safe to log and echo (1-128 of [A-Za-z0-9._:@-]) is kept so traces join up.
-const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/
-function defaultRequestId (req: IncomingMessage): string {
-  const given = req.headers['x-request-id']
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
-}
+/** One upgrade request, from the pipeline to an open tunnel or an answer on the socket. */
+class Handshake {
+  private readonly started = performance.now()
+  private readonly input: PipelineInput
+  private upstreamName = ''
+  private done = false
 
-/** An envelope answer on a socket that never became an HTTP response, then close. */
-function writeEnvelope (socket: Duplex, ge: GatewayError, requestId: string): void {
-  if (!socket.writable) {
-    socket.destroy()
-    return
+  constructor (
+    private readonly env: Env,
+    private readonly req: IncomingMessage,
+    private readonly socket: Duplex,
+    private readonly head: Buffer,
+    private readonly id: string,
+    ip: string
+  ) {
+    this.input = { url: req.url ?? '', headers: req.headers, ip, id, socket: req.socket, routeName: '' }
+    // A client that resets mid-handshake must not crash the process.
+    socket.on('error', () => { socket.destroy() })
   }
-  // The server socket is half-open capable: do not wait for the client's FIN.
-  socket.once('finish', () => socket.destroy())
-  const body = envelopeText(ge)
-  let extra = ''
-  if (ge.headers !== undefined) for (const [k, v] of Object.entries(ge.headers)) extra += `${k}: ${v}\r\n`
-  socket.end(
-    `HTTP/1.1 ${ge.statusCode} ${STATUS_CODES[ge.statusCode] ?? ''}\r\n` +
-    'Content-Type: application/json; charset=utf-8\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    `X-Request-Id: ${requestId}\r\n` + extra +
-    'Connection: close\r\n\r\n' + body
-  )
-}
 
-function pathOf (url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
+  start (): void {
+    const { req, env } = this
+    let planned: Resolved | Promise<Resolved>
+    try {
+      if (env.closing()) throw new GatewayError('SHUTTING_DOWN')
+      const upgrade = req.headers.upgrade
+      if (req.method !== 'GET' || upgrade?.toLowerCase() !== 'websocket') {
+        throw new GatewayError('BAD_REQUEST', { detail: `upgrade to '${String(upgrade)}' with ${String(req.method)} is not proxied` })
+      }
+      planned = resolve(env.pipeline, this.input)
+    } catch (err) {
+      this.fail(err)
+      return
+    }
+    if (!(planned instanceof Promise)) {
+      this.admit(planned)
+      return
+    }
+    // Same rule and counters as the route's HTTP requests: a reconnect loop is a request loop.
+    planned.then((r) => {
+      if (this.done) return
+      if (this.socket.destroyed) { this.done = true; this.account(499, 0); return } // the client left meanwhile
+      if (env.closing()) { this.fail(new GatewayError('SHUTTING_DOWN')); return }
+      this.admit(r)
+    }, (err: unknown) => { this.fail(err) })
+  }
+
+  private account (status: number, code: number): void {
+    this.env.accounting.record({
+      reqId: this.id,
+      method: this.req.method ?? 'GET',
+      url: this.input.url,
+      route: this.input.routeName,
+      upstream: this.upstreamName,
+      status,
+      code,
+      startedAt: this.started,
+      aborted: status === 499,
+      websocket: true
+    })
+  }
+
+  private fail (err: unknown): void {
+    if (this.done) return
+    this.done = true
+    const ge = err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err })
+    const { logger } = this.env
+    if (ge.statusCode >= 500) logger?.error({ reqId: this.id, err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'websocket handshake failed')
+    else if (ge.detail !== undefined) logger?.debug({ reqId: this.id, code: ge.code, detail: ge.detail }, 'request rejected')
+    writeRawEnvelope(this.socket, ge, this.id)
+    this.account(ge.statusCode, ge.code)
+  }
+
+  /** A place among the open tunnels (limits per caller and gateway-wide), then the upstream. */
+  private admit (r: Resolved): void {
+    let slot: Reservation
+    try {
+      slot = this.env.tunnels.reserve(r.route.name, r.caller === undefined ? `ip:${this.input.ip}` : `u:${r.caller.openid}`)
+    } catch (err) {
+      this.fail(err)
+      return
+    }
+    // Given back unless the handshake becomes a tunnel.
+    this.socket.once('close', slot.release)
+    this.upstreamName = r.upstream.name
+    this.connect(r, slot)
+  }
+
+  /** Replay the handshake to the upstream; relay its answer or open the tunnel. */
+  private connect (r: Resolved, slot: Reservation): void {
+    const { route, upstream } = r
+    const headers = r.upstreamHeaders
+    // Hop-by-hop by nature, but these two are the handshake itself.
+    headers.connection = 'Upgrade'
+    headers.upgrade = this.req.headers.upgrade as string
+    const url = new URL(upstream.origin)
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest
+    const upstreamReq: ClientRequest = send({
+      protocol: url.protocol,
+      hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
+      port: url.port === '' ? undefined : Number(url.port),
+      method: 'GET',
+      path: r.path,
+      headers,
+      // one connection per tunnel: an upgraded socket never goes back to a pool
+      agent: false
+    })
+    let timedOut = false
+    // Until the upstream answers the handshake; the open tunnel's idle limit is the route's websocket.idleTimeout.
+    upstreamReq.setTimeout(route.config.timeout, () => {
+      if (this.done) return
+      timedOut = true
+      upstreamReq.destroy()
+    })
+    // The client went away before the upstream answered: give up on the upstream too.
+    const abandon = (): void => { if (!this.done) { this.done = true; upstreamReq.destroy(); this.account(499, 0) } }
+    this.socket.once('close', abandon)
+
+    upstreamReq.on('error', (err) => {
+      if (this.done) return
+      const kind = timedOut ? 'timeout' : errorKind(err)
+      this.env.metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
+      this.env.onOutcome?.(route, upstream, 'error')
+      this.fail(new GatewayError(kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE', {
+        detail: `upstream ${route.name}/${upstream.name} ${kind} (websocket)`,
+        cause: err
+      }))
+    })
+    upstreamReq.on('response', (res) => {
+      if (this.done) { res.destroy(); return }
+      this.answered(r, abandon, res.statusCode ?? 502)
+      this.relayRefusal(res)
+    })
+    upstreamReq.on('upgrade', (res, upstreamSocket, upstreamHead) => {
+      if (this.done) { upstreamSocket.destroy(); return }
+      this.answered(r, abandon, 101)
+      this.socket.removeListener('close', slot.release)
+      this.openTunnel(r, slot, res, upstreamSocket as Socket, upstreamHead)
+    })
+    upstreamReq.end()
+  }
+
+  /** The upstream answered the handshake (101 or not): settled, timed, a canary outcome. */
+  private answered (r: Resolved, abandon: () => void, status: number): void {
+    this.done = true
+    this.socket.removeListener('close', abandon)
+    this.env.metrics.upstreamDuration.observe({ route: r.route.name, upstream: r.upstream.name }, (performance.now() - this.started) / 1000)
+    this.env.onOutcome?.(r.route, r.upstream, status >= 500 ? 'error' : 'ok')
+  }
+
+  /** Not upgraded: relay the upstream's answer (a 401/403/404 from the service, say) and close. */
+  private relayRefusal (res: IncomingMessage): void {
+    const { socket } = this
+    const status = res.statusCode ?? 502
+    let text = `HTTP/1.1 ${status} ${res.statusMessage ?? STATUS_CODES[status] ?? ''}\r\n`
+    const raw = res.rawHeaders
+    for (let i = 0; i < raw.length; i += 2) {
+      // The body is re-framed by closing the connection: drop the upstream's framing and connection headers.
+      const name = raw[i].toLowerCase()
+      if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'upgrade' || name === 'x-request-id') continue
+      text += `${raw[i]}: ${raw[i + 1]}\r\n`
+    }
+    // The gateway's id, as in the access line (the upstream's own is dropped above).
+    socket.write(text + `X-Request-Id: ${this.id}\r\nConnection: close\r\n\r\n`)
+    res.on('error', () => { socket.destroy() })
+    // The server socket is half-open capable: do not wait for the client's FIN.
+    socket.once('finish', () => socket.destroy())
+    res.pipe(socket)
+    this.account(status, 0)
+  }
+
+  /** Upgraded: pass the 101 on (with the gateway's request id) and hand both sockets to the tunnel. */
+  private openTunnel (r: Resolved, slot: Reservation, res: IncomingMessage, upstreamSocket: Socket, upstreamHead: Buffer): void {
+    upstreamSocket.on('error', () => { upstreamSocket.destroy() })
+    // The handshake timeout must not become the tunnel's idle timeout (the route's websocket.idleTimeout is).
+    upstreamSocket.setTimeout(0)
+    upstreamSocket.setNoDelay(true)
+    let text = `HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}\r\n`
+    const raw = res.rawHeaders
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i].length === 12 && raw[i].toLowerCase() === 'x-request-id') continue
+      text += `${raw[i]}: ${raw[i + 1]}\r\n`
+    }
+    this.socket.write(text + `X-Request-Id: ${this.id}\r\n\r\n`)
+    const authorization = this.req.headers.authorization
+    const caller = r.caller
+    slot.start({
+      client: this.socket as Socket, // the server's 'upgrade' hands over the connection's net.Socket
+      upstream: upstreamSocket,
+      clientHead: this.head,
+      upstreamHead,
+      idleTimeout: r.route.config.websocket.idleTimeout,
+      requestId: this.id,
+      // The token that opened it keeps it open: checked again while it lasts.
+      session: caller?.exp === undefined || authorization === undefined ? undefined : { authorization, exp: caller.exp }
+    })
+    this.account(101, 0)
+  }
 }

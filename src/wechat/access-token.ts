@@ -44,8 +44,8 @@ export interface AccessTokenOptions {
   minForceIntervalMs?: number
   /** How often an instance waiting on another's refresh looks at the cache, ms. Default 50. */
   pollMs?: number
-  /** Called after every stable_token request: why, whether force_refresh was sent, and whether it worked. */
-  onRefresh?: (reason: RefreshReason, forced: boolean, ok: boolean) => void
+  /** Called after every stable_token request: for which app, why, whether force_refresh was sent, and whether it worked. */
+  onRefresh?: (appId: string, reason: RefreshReason, forced: boolean, ok: boolean) => void
 }
 
 export interface AccessTokenService {
@@ -101,7 +101,7 @@ export function createAccessTokenService (opts: AccessTokenOptions): AccessToken
     })
     const ok = r.kind === 'ok' && typeof r.body.access_token === 'string' && r.body.access_token !== '' &&
       typeof r.body.expires_in === 'number' && r.body.expires_in > 0
-    opts.onRefresh?.(reason, force, ok)
+    opts.onRefresh?.(app.appId, reason, force, ok)
     if (r.kind !== 'ok') throw serviceError(log, 'stable_token', r, http.timeoutMs, { appId: app.appId })
     if (!ok) {
       const detail = `HTTP 200 JSON without access_token/expires_in (fields: ${Object.keys(r.body).join(', ') || 'none'})`

@@ -3,6 +3,7 @@
  * echo what they received, or misbehave on purpose (slow, reset, 503, huge).
  * Plus a raw-socket client for requests no HTTP library would send as written.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { connect, type AddressInfo } from 'node:net'
@@ -115,7 +116,7 @@ export async function rawRequest (url: string, chunks: string | Array<string | B
   })
   await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
   for (const c of Array.isArray(chunks) ? chunks : [chunks]) {
-    if (typeof c === 'number') await new Promise((resolve) => setTimeout(resolve, c))
+    if (typeof c === 'number') await sleep(c)
     else if (!socket.destroyed) socket.write(c)
   }
   const timer = setTimeout(() => socket.destroy(), opts.timeoutMs ?? 10_000)

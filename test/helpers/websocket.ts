@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
 import type { TestContext } from './gateway.js'
 
+export { waitUntil } from './wait.js'
+
 export interface Handshake { url: string, headers: IncomingHttpHeaders }
 
 export interface WsUpstream {
@@ -83,13 +85,4 @@ export async function closed (ws: WebSocket, timeoutMs = 5000): Promise<{ code: 
     const timer = setTimeout(() => reject(new Error(`still open after ${timeoutMs} ms`)), timeoutMs)
     ws.once('close', (code, reason) => { clearTimeout(timer); resolve({ code, reason: reason.toString() }) })
   })
-}
-
-/** Poll `cond` every 10 ms until it holds; rejects after `timeoutMs`. */
-export async function waitUntil (cond: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
 }
