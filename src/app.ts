@@ -173,7 +173,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   })
   await app.register(authPlugin, { snapshot, store, metrics, now, loginLimiter: limiters.login })
   // The credential hub: /auth/decrypt, /auth/phone, /auth/session; the shared access_token.
-  const hub = createWeChatHub({ redis: store.redis, keyPrefix: config.store.keyPrefix, http: () => snapshot().wechatHttp, apps: () => snapshot().apps, logger, metrics, now })
+  const hub = createWeChatHub({ redis: store.redisConnection(), keyPrefix: config.store.keyPrefix, http: () => snapshot().wechatHttp, apps: () => snapshot().apps, logger, metrics, now })
   app.addHook('onClose', async () => { hub.close() })
   const phoneOf = async (appId: string, openid: string): Promise<string | undefined> => {
     const p = await hub.phones.get(appId, openid)

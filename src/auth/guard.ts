@@ -5,7 +5,7 @@
  */
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../metrics/index.js'
-import type { Store } from '../store/index.js'
+import type { RevocationPort } from '../store/index.js'
 import type { AccessClaims, TokenService } from './tokens.js'
 
 const REJECTION_REASONS: Record<string, string> = {
@@ -46,7 +46,7 @@ export interface Guard {
  * The guard of one config snapshot: `apps` are the mini programs it serves (wechat.apps);
  * a token of any other app is refused (SESSION_APP_UNKNOWN), whoever signed it.
  */
-export function createGuard (tokens: TokenService, store: Store, metrics: Metrics, apps: ReadonlyMap<string, unknown> | ReadonlySet<string>): Guard {
+export function createGuard (tokens: TokenService, store: Pick<RevocationPort, 'isRevoked'>, metrics: Metrics, apps: ReadonlyMap<string, unknown> | ReadonlySet<string>): Guard {
   const reject = (err: unknown): never => {
     if (err instanceof GatewayError) {
       const reason = REJECTION_REASONS[err.errorName]

@@ -47,9 +47,10 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
   loginRule: () => RateLimitConfig
 }): Promise<Limiters> {
   const { metrics } = opts
+  const redis = opts.store.redisConnection()
   await app.register(rateLimit, {
     global: false,
-    ...(opts.store.redis !== undefined ? { redis: opts.store.redis } : {}),
+    ...(redis !== undefined ? { redis } : {}),
     nameSpace: `${opts.keyPrefix}rl:`,
     skipOnError: true,
     // RateLimit-Limit / -Remaining / -Reset (IETF draft) and Retry-After

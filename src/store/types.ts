@@ -1,10 +1,13 @@
 /**
- * The Store contract: the shared state behind /auth/login, /auth/refresh,
- * /auth/logout and the revocation check. Two implementations (memory.ts for one
- * instance / dev, redis.ts for many instances) pass one behavioural suite
- * (test/store.test.ts). Every operation is atomic; every failure to reach the
- * backing store is a GatewayError('STORE_UNAVAILABLE'), raised fast.
- * All times are epoch milliseconds, all durations milliseconds.
+ * The store's ports: the shared state behind /auth/login, /auth/refresh,
+ * /auth/logout, the revocation check and canary announcements, one narrow
+ * interface per concern. Each has a memory implementation (one instance / dev)
+ * and a Redis one (many instances); both pass one behavioural suite
+ * (test/store.test.ts). `Store` is the composite the app holds; consumers take
+ * the port they need. Every operation is atomic; every failure to reach the
+ * backing store is a GatewayError('STORE_UNAVAILABLE'), raised fast. Policy
+ * (reuse → revoke, logout-all ends older families) is src/auth/sessions.ts's:
+ * adapters only store. All times are epoch milliseconds, all durations milliseconds.
  */
 
 /** What a refresh token stands for. Stored under the SHA-256 of the token, never the token. */
@@ -40,8 +43,6 @@ export interface RotateInput {
   refreshTtlMs: number
   /** Window after spending in which re-presenting the token is a retry, not a reuse. */
   graceMs: number
-  /** How long a family revoked by reuse detection must stay denied: access TTL + clock skew. */
-  denyMs: number
   /** The apps this gateway serves (wechat.apps): a family of another app is refused ('foreign') and nothing is spent. */
   appids: readonly string[]
 }
@@ -51,7 +52,10 @@ export type RotateResult =
   | { status: 'rotated', record: RefreshRecord }
   /** A retry within the grace window: the same child as the first time; `grace` is the payload stored then. */
   | { status: 'grace', record: RefreshRecord, grace: string }
-  /** Spent token presented after the grace window: the whole family has been revoked. */
+  /**
+   * A spent token presented outside a retry: the family's refresh tokens are dead now (atomically,
+   * so the live child cannot rotate any more); denying its access tokens is the caller's step.
+   */
   | { status: 'reused', fid: string }
   /** The family belongs to an app not in `appids`: refused, the token is not spent. */
   | { status: 'foreign', appid: string }
@@ -93,38 +97,53 @@ export interface RevocationSubject {
   iatMs: number
 }
 
-export interface Store {
-  readonly kind: 'memory' | 'redis'
-
-  /** Keep WeChat's session_key server-side; overwritten at every login. */
+/** WeChat's session_key per user, kept server-side. */
+export interface SessionKeyPort {
+  /** Overwritten at every login. */
   setSessionKey (appId: string, openid: string, sessionKey: string, ttlMs: number): Promise<void>
   getSessionKey (appId: string, openid: string): Promise<string | null>
+}
 
+/** Refresh families: one per login, rotated linearly. */
+export interface FamilyPort {
   /** Start a refresh family at login with its first token (stored by hash). */
   createFamily (hash: string, record: RefreshRecord): Promise<void>
   /** Spend a refresh token and mint its child, atomically (see RotateResult). */
   rotateRefresh (input: RotateInput): Promise<RotateResult>
   /**
+   * Whether `hash` is a token of the family: its live one ('current', expired or not) or one
+   * already spent and not past its own expiry ('spent'). Reads only; 'none' for anything else
+   * (unknown, made up, family revoked or over).
+   */
+  familyToken (fid: string, hash: string, nowMs: number): Promise<'current' | 'spent' | 'none'>
+}
+
+/** The deny lists and the synchronous per-request check. */
+export interface RevocationPort {
+  /**
    * End a login: every refresh token of the family dies, and every access token
    * carrying `fid` is denied until `untilMs` (its latest possible exp + skew).
    */
   revokeFamily (fid: string, untilMs: number): Promise<void>
-
   /** Deny one access token until `untilMs` (its exp + clock skew). */
   revokeAccessToken (jti: string, untilMs: number): Promise<void>
   /**
-   * Logout-all: access tokens of the user with iat before `cutoffMs` are denied and
-   * refresh families born before it are dead. Kept until `untilMs` (cutoff + the
-   * absolute session lifetime, so every older family has ended by then).
+   * Logout-all: access tokens of the user with iat before `cutoffMs` are denied.
+   * Kept until `untilMs` (cutoff + the absolute session lifetime, so every older family has ended by then).
    */
   revokeUserBefore (appId: string, openid: string, cutoffMs: number, untilMs: number): Promise<void>
+  /** The user's latest logout-all cutoff (ms) as this instance knows it, or 0: families born before it are over. */
+  userCutoff (appId: string, openid: string): number
   /**
    * The hot-path check, synchronous and local: true when the token is revoked.
    * Throws STORE_UNAVAILABLE only when the local view may be stale (Redis lost)
    * and failMode is `closed`.
    */
   isRevoked (subject: RevocationSubject): boolean
+}
 
+/** Same-code logins: one claim per wx.login code, shared by every instance. */
+export interface LoginClaimPort {
   /**
    * Claim the login key `key` (a hash of appId + code) for `ttlMs`, unless a claim or a
    * remembered outcome is there. `owner` identifies the claim: the same owner claiming
@@ -141,7 +160,10 @@ export interface Store {
   finishLogin (key: string, owner: string, outcome: string, remember: boolean, ttlMs: number): Promise<boolean>
   /** Drop `owner`'s claim without an outcome (waiters then claim it themselves). */
   releaseLogin (key: string, owner: string): Promise<void>
+}
 
+/** Canary announcements every instance hears. */
+export interface AnnouncementPort {
   /**
    * Tell every instance that a canary was rolled back, or that a config was activated.
    * `key` is opaque to the store (src/proxy/canary.ts defines it: the config hash, its
@@ -152,10 +174,10 @@ export interface Store {
   rollbacks (): ReadonlySet<string>
   /** Called for each rollback key announced elsewhere (or on resync) after this call. */
   onRollback (listener: (key: string) => void): void
+}
 
-  /** The Redis connection (a Cluster on Redis Cluster), for features that share it (rate-limit counters); absent for memory. */
-  readonly redis?: import('ioredis').Redis | import('ioredis').Cluster
-
+/** Reachability, readiness and shutdown. */
+export interface HealthPort {
   /** Round trip to the backing store, in ms (0 for memory). */
   ping (): Promise<number>
   /** Reachable and (for Redis) the revocation mirror synchronised. */
@@ -163,6 +185,19 @@ export interface Store {
   /** Resolves once the store is usable (Redis: connected and mirror loaded); rejects after timeoutMs. */
   ready (timeoutMs?: number): Promise<void>
   close (): Promise<void>
+}
+
+/** The Redis connection (a Cluster on Redis Cluster); none for memory. */
+export type RedisConnection = import('ioredis').Redis | import('ioredis').Cluster
+
+/** Every port of one backing store, as the app holds it. */
+export interface Store extends SessionKeyPort, FamilyPort, RevocationPort, LoginClaimPort, AnnouncementPort, HealthPort {
+  readonly kind: 'memory' | 'redis'
+  /**
+   * The connection, for features that keep their own keys next to the store's (rate-limit
+   * counters): undefined for memory. Nothing of the store's own goes through it.
+   */
+  redisConnection (): RedisConnection | undefined
 }
 
 /** The subset of a pino logger the stores use. */

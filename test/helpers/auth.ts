@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { TokenPair } from '../../src/auth/sessions.js'
 import { createWeChatEmulator, type WeChatEmulator, type WeChatEmulatorApp } from '../../src/emulator/wechat.js'
 import { startGateway, type StartedGateway, type TestContext } from './gateway.js'
 import { startRedis, type TestRedis } from './redis.js'
@@ -140,15 +141,8 @@ export async function get (url: string, headers: Record<string, string> = {}): P
   return await answer(await fetch(url, { headers }))
 }
 
-export interface Pair {
-  accessToken: string
-  tokenType: 'Bearer'
-  expiresIn: number
-  refreshToken: string
-  refreshExpiresIn: number
-  openid: string
-  unionid?: string
-}
+/** The token pair /auth/login and /auth/refresh answer. */
+export type Pair = TokenPair
 
 /** Log in with a code; fails the caller's expectations loudly if the login did not succeed. */
 export async function login (base: string, code: string, appId?: string): Promise<Pair> {

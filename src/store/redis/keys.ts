@@ -1,0 +1,28 @@
+/**
+ * Every Redis key of the store, under `store.keyPrefix`. Braces are Redis Cluster
+ * hash tags: a family's keys share one slot (one Lua script per operation), the
+ * deny lists and the state marker share `{rv}` (whatever loses one loses all).
+ * keyPrefix cannot hold braces, so it never moves a key's hash tag.
+ */
+export interface RedisKeys {
+  /** Pub/sub channel of revocations and rollback announcements. */
+  channel: string
+  deny: { jti: string, fid: string, user: string, rollback: string, epoch: string }
+  family (fid: string): { meta: string, spent: string, grace: (hash: string) => string }
+  sessionKey (appid: string, openid: string): string
+  login (key: string): string
+}
+
+export function redisKeys (p: string): RedisKeys {
+  return {
+    channel: `${p}revocations`,
+    deny: { jti: `${p}{rv}:jti`, fid: `${p}{rv}:fid`, user: `${p}{rv}:user`, rollback: `${p}{rv}:rollback`, epoch: `${p}{rv}:epoch` },
+    family: (fid) => ({
+      meta: `${p}{fam:${fid}}:meta`,
+      spent: `${p}{fam:${fid}}:spent`,
+      grace: (hash) => `${p}{fam:${fid}}:grace:${hash}`
+    }),
+    sessionKey: (appid, openid) => `${p}{u:${appid}:${openid}}:sk`,
+    login: (key) => `${p}{login:${key}}`
+  }
+}
