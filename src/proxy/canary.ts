@@ -83,138 +83,161 @@ function newer (a: string, b: string): boolean {
 }
 
 export function createCanaryControl (opts: { store: Store, metrics: Metrics, logger: Logger }): CanaryControl {
-  const { store, metrics, logger } = opts
-  // Per route object (so per snapshot): its tracker and the snapshot it belongs to.
-  const trackers = new WeakMap<CompiledRoute, { tracker: RollbackTracker, snap: Installed }>()
-  // The activation served now. Set by install before any traffic.
-  let active: { snap: Installed, epoch: string } | undefined
-  let stamp = 0
+  const c = new Canary(opts.store, opts.metrics, opts.logger)
+  // Bound: record is handed to the forwarding paths as a plain callback.
+  return {
+    install: (snap, change) => { c.install(snap, change) },
+    record: (route, upstream, outcome) => { c.record(route, upstream, outcome) },
+    epoch: () => c.epoch(),
+    close: () => { c.close() }
+  }
+}
 
-  const publishWeights = (route: CompiledRoute) => {
-    const weights = route.picker.weights
-    route.upstreams.forEach((u, i) => metrics.upstreamWeight.set({ route: route.name, upstream: u.name }, weights[i]))
+/** The state behind a CanaryControl: trackers per route object (so per snapshot) and the activation served now. */
+class Canary {
+  // Per route object: its tracker and the snapshot it belongs to.
+  private readonly trackers = new WeakMap<CompiledRoute, { tracker: RollbackTracker, snap: Installed }>()
+  // The activation served now. Set by install before any traffic.
+  private active: { snap: Installed, epoch: string } | undefined
+  private stamp = 0
+  private readonly refresher: NodeJS.Timeout
+
+  constructor (private readonly store: Store, private readonly metrics: Metrics, private readonly logger: Logger) {
+    this.refresher = setInterval(() => { this.announceMarker() }, MARKER_REFRESH_MS)
+    this.refresher.unref()
+    store.onRollback((key) => { this.onAnnounced(key) })
   }
 
-  const head = (hash: string, epoch: string) => epoch === '' ? hash : `${hash}@${epoch}`
+  install (snap: Installed, change: boolean): void {
+    this.metrics.upstreamWeight.reset()
+    for (const route of snap.routes.routes) this.publishWeights(route)
+    this.track(snap)
+    let epoch: string
+    if (change) {
+      const newest = this.newestMarker(undefined)
+      if (newest !== undefined && newest.hash === snap.fileHash) {
+        epoch = newest.epoch // another instance already applied this change: share its activation
+      } else {
+        // Monotonic per instance, so two quick reloads never mint epochs in the wrong order.
+        this.stamp = Math.max(Date.now(), this.stamp + 1)
+        epoch = `${this.stamp}-${randomBytes(4).toString('hex')}`
+      }
+    } else {
+      epoch = this.newestMarker(snap.fileHash)?.epoch ?? ''
+    }
+    this.active = { snap, epoch }
+    this.announceMarker()
+    this.applyInForce()
+  }
 
-  const announce = (key: string, what: Record<string, unknown>) => {
-    store.announceRollback(key, Date.now() + ANNOUNCE_TTL_MS).catch((err: unknown) => {
-      logger.error({ err, ...what }, 'could not announce to other instances through the store')
+  record (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome): void {
+    if (route.rollbackUpstream !== upstream) return
+    const t = this.trackers.get(route)
+    if (t !== undefined && t.tracker.record(outcome === 'error')) this.apply(t.snap, route, upstream, 'local')
+  }
+
+  epoch (): string { return this.active?.epoch ?? '' }
+
+  close (): void { clearInterval(this.refresher) }
+
+  private publishWeights (route: CompiledRoute): void {
+    const weights = route.picker.weights
+    route.upstreams.forEach((u, i) => this.metrics.upstreamWeight.set({ route: route.name, upstream: u.name }, weights[i]))
+  }
+
+  private announce (key: string, what: Record<string, unknown>): void {
+    this.store.announceRollback(key, Date.now() + ANNOUNCE_TTL_MS).catch((err: unknown) => {
+      this.logger.error({ err, ...what }, 'could not announce to other instances through the store')
     })
   }
 
-  const announceMarker = () => {
-    if (active !== undefined && active.epoch !== '') announce(head(active.snap.fileHash, active.epoch), { activation: active.epoch })
+  private announceMarker (): void {
+    const active = this.active
+    if (active !== undefined && active.epoch !== '') this.announce(head(active.snap.fileHash, active.epoch), { activation: active.epoch })
   }
-  const refresher = setInterval(announceMarker, MARKER_REFRESH_MS)
-  refresher.unref()
 
   /** Fresh trackers for the snapshot's watched upstreams. */
-  const track = (snap: Installed) => {
+  private track (snap: Installed): void {
     for (const route of snap.routes.routes) {
       const rb = route.config.canary?.rollback
       const watched = route.rollbackUpstream
       if (rb === undefined || watched === undefined) continue
-      trackers.set(route, { tracker: createRollbackTracker({ errorRate: rb.errorRate, windowMs: rb.window, minRequests: rb.minRequests }), snap })
+      this.trackers.set(route, { tracker: createRollbackTracker({ errorRate: rb.errorRate, windowMs: rb.window, minRequests: rb.minRequests }), snap })
       // Present from the start (at 0), so increase() sees the first rollback.
-      metrics.canaryRollbacks.inc({ route: route.name, upstream: watched.name }, 0)
+      this.metrics.canaryRollbacks.inc({ route: route.name, upstream: watched.name }, 0)
     }
   }
 
-  const apply = (snap: Installed, route: CompiledRoute, upstream: CompiledUpstream, source: 'local' | 'announced'): void => {
+  private apply (snap: Installed, route: CompiledRoute, upstream: CompiledUpstream, source: 'local' | 'announced'): void {
     // An outcome of a request still running on a replaced snapshot says nothing about the config in force.
+    const active = this.active
     if (active === undefined || active.snap !== snap) return
     if (!route.rollBack(upstream.index)) return
-    metrics.canaryRollbacks.inc({ route: route.name, upstream: upstream.name })
-    publishWeights(route)
-    const stats = trackers.get(route)?.tracker.stats()
-    logger.warn({ route: route.name, upstream: upstream.name, source, window: stats, weights: route.picker.weights },
+    this.metrics.canaryRollbacks.inc({ route: route.name, upstream: upstream.name })
+    this.publishWeights(route)
+    const stats = this.trackers.get(route)?.tracker.stats()
+    this.logger.warn({ route: route.name, upstream: upstream.name, source, window: stats, weights: route.picker.weights },
       'canary rolled back: effective weight is now 0 until the config changes')
     if (source === 'local') {
-      announce(`${head(snap.fileHash, active.epoch)}/${route.name}/${upstream.name}`, { route: route.name, upstream: upstream.name })
-      announceMarker() // the marker lives at least as long as the rollbacks under it
+      this.announce(`${head(snap.fileHash, active.epoch)}/${route.name}/${upstream.name}`, { route: route.name, upstream: upstream.name })
+      this.announceMarker() // the marker lives at least as long as the rollbacks under it
     }
   }
 
   /** Apply the rollbacks announced for the active snapshot and epoch. */
-  const applyInForce = () => {
-    for (const key of store.rollbacks()) onAnnounced(key)
+  private applyInForce (): void {
+    for (const key of this.store.rollbacks()) this.onAnnounced(key)
   }
 
-  const onAnnounced = (key: string): void => {
+  private onAnnounced (key: string): void {
+    const active = this.active
     if (active === undefined) return
     const a = parseKey(key)
     if (a === undefined || a.hash !== active.snap.fileHash) return
     if (a.route === undefined) {
-      // A newer activation of the config this instance serves: join it, at the configured weights.
-      if (!newer(a.epoch, active.epoch)) return
-      const from = active.epoch
-      active = { snap: active.snap, epoch: a.epoch }
-      const restored: string[] = []
-      for (const route of active.snap.routes.routes) {
-        if (route.restore()) restored.push(route.name)
-        publishWeights(route)
-      }
-      track(active.snap)
-      logger.info({ hash: active.snap.fileHash, from, to: a.epoch, restored },
-        restored.length > 0 ? 'config re-applied elsewhere: rollbacks of the earlier activation ended' : 'joined the config activation')
-      applyInForce()
+      if (newer(a.epoch, active.epoch)) this.join(a.epoch)
       return
     }
     if (a.epoch !== active.epoch) return
     // A newer activation of this config may be in the same batch (a resync at start): join it first.
-    const newest = newestMarker(active.snap.fileHash)
+    const newest = this.newestMarker(active.snap.fileHash)
     if (newest !== undefined && newer(newest.epoch, active.epoch)) {
-      onAnnounced(head(newest.hash, newest.epoch))
+      this.onAnnounced(head(newest.hash, newest.epoch))
       return
     }
     const route = active.snap.routes.get(a.route)
     const upstream = route?.upstreams.find((u) => u.name === a.upstream)
-    if (route !== undefined && upstream !== undefined) apply(active.snap, route, upstream, 'announced')
+    if (route !== undefined && upstream !== undefined) this.apply(active.snap, route, upstream, 'announced')
   }
-  store.onRollback(onAnnounced)
+
+  /** A newer activation of the config this instance serves: join it, at the configured weights. */
+  private join (epoch: string): void {
+    const snap = this.active!.snap
+    const from = this.active!.epoch
+    this.active = { snap, epoch }
+    const restored: string[] = []
+    for (const route of snap.routes.routes) {
+      if (route.restore()) restored.push(route.name)
+      this.publishWeights(route)
+    }
+    this.track(snap)
+    this.logger.info({ hash: snap.fileHash, from, to: epoch, restored },
+      restored.length > 0 ? 'config re-applied elsewhere: rollbacks of the earlier activation ended' : 'joined the config activation')
+    this.applyInForce()
+  }
 
   /** The newest activation marker announced, for `hash` or (undefined) for any config. */
-  const newestMarker = (hash: string | undefined): Announcement | undefined => {
+  private newestMarker (hash: string | undefined): Announcement | undefined {
     let best: Announcement | undefined
-    for (const key of store.rollbacks()) {
+    for (const key of this.store.rollbacks()) {
       const a = parseKey(key)
       if (a === undefined || a.route !== undefined || (hash !== undefined && a.hash !== hash)) continue
       if (best === undefined || newer(a.epoch, best.epoch)) best = a
     }
     return best
   }
+}
 
-  return {
-    install (snap, change) {
-      metrics.upstreamWeight.reset()
-      for (const route of snap.routes.routes) publishWeights(route)
-      track(snap)
-      let epoch: string
-      if (change) {
-        const newest = newestMarker(undefined)
-        if (newest !== undefined && newest.hash === snap.fileHash) {
-          epoch = newest.epoch // another instance already applied this change: share its activation
-        } else {
-          // Monotonic per instance, so two quick reloads never mint epochs in the wrong order.
-          stamp = Math.max(Date.now(), stamp + 1)
-          epoch = `${stamp}-${randomBytes(4).toString('hex')}`
-        }
-      } else {
-        epoch = newestMarker(snap.fileHash)?.epoch ?? ''
-      }
-      active = { snap, epoch }
-      announceMarker()
-      applyInForce()
-    },
-    record (route, upstream, outcome) {
-      if (route.rollbackUpstream !== upstream) return
-      const t = trackers.get(route)
-      if (t !== undefined && t.tracker.record(outcome === 'error')) apply(t.snap, route, upstream, 'local')
-    },
-    epoch: () => active?.epoch ?? '',
-    close () {
-      clearInterval(refresher)
-    }
-  }
+function head (hash: string, epoch: string): string {
+  return epoch === '' ? hash : `${hash}@${epoch}`
 }

@@ -98,29 +98,7 @@ export function createTunnels (opts: TunnelOptions): Tunnels {
     else perCaller.set(callerKey, n)
   }
 
-  const sweep = (): void => {
-    const t = now()
-    for (const tunnel of open) {
-      const session = tunnel.session
-      if (session === undefined || tunnel.shutting) continue
-      let refused: GatewayError | undefined
-      if (t >= session.exp * 1000) refused = new GatewayError('TOKEN_EXPIRED')
-      else {
-        try {
-          opts.authenticate(session.authorization)
-        } catch (err) {
-          refused = err instanceof GatewayError ? err : new GatewayError('TOKEN_REVOKED')
-          // The store cannot say (Redis away, mirror resynchronising): the tunnel stays open,
-          // and the next sweep after the resync sees any revocation made meanwhile.
-          if (refused.statusCode >= 500) refused = undefined
-        }
-      }
-      if (refused !== undefined) {
-        const reason = refused.errorName === 'TOKEN_EXPIRED' ? 'expired' : 'revoked'
-        tunnel.shut(CLOSE_TOKEN, JSON.stringify({ code: refused.code, message: refused.message }), reason)
-      }
-    }
-  }
+  const sweep = (): void => { sweepTokens(open, now(), opts.authenticate) }
   const timer = setInterval(sweep, opts.sweepEvery ?? SWEEP_EVERY)
   timer.unref()
 
@@ -170,6 +148,33 @@ export function createTunnels (opts: TunnelOptions): Tunnels {
     close () {
       clearInterval(timer)
       for (const tunnel of open) tunnel.destroy()
+    }
+  }
+}
+
+/**
+ * Close every tunnel whose token is past its exp at `t`, or refused as a new request's would be
+ * (4401, the refusal's envelope as reason).
+ */
+function sweepTokens (open: ReadonlySet<Tunnel>, t: number, authenticate: (authorization: string) => void): void {
+  for (const tunnel of open) {
+    const session = tunnel.session
+    if (session === undefined || tunnel.shutting) continue
+    let refused: GatewayError | undefined
+    if (t >= session.exp * 1000) refused = new GatewayError('TOKEN_EXPIRED')
+    else {
+      try {
+        authenticate(session.authorization)
+      } catch (err) {
+        refused = err instanceof GatewayError ? err : new GatewayError('TOKEN_REVOKED')
+        // The store cannot say (Redis away, mirror resynchronising): the tunnel stays open,
+        // and the next sweep after the resync sees any revocation made meanwhile.
+        if (refused.statusCode >= 500) refused = undefined
+      }
+    }
+    if (refused !== undefined) {
+      const reason = refused.errorName === 'TOKEN_EXPIRED' ? 'expired' : 'revoked'
+      tunnel.shut(CLOSE_TOKEN, JSON.stringify({ code: refused.code, message: refused.message }), reason)
     }
   }
 }
