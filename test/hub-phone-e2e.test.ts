@@ -2,6 +2,7 @@ import t from 'tap'
 import { APP_A, bearer, get, login, metric, post, redisFor, startEcho } from './helpers/auth.js'
 import { startGateway } from './helpers/gateway.js'
 import { hubConfig, startHubEmulator } from './helpers/hub.js'
+import { openWs, startWsUpstream } from './helpers/websocket.js'
 
 const echoUrl = await startEcho(t)
 const { emu, url: wechatUrl } = await startHubEmulator(t)
@@ -117,4 +118,26 @@ t.test('GET /auth/session: the stored session_key checked with WeChat', async (t
   t.same((await check())?.data, { sessionKeyValid: true }, 'a new login stores the new key')
   t.equal((await post(gwA.url + '/auth/session', {}, bearer(pair.accessToken))).status, 405)
   t.equal((await get(gwA.url + '/auth/session')).json?.code, 20001)
+})
+
+t.test('WebSocket upgrades: X-Phone-Number injected on injectPhone routes, a client copy never passes', async (t) => {
+  const ws = await startWsUpstream(t, 'ws')
+  const gw = await startGateway(t, {
+    ...cfg,
+    routes: [
+      { name: 'live', prefix: '/live', injectPhone: true, upstreams: [{ name: 'v1', url: ws.url, weight: 1 }] },
+      { name: 'chat', prefix: '/chat', upstreams: [{ name: 'v1', url: ws.url, weight: 1 }] }
+    ]
+  }, { now })
+  await gw.gateway.store.ready(5000)
+  const pair = await login(gw.url, 'u-pia-1', APP_A.appId)
+  t.equal((await post(gw.url + '/auth/phone', { code: 'phone-13700001111' }, bearer(pair.accessToken))).status, 200)
+  for (const [path, want] of [['/live/x', '+8613700001111'], ['/chat/x', undefined]] as const) {
+    const o = await openWs(gw.url, path, { ...bearer(pair.accessToken), X_Phone_Number: '+8610000000000', 'x-phone-number': '+8610000000000' })
+    t.equal(o.status, 101, path)
+    o.ws.close()
+    const h = ws.handshakes.at(-1)?.headers
+    t.equal(h?.['x-phone-number'], want, path)
+    t.equal(h?.['x_phone_number'], undefined, `${path}: underscore spelling gone`)
+  }
 })

@@ -19,6 +19,7 @@ import type { Logger } from 'pino'
 import { AggregatorRegistry } from 'prom-client'
 import type { LoadedConfig } from '../config/load.js'
 import { createAdminServer } from '../gateway/admin.js'
+import { serveTokenAdmin } from '../wechat/primary.js'
 import { ownProcess } from './process.js'
 
 /** Messages a worker sends to the primary. */
@@ -137,6 +138,9 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     }),
     metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() })
   })
+  // The shared access_token for backends (admin.apiToken), from the same Redis as the workers.
+  const tokenAdmin = serveTokenAdmin(admin, config, logger)
+  admin.addHook('onClose', async () => { await tokenAdmin?.close() })
   const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
   logger.info({ publicUrl, adminUrl, workers: count, config: loaded.file, hash: loaded.hash }, 'wegate listening')
 }

@@ -30,7 +30,8 @@ export interface WeChatHubOptions {
   /** The configured apps (current snapshot). */
   apps: () => ReadonlyMap<string, TokenApp>
   logger: Logger
-  metrics: Metrics
+  /** Where refreshes are counted; absent (the workers' primary): not counted. */
+  metrics?: Metrics | undefined
   now: () => number
 }
 
@@ -46,7 +47,7 @@ export function createWeChatHub (opts: WeChatHubOptions): WeChatHub {
     app: (appId) => opts.apps().get(appId),
     logger,
     now,
-    onRefresh: (app, reason, forced, ok) => metrics.wechatTokenRefreshes.inc({ app, reason, mode: forced ? 'force' : 'normal', result: ok ? 'success' : 'failure' })
+    onRefresh: (app, reason, forced, ok) => metrics?.wechatTokenRefreshes.inc({ app, reason, mode: forced ? 'force' : 'normal', result: ok ? 'success' : 'failure' })
   })
   const phones = opts.redis === undefined ? createMemoryPhones(now) : createRedisPhones(opts.redis, opts.keyPrefix)
   const timer = setInterval(() => {
