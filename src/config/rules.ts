@@ -12,7 +12,7 @@
 import { isIP } from 'node:net'
 import type { ConfigProblem } from './errors.js'
 import { isReservedPath, normalisePrefix } from './paths.js'
-import type { GatewayConfig, RouteConfig } from './schema.js'
+import { REDIRECT_APP_TYPES, type GatewayConfig, type RouteConfig } from './schema.js'
 
 type Report = (path: string, message: string) => void
 interface Rule {
@@ -82,6 +82,27 @@ const RULES: readonly Rule[] = [{
   reads: ['wechat.apps[*].appId'],
   check: ({ wechat }, report) => unique(wechat.apps.map((a) => a.appId), (i) => `wechat.apps[${i}].appId`, 'appId', report)
 }, {
+  // Browser logins: WeChat sends the browser back to {publicUrl}/auth/wechat/callback.
+  reads: ['publicUrl', 'wechat.apps[*].type'],
+  check: ({ publicUrl, wechat }, report) => {
+    const i = wechat.apps.findIndex((a) => REDIRECT_APP_TYPES.includes(a.type))
+    if (publicUrl === undefined && i !== -1) {
+      report('publicUrl', `is required by wechat.apps[${i}] (type ${wechat.apps[i].type}): WeChat sends browsers back to {publicUrl}/auth/wechat/callback`)
+    }
+    if (publicUrl !== undefined) urlProblems(publicUrl).forEach((m) => report('publicUrl', m))
+  }
+}, {
+  reads: ['wechat.apps[*].type', 'wechat.apps[*].redirects'],
+  check: ({ wechat }, report) => wechat.apps.forEach((a, i) => {
+    const at = `wechat.apps[${i}].redirects`
+    if (!REDIRECT_APP_TYPES.includes(a.type)) {
+      if (a.redirects.length > 0) report(at, `only officialAccount and website apps redirect (this app is ${a.type})`)
+      return
+    }
+    if (a.redirects.length === 0) report(at, `is required with type ${a.type}: the URL prefixes a login may return to, e.g. https://h5.example.com/`)
+    a.redirects.forEach((r, j) => redirectProblems(r).forEach((m) => report(`${at}[${j}]`, m)))
+  })
+}, {
   reads: ['tokens.keys[*].kid'],
   check: ({ tokens }, report) => unique(tokens.keys.map((k) => k.kid), (i) => `tokens.keys[${i}].kid`, 'kid', report)
 }, {
@@ -148,6 +169,32 @@ const ROUTE_RULES: readonly RouteRule[] = [{
     ref(r.canary?.rollback?.upstream, `${at}.canary.rollback.upstream`)
   }
 }]
+
+/** What a base URL (publicUrl, a redirect prefix) must not have. */
+function urlProblems (raw: string): string[] {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    return ['is not a valid URL']
+  }
+  const out: string[] = []
+  if (url.search !== '' || url.hash !== '' || /[?#]/.test(raw)) out.push('must not have a query or fragment')
+  if (url.username !== '' || url.password !== '') out.push('must not carry credentials')
+  return out
+}
+
+/**
+ * A redirect prefix is matched as a string: without a path, `https://h5.example.com`
+ * would also match `https://h5.example.com.evil.net/`; a wildcard would be a pattern.
+ */
+function redirectProblems (raw: string): string[] {
+  if (raw.includes('*')) return ['no wildcards: list each URL prefix']
+  if (!/^https?:\/\/[^/?#\s]+\/\S*$/i.test(raw)) {
+    return [`'${raw}' must be an absolute http(s) URL with a path or a trailing / (e.g. https://h5.example.com/)`]
+  }
+  return urlProblems(raw)
+}
 
 /**
  * Every rule problem of a decoded config, with its path. `reported`: paths the

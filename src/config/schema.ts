@@ -80,6 +80,12 @@ const KeyEntry = Strict({
 }, 'A signing / verification key', false)
 
 /** Where a redis store connects when the config names no topology. */
+/** The WeChat channels an app can be (docs/channels.md). */
+export const APP_TYPES = ['miniprogram', 'officialAccount', 'website', 'mobileApp'] as const
+export type AppType = typeof APP_TYPES[number]
+/** The app types whose login is a browser redirect through /auth/wechat/authorize. */
+export const REDIRECT_APP_TYPES: readonly AppType[] = ['officialAccount', 'website']
+
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379'
 
 /** host:port of a Redis node or sentinel ([v6 address]:port for IPv6). */
@@ -108,6 +114,7 @@ export const GatewayConfigSchema = Type.Object({
     Type.Boolean(),
     Type.Array(Type.String({ minLength: 1 }), { description: 'CIDRs / addresses of trusted load balancers' })
   ], { default: false, description: 'Whose X-Forwarded-* headers to believe: false (nobody), true (everybody: only behind a proxy that overwrites them), or a list of CIDRs' }),
+  publicUrl: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$', description: 'The gateway\'s external base URL as browsers reach it (e.g. https://api.example.com): WeChat sends them back to {publicUrl}/auth/wechat/callback. Required by officialAccount and website apps' })),
   store: Strict({
     type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], { default: 'memory', description: 'memory: one instance only; redis: shared by every instance' }),
     url: Type.Optional(Type.String({ minLength: 1, description: `Single Redis server (or a managed endpoint): redis://[user:password@]host:port[/db], rediss:// for TLS. Set at most one of url, cluster, sentinel; with none, ${DEFAULT_REDIS_URL}` })),
@@ -130,10 +137,13 @@ export const GatewayConfigSchema = Type.Object({
     timeout: Duration('3s', 'Per-attempt timeout of a code2Session call'),
     retries: Type.Integer({ minimum: 0, maximum: 5, default: 2, description: 'Extra attempts for transient failures (errcode -1, reset, timeout)' }),
     decryptMaxAge: Duration('0s', 'POST /auth/decrypt refuses data whose watermark is older than this; 0s: no age check (data a mini program cached, e.g. wx.getWeRunData results, stays usable; the session_key and watermark appid still bind it to the user and app)'),
+    openBaseUrl: Type.String({ pattern: '^https?://[^\\s]+$', default: 'https://open.weixin.qq.com', description: 'WeChat\'s authorization pages (officialAccount and website logins send browsers there)' }),
     apps: Type.Array(Strict({
-      appId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Mini program appId' }),
-      secret: Type.String({ minLength: 1, description: 'Mini program AppSecret (use ${VAR})' })
-    }, 'A mini program', false), { minItems: 1, description: 'Mini programs served' })
+      type: Type.Union(APP_TYPES.map((t) => Type.Literal(t)), { default: 'miniprogram', description: 'The channel: miniprogram (wx.login code), officialAccount (H5 inside WeChat, browser redirect), website (QR login, browser redirect), mobileApp (WeChat SDK code in a native App); see docs/channels.md' }),
+      appId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'The app\'s AppID' }),
+      secret: Type.String({ minLength: 1, description: 'The app\'s AppSecret (use ${VAR})' }),
+      redirects: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'officialAccount and website apps (required there, refused elsewhere): URL prefixes a browser login may return to, e.g. https://h5.example.com/ (absolute http(s), a path or a trailing /, no wildcards); any other redirect is refused' })
+    }, 'A WeChat app', false), { minItems: 1, description: 'WeChat apps served: mini programs, official accounts, websites and mobile Apps' })
   }, 'WeChat server API', false),
   tokens: Strict({
     issuer: Type.String({ minLength: 1, default: 'wegate', description: 'iss claim' }),
@@ -178,6 +188,7 @@ export type CanaryConfig = NonNullable<RouteConfig['canary']>
 export type RateLimitConfig = GatewayConfig['rateLimits']['login']
 export type TokensConfig = GatewayConfig['tokens']
 export type StoreConfig = GatewayConfig['store']
+export type AppConfig = GatewayConfig['wechat']['apps'][number]
 
 /** Helper for sub-schemas callers may want (e.g. tests). */
 export type Schema = TSchema
