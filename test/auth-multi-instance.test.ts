@@ -4,15 +4,17 @@
  */
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { bearer, get, login, post, redisFor, startAuthGateway, startEcho, startWeChat, type Answer } from './helpers/auth.js'
+import { bearer, get, login, post, redisFor, startAuthGateway, startEcho, startWeChat, testClock, type Answer } from './helpers/auth.js'
 
 const redis = await redisFor(t)
 const wx = await startWeChat(t)
 const echoUrl = await startEcho(t)
 // 300 ms refresh grace, so that a reuse can be provoked without waiting the default 10 s.
 const patch = { tokens: { keys: [{ kid: 'k1', secret: 'multi-instance-secret-0123456789abcdef' }], refreshGrace: '300ms' } }
-const a = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, redisUrl: redis.url, patch })
-const b = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, redisUrl: redis.url, patch })
+// one clock for both instances, moved by the test (the grace window is compared with it in Redis)
+const clock = testClock()
+const a = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, redisUrl: redis.url, patch, now: clock.now })
+const b = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, redisUrl: redis.url, patch, now: clock.now })
 
 /** Poll `fn` until `done` holds or `limitMs` passes; returns the last answer and the elapsed ms. */
 async function until (fn: () => Promise<Answer>, done: (a: Answer) => boolean, limitMs: number): Promise<{ last: Answer, ms: number }> {
@@ -67,7 +69,7 @@ t.test('a retry on B within the grace window gets A\'s child; a reuse on B after
   const retry = await post(b.url + '/auth/refresh', { refreshToken: d.refreshToken })
   t.equal(retry.status, 200)
   t.equal(retry.json?.data.refreshToken, child.refreshToken, 'B hands back the child A minted (grace)')
-  await sleep(400)
+  clock.advance(400)
   const reused = await post(b.url + '/auth/refresh', { refreshToken: d.refreshToken })
   t.equal(reused.json?.code, 20011, 'reuse detected on B')
   const { last, ms } = await until(() => get(a.url + '/api/me', bearer(child.accessToken)), (x) => x.status === 401, 1000)

@@ -3,8 +3,7 @@
  * reuse detection revoking the whole family, the grace window, concurrency.
  */
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { bearer, get, login, metric, post, redisFor, startAuthGateway, startEcho, startWeChat } from './helpers/auth.js'
+import { bearer, get, login, metric, post, redisFor, startAuthGateway, startEcho, startWeChat, testClock } from './helpers/auth.js'
 
 // 1.5 s: wide enough that ten concurrent refreshes on a loaded CI machine all land inside it
 const GRACE_MS = 1500
@@ -12,7 +11,9 @@ const GRACE_MS = 1500
 const redis = await redisFor(t)
 const wx = await startWeChat(t)
 const echoUrl = await startEcho(t)
+const clock = testClock()
 const { url, adminUrl } = await startAuthGateway(t, {
+  now: clock.now,
   wechatUrl: wx.url,
   echoUrl,
   redisUrl: redis.url,
@@ -50,7 +51,7 @@ t.test('reuse after the grace window revokes the family, including the latest ch
   const second = (await refresh(first.refreshToken)).json?.data
   const third = (await refresh(second.refreshToken)).json?.data
   t.equal((await api(third.accessToken)).status, 200)
-  await sleep(GRACE_MS + 100)
+  clock.advance(GRACE_MS + 100)
 
   const before = await metric(adminUrl, 'wegate_refreshes_total', { result: 'reused' })
   const reused = await refresh(first.refreshToken)
@@ -136,7 +137,9 @@ t.test('bad refresh tokens and bodies', async (t) => {
 t.test('an expired access token is 20004; refresh gives a working one', async (t) => {
   const echo = await startEcho(t)
   // 1 s access tokens and no skew, so one can expire within the test.
+  const shortClock = testClock()
   const short = await startAuthGateway(t, {
+    now: shortClock.now,
     wechatUrl: wx.url,
     echoUrl: echo,
     redisUrl: redis.url,
@@ -144,7 +147,7 @@ t.test('an expired access token is 20004; refresh gives a working one', async (t
   })
   const d = await login(short.url, 'exp-1')
   t.equal(d.expiresIn, 1)
-  await sleep(2100) // exp has one-second resolution: past iat + 1 s for sure
+  shortClock.advance(2100) // exp has one-second resolution: past iat + 1 s for sure
   const a = await get(short.url + '/api/me', bearer(d.accessToken))
   t.equal(a.status, 401)
   t.equal(a.json?.code, 20004, 'TOKEN_EXPIRED: the client should refresh')
@@ -158,7 +161,9 @@ t.test('an expired access token is 20004; refresh gives a working one', async (t
 
 t.test('a refresh token past its lifetime is 20012 (expired): log in again', async (t) => {
   const echo = await startEcho(t)
+  const shortClock = testClock()
   const short = await startAuthGateway(t, {
+    now: shortClock.now,
     wechatUrl: wx.url,
     echoUrl: echo,
     redisUrl: redis.url,
@@ -166,7 +171,7 @@ t.test('a refresh token past its lifetime is 20012 (expired): log in again', asy
   })
   const d = await login(short.url, 'rexp-1')
   t.ok(d.refreshExpiresIn <= 1, 'refreshExpiresIn follows refreshTtl')
-  await sleep(1100) // refresh expiry has millisecond precision
+  shortClock.advance(1100) // refresh expiry has millisecond precision
   const r = await post(short.url + '/auth/refresh', { refreshToken: d.refreshToken })
   t.equal(r.status, 401)
   t.equal(r.json?.code, 20012)

@@ -10,7 +10,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { createWeChatEmulator } from '../src/emulator/wechat.js'
 import { writeConfigFile } from './helpers/gateway.js'
-import { eventually } from './helpers/poll.js'
+import { waitUntil } from './helpers/wait.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { startRedis } from './helpers/redis.js'
 import { startServer } from './helpers/upstream.js'
@@ -56,7 +56,7 @@ t.test('two workers on one Redis behave as one gateway', async (t) => {
     const res = await request(`${gw.adminUrl}/readyz`)
     return { status: res.statusCode, body: await res.body.json() as { workers: { ready: number } } }
   }
-  const untilReady = async () => await eventually(async () => (await readyz()).status === 200, { timeoutMs: 10_000, everyMs: 50 })
+  const untilReady = async () => { await waitUntil(async () => (await readyz()).status === 200, 10_000, 50) }
   await untilReady()
   t.match(await readyz(), { status: 200, body: { workers: { configured: 2, ready: 2 } } }, 'ready when both workers are')
 

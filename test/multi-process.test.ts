@@ -7,7 +7,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { createWeChatEmulator } from '../src/emulator/wechat.js'
 import { writeConfigFile } from './helpers/gateway.js'
-import { eventually } from './helpers/poll.js'
+import { waitUntil } from './helpers/wait.js'
 import { startGatewayProcess, type GatewayProcess } from './helpers/process.js'
 import { startRedis } from './helpers/redis.js'
 import { startUpstream } from './helpers/upstream.js'
@@ -28,11 +28,11 @@ t.test('three processes on one Redis share tokens and revocations', async (t) =>
   const gws = await Promise.all([0, 1, 2].map(async () => await startGatewayProcess(t, file)))
   for (const gw of gws) {
     // readiness includes the Redis mirror being in sync
-    t.ok(await eventually(async () => {
+    await t.resolves(waitUntil(async () => {
       const res = await request(`${gw.adminUrl}/readyz`)
       await res.body.dump()
       return res.statusCode === 200
-    }), 'every instance becomes ready')
+    }, 5000, 20), 'every instance becomes ready')
   }
   const login = async (gw: GatewayProcess, code: string) => {
     const res = await request(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) })
@@ -45,7 +45,7 @@ t.test('three processes on one Redis share tokens and revocations', async (t) =>
   }
   /** ms until `gw` answers 401 for `token` (asserted to happen within 2 s). */
   const propagation = async (gw: GatewayProcess, token: string, started: number) => {
-    t.ok(await eventually(async () => await status(gw, token) === 401, { timeoutMs: 2000, everyMs: 0 }), 'the revocation reaches the other instance')
+    await t.resolves(waitUntil(async () => await status(gw, token) === 401, 2000, 0), 'the revocation reaches the other instance')
     return Date.now() - started
   }
 

@@ -12,7 +12,7 @@ import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { stringify } from 'yaml'
 import { baseConfig, merge, startGateway } from './helpers/gateway.js'
-import { eventually } from './helpers/poll.js'
+import { waitUntil } from './helpers/wait.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { startUpstream } from './helpers/upstream.js'
 import { APP_A, login, startWeChat } from './helpers/auth.js'
@@ -94,7 +94,7 @@ t.test('key files replaced, gateway.yaml untouched: the new keys sign after SIGH
   await writeFile(join(current, 'signing.pem'), k2.privatePem)
   await writeFile(join(current, 'signing.pub'), k2.publicPem)
   gw.child.kill('SIGHUP')
-  t.ok(await eventually(async () => publishes(k2.publicKey)), 'regression: the reload is no longer "unchanged"')
+  await t.resolves(waitUntil(async () => await publishes(k2.publicKey), 5000, 50), 'regression: the reload is no longer "unchanged"')
   const second = await login(gw.url, 'u-rot-3')
   t.ok(verifiesWith(second.accessToken, k2.publicKey), 'tokens signed afterwards verify with the new public key')
   t.notOk(verifiesWith(second.accessToken, k1.publicKey), 'not with the old one')
@@ -106,7 +106,7 @@ t.test('key files replaced, gateway.yaml untouched: the new keys sign after SIGH
   // 2. A Secret update: a new timestamped dir and the ..data swap. No signal: the watcher sees it.
   const k3 = es256()
   await secretVolume(keysDir, { 'signing.pem': k3.privatePem, 'signing.pub': k3.publicPem }, 2)
-  t.ok(await eventually(async () => publishes(k3.publicKey)), 'the key files are watched: the swap alone reloads')
+  await t.resolves(waitUntil(async () => await publishes(k3.publicKey), 5000, 50), 'the key files are watched: the swap alone reloads')
   const third = await login(gw.url, 'u-rot-5')
   t.ok(verifiesWith(third.accessToken, k3.publicKey), 'signed with the key from the Secret update')
   t.ok(verifiesWith(third.accessToken, await jwksKey(gw.url)))

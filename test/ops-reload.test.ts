@@ -10,7 +10,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { stringify } from 'yaml'
 import { baseConfig, merge } from './helpers/gateway.js'
-import { eventually } from './helpers/poll.js'
+import { waitUntil } from './helpers/wait.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -54,22 +54,22 @@ t.test('weights follow the file under continuous traffic; bad files are refused'
   }
   const workers = [worker(), worker(), worker(), worker()]
   // Every one of the last 20 answers came from `name`.
-  const settledOn = async (name: string) => await eventually(() => recent.length === 20 && recent.every((u) => u === name), { timeoutMs: 10_000 })
+  const settledOn = async (name: string) => await waitUntil(() => recent.length === 20 && recent.every((u) => u === name), 10_000, 20)
 
-  t.ok(await settledOn('a'), 'serving a')
+  await t.resolves(settledOn('a'), 'serving a')
 
   await writeFile(file, configWith(0, 1)) // in place
-  t.ok(await settledOn('b'), 'in-place write applied')
+  await t.resolves(settledOn('b'), 'in-place write applied')
 
   await writeFile(join(dir, 'tmp.yaml'), configWith(1, 0))
   await rename(join(dir, 'tmp.yaml'), file) // atomic rename, as editors and sed -i do
-  t.ok(await settledOn('a'), 'atomic rename applied')
+  await t.resolves(settledOn('a'), 'atomic rename applied')
 
   await writeFile(join(dir, 'tmp.yaml'), configWith(0, 1))
   await rename(join(dir, 'tmp.yaml'), file)
   child.kill('SIGHUP')
   await waitLog((l) => l.msg === 'reloading config' && l.signal === 'SIGHUP')
-  t.ok(await settledOn('b'), 'SIGHUP reload applied')
+  await t.resolves(settledOn('b'), 'SIGHUP reload applied')
 
   await writeFile(file, 'routes:\n  - name: pub\n    prefix: /pub\n    upstreams: [ { name: a, url: ') // half-written
   await waitLog((l) => typeof l.msg === 'string' && l.msg.startsWith('config reload refused'))
@@ -77,7 +77,7 @@ t.test('weights follow the file under continuous traffic; bad files are refused'
   const refused = await waitLog((l) => Array.isArray(l.problems) && (l.problems as string[]).some((p) => p.startsWith('routes[0].upstreams[0].weight: must be >= 0')))
   t.match(refused.msg, /still serving [0-9a-f]{16}/, 'the log says the old config keeps serving')
   recent.length = 0
-  t.ok(await settledOn('b'), 'traffic continues on the last good config')
+  await t.resolves(settledOn('b'), 'traffic continues on the last good config')
 
   const metrics = await (await request(`${adminUrl}/metrics`)).body.text()
   t.match(metrics, /^wegate_config_reloads_total\{result="success"\} 3$/m)

@@ -91,6 +91,14 @@ export interface AuthStackOptions {
   redisUrl?: string
   /** Deep-merged over the stack's config. */
   patch?: Record<string, unknown>
+  /** The gateway's clock (buildGateway's `now`): tokens expire when the test moves it. */
+  now?: () => number
+}
+
+/** A clock a test moves instead of sleeping: real time plus what the test added. */
+export function testClock (): { now: () => number, advance: (ms: number) => void } {
+  let offset = 0
+  return { now: () => Date.now() + offset, advance: (ms) => { offset += ms } }
 }
 
 /** The config patch the auth tests share: emulator, one required-auth route to the echo upstream, Redis. */
@@ -107,7 +115,7 @@ export function authConfig (opts: AuthStackOptions): Record<string, unknown> {
 
 /** startGateway with the auth stack's config; waits for the Redis store to be usable. */
 export async function startAuthGateway (t: TestContext, opts: AuthStackOptions): Promise<StartedGateway> {
-  const started = await startGateway(t, authConfig(opts))
+  const started = await startGateway(t, authConfig(opts), opts.now !== undefined ? { now: opts.now } : {})
   await started.gateway.store.ready(5000)
   return started
 }
