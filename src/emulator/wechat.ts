@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { DEMO_WECHAT_SECRET } from '../config/demo.js'
+import { createOAuth } from './oauth.js'
 import { createServices, newRid, SERVICE_ERRMSG, type EmulatedApi } from './services.js'
 
 export type { EmulatedApi } from './services.js'
@@ -17,6 +18,11 @@ export type { EmulatedApi } from './services.js'
 export interface WeChatEmulatorApp {
   appId: string
   secret: string
+  /**
+   * The WeChat Open Platform account the app is bound to: a user's unionid is the same in
+   * every app of one account (default: every app shares one account).
+   */
+  openAccount?: string
 }
 
 /** The subset of a pino logger the emulator uses. */
@@ -40,6 +46,8 @@ export interface WeChatEmulator {
   listen (opts?: { port?: number, host?: string }): Promise<string>
   /** Stop listening, drop open connections and pending slow answers. */
   close (): Promise<void>
+  /** How many sns/oauth2/access_token requests arrived (any outcome). */
+  readonly oauthCalls: number
   /** How many code2Session requests arrived (any outcome). */
   readonly calls: number
   /** The `js_code` of every code2Session request, in arrival order (`''` when absent). */
@@ -98,7 +106,16 @@ const NOT_FOUND = JSON.stringify({ errcode: -1, errmsg: 'not found' })
 /** Create an emulator; nothing listens until `listen()`. */
 export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatEmulator {
   const apps = new Map<string, string>()
-  for (const app of opts.apps ?? [DEMO_APP]) apps.set(app.appId, app.secret)
+  const accounts = new Map<string, string>()
+  for (const app of opts.apps ?? [DEMO_APP]) {
+    apps.set(app.appId, app.secret)
+    if (app.openAccount !== undefined) accounts.set(app.appId, app.openAccount)
+  }
+  /** The same user has one unionid across the apps of an open platform account. */
+  const unionidOf = (appid: string, user: string): string => {
+    const account = accounts.get(appid)
+    return account === undefined ? stableId('unionid', user) : stableId('unionid', account, user)
+  }
   const log = opts.logger === false ? undefined : opts.logger
   const now = opts.now ?? Date.now
   const services = createServices({
@@ -106,6 +123,13 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
     now,
     tokenTtlSec: opts.tokenTtlSec ?? 7200,
     errmsg: (errcode) => WECHAT_ERRMSG[errcode] ?? `errcode ${errcode}`,
+    log: log === undefined ? undefined : (fields, msg) => log.info(fields, msg)
+  })
+
+  const oauth = createOAuth({
+    apps,
+    openidOf: (appid, user, code) => stableId('openid', appid, user === undefined ? 'code:' + code : 'user:' + user),
+    unionidOf,
     log: log === undefined ? undefined : (fields, msg) => log.info(fields, msg)
   })
 
@@ -122,9 +146,9 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
     res.end(req.method === 'HEAD' ? undefined : body)
   }
 
-  function fail (req: IncomingMessage, res: ServerResponse, appid: string, errcode: number): void {
+  function fail (req: IncomingMessage, res: ServerResponse, appid: string, errcode: number, api = 'code2Session'): void {
     const errmsg = `${WECHAT_ERRMSG[errcode] ?? `errcode ${errcode}`}, rid: ${newRid(now())}`
-    log?.info({ appid, errcode }, 'code2Session failed')
+    log?.info({ appid, errcode }, `${api} failed`)
     send(req, res, 200, 'text/plain', JSON.stringify({ errcode, errmsg }))
   }
 
@@ -136,7 +160,7 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
       session_key: chosen === null ? randomBytes(16).toString('base64') : Buffer.from(chosen[1]!, 'base64url').toString('base64'),
       openid: stableId('openid', appid, user === undefined ? 'code:' + code : 'user:' + user)
     }
-    if (user !== undefined) body.unionid = stableId('unionid', user)
+    if (user !== undefined) body.unionid = unionidOf(appid, user)
     services.rememberSession(appid, body.openid, body.session_key)
     log?.info({ appid, unionid: body.unionid !== undefined }, 'code2Session ok')
     send(req, res, 200, 'text/plain', JSON.stringify(body))
@@ -193,8 +217,16 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
       code2Session(req, res, url.searchParams)
       return
     }
+    const reply = (answer: Record<string, unknown>) => send(req, res, 200, 'text/plain', JSON.stringify(answer))
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      const handled = oauth.handle(url, reply, (errcode) => fail(req, res, url.searchParams.get('appid') ?? '', errcode, 'oauth2 access_token'),
+        (status, type, body, headers) => {
+          res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), ...headers })
+          res.end(req.method === 'HEAD' ? undefined : body)
+        })
+      if (handled) return
+    }
     readBody(req).then((body) => {
-      const reply = (answer: Record<string, unknown>) => send(req, res, 200, 'text/plain', JSON.stringify(answer))
       if (!services.handle(req.method ?? 'GET', url, body, reply)) send(req, res, 404, 'text/plain', NOT_FOUND)
     }, () => res.destroy())
   }
@@ -223,6 +255,7 @@ export function createWeChatEmulator (opts: WeChatEmulatorOptions = {}): WeChatE
       s.closeAllConnections()
       await new Promise<void>((resolve) => s.close(() => resolve()))
     },
+    get oauthCalls () { return oauth.exchanges },
     get calls () {
       return received.length
     },
