@@ -52,6 +52,25 @@ function suite (name: string, make: Make, topo?: TestTopology) {
       t.equal(await s.getSessionKey('wxapp', 'o3'), null, 'gone after its TTL')
     })
 
+    t.test('web logins: a single-use entry is taken once, by one of concurrent takers, and expires; grants per user', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      await s.putOnce('state:a', 'v-a', MIN)
+      t.equal(await s.takeOnce('state:a'), 'v-a')
+      t.equal(await s.takeOnce('state:a'), null, 'taken: gone')
+      await s.putOnce('ticket:b', 'v-b', MIN)
+      const racing = await Promise.all(Array.from({ length: 8 }, () => s.takeOnce('ticket:b')))
+      t.same(racing.filter((v) => v !== null), ['v-b'], 'one taker of eight gets it')
+      await s.putOnce('state:short', 'v', 50)
+      c.advance(100)
+      await sleep(120) // Redis expires in real time
+      t.equal(await s.takeOnce('state:short'), null, 'gone after its TTL')
+      await s.setWeChatGrant('wxweb', 'o1', 'g1', MIN)
+      await s.setWeChatGrant('wxweb', 'o1', 'g2', MIN)
+      t.equal(await s.getWeChatGrant('wxweb', 'o1'), 'g2', 'overwritten at each login')
+      t.equal(await s.getWeChatGrant('wxother', 'o1'), null, 'keyed per app')
+    })
+
     t.test('rotation spends the token and mints a child of the same family', async (t) => {
       const c = clock()
       const s = await make(t, {}, c.now)
@@ -303,6 +322,8 @@ function suite (name: string, make: Make, topo?: TestTopology) {
         await s.claimLogin(h('claimed-only'), 'A', 10_000)
         await s.claimLogin(h('finished'), 'A', 10_000)
         await s.finishLogin(h('finished'), 'A', 'outcome', true, 10_000)
+        await s.putOnce(h('state'), 'v', 10 * MIN)
+        await s.setWeChatGrant('wxweb', 'o1', 'g', MIN)
         // on a cluster the keys are spread over the masters: scan each one, ask each key's own master
         const keys: string[] = []
         const ttls = new Map<string, number>()

@@ -162,6 +162,21 @@ export interface LoginClaimPort {
   releaseLogin (key: string, owner: string): Promise<void>
 }
 
+/**
+ * Browser and App logins (src/auth/web-login.ts): single-use entries (a browser
+ * login's state, a login ticket, each under a hash of its secret) and WeChat's
+ * oauth2 tokens of a user, kept server-side like session_key.
+ */
+export interface WebLoginPort {
+  /** Keep `value` under `key` for `ttlMs`, to be taken once. */
+  putOnce (key: string, value: string, ttlMs: number): Promise<void>
+  /** Read and delete the entry in one step: of concurrent takers at most one gets it. null when absent or expired. */
+  takeOnce (key: string): Promise<string | null>
+  /** WeChat's access_token / refresh_token of the user in a web or App channel (opaque); overwritten at every login. */
+  setWeChatGrant (appId: string, openid: string, grant: string, ttlMs: number): Promise<void>
+  getWeChatGrant (appId: string, openid: string): Promise<string | null>
+}
+
 /** Canary announcements every instance hears. */
 export interface AnnouncementPort {
   /**
@@ -191,7 +206,7 @@ export interface HealthPort {
 export type RedisConnection = import('ioredis').Redis | import('ioredis').Cluster
 
 /** Every port of one backing store, as the app holds it. */
-export interface Store extends SessionKeyPort, FamilyPort, RevocationPort, LoginClaimPort, AnnouncementPort, HealthPort {
+export interface Store extends SessionKeyPort, FamilyPort, RevocationPort, LoginClaimPort, WebLoginPort, AnnouncementPort, HealthPort {
   readonly kind: 'memory' | 'redis'
   /**
    * The connection, for features that keep their own keys next to the store's (rate-limit

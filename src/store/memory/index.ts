@@ -15,6 +15,7 @@ import type { AnnouncementPort, RevocationPort, SessionKeyPort, Store, StoreLogg
 import { boundedSet } from './bounded.js'
 import { createMemoryFamilies } from './families.js'
 import { createMemoryLogins } from './logins.js'
+import { createMemoryWebLogins } from './web-logins.js'
 
 // 60 s: how often expired entries are swept (they are also ignored on read)
 const SWEEP_INTERVAL_MS = 60_000
@@ -71,6 +72,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
   const keys = sessionKeys(max, now, check)
   const families = createMemoryFamilies(max, logger, check)
   const logins = createMemoryLogins(max, now, check)
+  const webLogins = createMemoryWebLogins(max, now, check)
   const revocations = new RevocationSet()
   // Nothing issued before this store existed can be checked against it: a restart logs everyone out.
   revocations.denyIssuedBefore(now())
@@ -80,6 +82,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     keys.sweep(t)
     families.sweep(t)
     logins.sweep(t)
+    webLogins.sweep(t)
     revocations.sweep(t)
     // Not a limit (revocations are kept until they expire): a sign that this instance outgrew the memory store.
     const inForce = { jti: revocations.jtis.size, fid: revocations.fids.size, user: revocations.userEntries }
@@ -120,6 +123,10 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     peekLogin: logins.peekLogin,
     finishLogin: logins.finishLogin,
     releaseLogin: logins.releaseLogin,
+    putOnce: webLogins.putOnce,
+    takeOnce: webLogins.takeOnce,
+    setWeChatGrant: webLogins.setWeChatGrant,
+    getWeChatGrant: webLogins.getWeChatGrant,
     ...announcements(check),
     redisConnection: () => undefined,
     async ping () {

@@ -158,6 +158,22 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     ...revocations,
     ...logins,
 
+    async putOnce (key, value, ttlMs) {
+      await op('putOnce', () => main.set(keys.once(key), value, 'PX', ms(ttlMs)))
+    },
+    async takeOnce (key) {
+      // GETDEL (Redis 6.2+) as a transaction: one key, one slot, atomic everywhere.
+      const r = await op('takeOnce', () => main.multi().get(keys.once(key)).del(keys.once(key)).exec())
+      const got = r?.[0]?.[1]
+      return typeof got === 'string' ? got : null
+    },
+    async setWeChatGrant (appId, openid, grant, ttlMs) {
+      await op('setWeChatGrant', () => main.set(keys.grant(appId, openid), grant, 'PX', ms(ttlMs)))
+    },
+    async getWeChatGrant (appId, openid) {
+      return await op('getWeChatGrant', () => main.get(keys.grant(appId, openid)))
+    },
+
     async announceRollback (key, untilMs) {
       await op('announceRollback', () => deny(keys.deny.rollback, key, untilMs, ['r', key, untilMs]))
       mirror.addRollbacks([key])

@@ -11,6 +11,9 @@ export interface RedisKeys {
   family (fid: string): { meta: string, spent: string, grace: (hash: string) => string }
   sessionKey (appid: string, openid: string): string
   login (key: string): string
+  /** A single-use entry of a browser or App login (state, ticket). */
+  once (key: string): string
+  grant (appid: string, openid: string): string
 }
 
 export function redisKeys (p: string): RedisKeys {
@@ -23,6 +26,8 @@ export function redisKeys (p: string): RedisKeys {
       grace: (hash) => `${p}{fam:${fid}}:grace:${hash}`
     }),
     sessionKey: (appid, openid) => `${p}{u:${appid}:${openid}}:sk`,
-    login: (key) => `${p}{login:${key}}`
+    login: (key) => `${p}{login:${key}}`,
+    once: (key) => `${p}{once:${key}}`,
+    grant: (appid, openid) => `${p}{u:${appid}:${openid}}:grant`
   }
 }
