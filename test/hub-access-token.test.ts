@@ -25,7 +25,7 @@ const namespace = () => `hubtest${++prefixN}:`
 function instance (t: Test, cache: TokenCachePort, opts: { retries?: number } = {}): Instance {
   const raw: string[] = []
   const logger = pino({ level: 'debug' }, { write: (s: string) => { raw.push(s) } })
-  const http: WeChatHttp = createWeChatHttp({ baseUrl: emuUrl, timeoutMs: 2000, retries: opts.retries ?? 1, logger, random: () => 0 })
+  const http: WeChatHttp = createWeChatHttp({ baseUrl: emuUrl, timeoutMs: 15_000, retries: opts.retries ?? 1, logger, random: () => 0 })
   t.teardown(() => http.close())
   const refreshes: Instance['refreshes'] = []
   const svc = createAccessTokenService({

@@ -7,7 +7,7 @@ import { OFFICIAL_SAMPLE } from './helpers/wechat-sample.js'
 
 const { encryptedData, iv, decrypted, sessionKey } = OFFICIAL_SAMPLE
 const echoUrl = await startEcho(t)
-const { url: wechatUrl } = await startHubEmulator(t)
+const { emu, url: wechatUrl } = await startHubEmulator(t)
 const gw = await startGateway(t, hubConfig({ wechatUrl, echoUrl }))
 const decrypt = (token: string, body: unknown) => post(gw.url + '/auth/decrypt', body, bearer(token))
 
@@ -84,6 +84,9 @@ t.test('no session_key stored (it expired): 401 10004, log in again', async (t) 
   const r = await post(short.url + '/auth/decrypt', { encryptedData, iv }, bearer(pair.accessToken))
   t.equal(r.status, 401)
   t.equal(r.json?.code, 10004)
+  const calls = emu.checkCalls
+  t.same((await get(short.url + '/auth/session', bearer(pair.accessToken))).json?.data, { sessionKeyValid: false }, '/auth/session says so')
+  t.equal(emu.checkCalls, calls, 'without asking WeChat')
 })
 
 t.test('wechat.decryptMaxAge: recent data passes, older data is refused with 10007', async (t) => {

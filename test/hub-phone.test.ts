@@ -19,7 +19,7 @@ t.teardown(() => emu.close())
 function hub (t: Test) {
   const raw: string[] = []
   const logger = pino({ level: 'debug' }, { write: (s: string) => { raw.push(s) } })
-  const http = createWeChatHttp({ baseUrl: emuUrl, timeoutMs: 2000, retries: 1, logger, random: () => 0 })
+  const http = createWeChatHttp({ baseUrl: emuUrl, timeoutMs: 15_000, retries: 1, logger, random: () => 0 })
   t.teardown(() => http.close())
   const tokens = createAccessTokenService({ cache: createMemoryTokenCache(now), http: () => http, app: (id) => (id === APP.appId ? APP : undefined), logger, now })
   return { deps: { tokens, http: () => http, logger }, lines: () => raw.map((s) => JSON.parse(s) as Record<string, unknown>) }

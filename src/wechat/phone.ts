@@ -36,8 +36,10 @@ export async function fetchPhoneNumber (deps: { tokens: AccessTokenService, http
   }))
   const timeoutMs = deps.http().timeoutMs
   if (r.kind === 'errcode' && r.errcode === 40029) {
-    deps.logger.info({ appId, errcode: r.errcode, rid: r.rid }, 'WeChat rejected the phone code as invalid')
-    throw new WeChatError('PHONE_CODE_INVALID', errcodeFailure(r), { detail: `errcode 40029: ${r.errmsg}` })
+    // After a timeout or reset the code may have been spent by our own earlier attempt.
+    const spent = r.uncertain ? ' (probably spent by an earlier attempt of this call)' : ''
+    deps.logger.info({ appId, errcode: r.errcode, rid: r.rid, uncertain: r.uncertain }, 'WeChat rejected the phone code as invalid')
+    throw new WeChatError('PHONE_CODE_INVALID', errcodeFailure(r), { detail: `errcode 40029: ${r.errmsg}${spent}` })
   }
   if (r.kind !== 'ok') throw serviceError(deps.logger, 'getuserphonenumber', r, timeoutMs, { appId })
   const info = r.body.phone_info

@@ -33,10 +33,14 @@ export interface HubConfigOptions {
   decryptMaxAge?: string
 }
 
-/** Both apps, a route that gets X-Phone-Number (/api/phone) and one that does not (/api/plain). */
+/**
+ * Both apps, a route that gets X-Phone-Number (/api/phone) and one that does not (/api/plain).
+ * WeChat timeout 15 s: a loaded machine must not turn a slow answer into a retry that finds
+ * its single-use phone code already spent.
+ */
 export function hubConfig (opts: HubConfigOptions): Record<string, unknown> {
   const patch: Record<string, unknown> = {
-    wechat: { baseUrl: opts.wechatUrl, timeout: '2s', retries: 1, apps: [APP_A, SAMPLE_APP], ...(opts.decryptMaxAge !== undefined ? { decryptMaxAge: opts.decryptMaxAge } : {}) },
+    wechat: { baseUrl: opts.wechatUrl, timeout: '15s', retries: 1, apps: [APP_A, SAMPLE_APP], ...(opts.decryptMaxAge !== undefined ? { decryptMaxAge: opts.decryptMaxAge } : {}) },
     rateLimits: { login: { max: 100000, window: '1m', by: 'ip' } },
     routes: [
       { name: 'phone', prefix: '/api/phone', auth: 'required', injectPhone: true, upstreams: [{ name: 'v1', url: opts.echoUrl, weight: 1 }] },
