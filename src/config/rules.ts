@@ -167,6 +167,22 @@ const ROUTE_RULES: readonly RouteRule[] = [{
     }
     ref(r.canary?.upstream, `${at}.canary.upstream`)
     ref(r.canary?.rollback?.upstream, `${at}.canary.rollback.upstream`)
+    ref(r.canary?.ramp?.upstream, `${at}.canary.ramp.upstream`)
+  }
+}, {
+  reads: ['upstreams[*].name', 'upstreams[*].weight', 'canary.upstream', 'canary.rollback.upstream', 'canary.ramp'],
+  check: (r, at, report) => {
+    const ramp = r.canary?.ramp
+    if (ramp === undefined) return
+    const where = `${at}.canary.ramp`
+    ramp.steps.forEach((s, j) => {
+      if (j > 0 && !(s > ramp.steps[j - 1])) report(`${where}.steps[${j}]`, `must be greater than the step before it (${ramp.steps[j - 1]})`)
+    })
+    if (r.upstreams.length < 2) report(`${where}`, 'needs a stable upstream besides the canary (the route has one upstream)')
+    else if (!r.upstreams.some((u) => u.name !== ramp.upstream && u.weight > 0)) report(`${at}.upstreams`, `a ramp needs an upstream other than '${ramp.upstream}' with a weight > 0 (the stable version)`)
+    // The picker's canary range (sticky callers) and the ramp's share must be the same upstream.
+    if (r.canary?.upstream !== undefined && r.canary.upstream !== ramp.upstream) report(`${at}.canary.upstream`, `must be the ramp's upstream '${ramp.upstream}' (or be left out)`)
+    if (r.canary?.rollback !== undefined && r.canary.rollback.upstream !== ramp.upstream) report(`${at}.canary.rollback.upstream`, `must be the ramp's upstream '${ramp.upstream}'`)
   }
 }]
 

@@ -45,14 +45,22 @@ const Upstream = Strict({
 const Canary = Strict({
   sticky: Type.Union([Type.Literal('none'), Type.Literal('openid'), Type.Literal('ip')], { default: 'openid', description: 'Keep the same caller on the same upstream' }),
   header: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9-]+$', description: 'Request header whose value names an upstream to force (testers)' })),
-  upstream: Type.Optional(Name('The canary upstream for `openids` (default: the rollback upstream, else the last upstream)')),
+  upstream: Type.Optional(Name('The canary upstream for `openids` (default: the ramp\'s, else the rollback upstream, else the last upstream)')),
   openids: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Callers always routed to the canary upstream' }),
   rollback: Type.Optional(Strict({
     upstream: Name('The upstream watched and rolled back'),
     errorRate: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.01, description: 'Roll back when errors / requests exceeds this' }),
     window: Duration('1m', 'Sliding window the rate is computed over'),
     minRequests: Type.Integer({ minimum: 1, default: 100, description: 'No decision below this many requests in the window' })
-  }, 'Automatic rollback of a failing canary', false))
+  }, 'Automatic rollback of a failing canary', false)),
+  ramp: Type.Optional(Strict({
+    upstream: Name('The canary upstream whose share of traffic the ramp raises'),
+    steps: Type.Array(Type.Number({ exclusiveMinimum: 0, maximum: 100 }), { minItems: 1, default: [5, 20, 50, 100], description: 'The canary\'s share of traffic (percent) at each step, increasing; passing the last step promotes the canary (it keeps that share until the config changes)' }),
+    interval: Duration('10m', 'Shortest time a step lasts; it advances only when its analysis passes'),
+    minRequests: Type.Integer({ minimum: 1, default: 100, description: 'Canary requests (from all instances) a step needs before it is judged' }),
+    errorRate: Type.Number({ minimum: 0, maximum: 1, default: 0.01, description: 'Abort (roll back) when the canary\'s errors / requests in the step exceeds this' }),
+    maxLatencyRatio: Type.Number({ exclusiveMinimum: 0, default: 1.5, description: 'Abort when the canary\'s p99 exceeds this × the stable upstreams\' p99 over the same step' })
+  }, 'Automatic progressive delivery: the canary\'s share goes through `steps`, each judged on the gateway\'s own measurements', false))
 }, 'Grey release settings', false)
 
 const Route = Strict({

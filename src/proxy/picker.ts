@@ -34,7 +34,7 @@ export interface Picker {
   readonly configuredWeights: readonly number[]
   /** Weights actually used for the ranges (after rollback and its fallback), config order. */
   readonly weights: readonly number[]
-  /** Index of the canary upstream (`canary.upstream` ?? `canary.rollback.upstream` ?? the last). */
+  /** Index of the canary upstream (`canary.upstream` ?? `canary.ramp.upstream` ?? `canary.rollback.upstream` ?? the last). */
   readonly canaryIndex: number
   /** Lower-cased name of the override header, or undefined when none is configured. */
   readonly headerName: string | undefined
@@ -67,7 +67,7 @@ export function createPicker (upstreams: readonly PickerUpstream[], canary: Cana
   const names = upstreams.map((u) => u.name)
   const byName = new Map<string, number>()
   names.forEach((n, i) => { if (!byName.has(n)) byName.set(n, i) })
-  const canaryName = canary?.upstream ?? canary?.rollback?.upstream
+  const canaryName = canary?.upstream ?? canary?.ramp?.upstream ?? canary?.rollback?.upstream
   const canaryIndex = canaryName !== undefined && byName.has(canaryName) ? byName.get(canaryName) as number : upstreams.length - 1
   const layout = new Int32Array(upstreams.length)
   layout[0] = canaryIndex
