@@ -14,6 +14,8 @@ export const ErrorCatalog = {
   DECRYPT_TOO_OLD: { code: 10007, status: 400, message: 'Encrypted data is too old; fetch it again' },
   SIGNATURE_MISMATCH: { code: 10008, status: 403, message: 'rawData signature does not match the WeChat session; call wx.login, log in again, then retry' },
   PHONE_CODE_INVALID: { code: 10009, status: 400, message: 'Phone number code is invalid, expired or already used; ask the user to tap the button again' },
+  LOGIN_STATE_INVALID: { code: 10010, status: 400, message: 'This WeChat login is unknown, expired, already finished or was started in another browser; start the login again' },
+  LOGIN_TICKET_INVALID: { code: 10011, status: 401, message: 'Login ticket is invalid, expired or already used; start the login again' },
 
   // 2xxxx: authentication
   TOKEN_MISSING: { code: 20001, status: 401, message: 'Missing access token' },
@@ -47,6 +49,8 @@ export const ErrorCatalog = {
   BAD_PATH: { code: 40003, status: 400, message: 'Request path cannot be normalised safely' },
   ENCRYPTED_DATA_MALFORMED: { code: 40004, status: 400, message: 'encryptedData and iv must be base64; iv must decode to 16 bytes' },
   UNSUPPORTED_MEDIA_TYPE: { code: 40015, status: 415, message: 'Unsupported Content-Type; send application/json' },
+  REDIRECT_NOT_ALLOWED: { code: 40016, status: 400, message: 'redirect is not one of the app\'s allowed URLs' },
+  WRONG_LOGIN_FLOW: { code: 40017, status: 400, message: 'This app does not log in this way' },
 
   // 5xxxx: system
   INTERNAL: { code: 50000, status: 500, message: 'Internal error' },

@@ -52,7 +52,7 @@ async function stack (t: Test, make: (now: () => number) => Store) {
     const c = claimsOf(accessToken)
     return store.isRevoked({ jti: c.jti, fid: c.fid, appid: c.appid, openid: c.openid, iatMs: c.iat * 1000 })
   }
-  const login = (openid: string) => sessions.start(tokens, cfg, { appid: 'wxapp', openid, unionid: undefined }, 'sk')
+  const login = (openid: string) => sessions.start(tokens, cfg, { appid: 'wxapp', openid, unionid: undefined }, { sessionKey: 'sk' })
   const refresh = (token: string) => sessions.refresh(tokens, cfg, token, APPS, log)
   return { store, tokens, sessions, denied, login, refresh, claimsOf, advance: (ms: number) => { time += ms } }
 }

@@ -1,10 +1,13 @@
 /**
- * The Kubernetes manifests under deploy/kubernetes and the Dockerfile they run:
- * every object is valid against the Kubernetes API schema (offline, through
- * kubernetes-models), and the settings an SRE relies on hold together — probes
- * on the admin port, a drain that fits in the grace period, a ConfigMap mount
- * that can hot-reload, secrets that exist, a config the gateway accepts.
+ * The Kubernetes manifests under deploy/kubernetes and the Dockerfile they run.
+ * Every kustomization (the production base and each overlay) is built the way an
+ * SRE applies it, with `kubectl kustomize`; on what that renders, every object is
+ * valid against the Kubernetes API schema (offline, through kubernetes-models),
+ * and the settings an SRE relies on hold together — probes on the admin port, a
+ * drain that fits in the grace period, a ConfigMap mount that can hot-reload,
+ * secrets that exist, a config the gateway accepts.
  */
+import { spawnSync } from 'node:child_process'
 import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -22,6 +25,10 @@ import { parseConfig } from '../src/config/load.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const k8sDir = join(root, 'deploy/kubernetes')
+const baseDir = join(k8sDir, 'base')
+const tryOutDir = join(k8sDir, 'overlays/try-out')
+const KUBECTL_HINT = 'kubectl (with kustomize v5) not found: install it from the Kubernetes apt repository ' +
+  '(https://pkgs.k8s.io/core:/stable:/v1.32/deb/, package `kubectl`) or as a static binary (https://dl.k8s.io/release/v1.32.4/bin/linux/amd64/kubectl)'
 
 interface K8sObject { apiVersion: string, kind: string, metadata?: { name?: string } }
 interface Kustomization { resources?: string[], images?: Array<{ name: string }> }
@@ -47,22 +54,34 @@ function yamlFiles (dir: string): string[] {
   })
 }
 
-function parseDocs (file: string): unknown[] {
-  return parseAllDocuments(readFileSync(file, 'utf8')).map((doc) => {
-    if (doc.errors.length > 0) throw new Error(`${relative(root, file)}: ${doc.errors[0].message}`)
+function parseDocs (text: string, source: string): unknown[] {
+  return parseAllDocuments(text).map((doc) => {
+    if (doc.errors.length > 0) throw new Error(`${source}: ${doc.errors[0].message}`)
     return doc.toJS() as unknown
   }).filter((d) => d !== null && d !== undefined)
 }
 
+/** `kubectl kustomize <dir>`: what `kubectl apply -k <dir>` would send to the API server. */
+function kustomize (dir: string): { status: number | null, output: string, objects: K8sObject[] } {
+  const r = spawnSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 60_000 })
+  if (r.error !== undefined && (r.error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(KUBECTL_HINT)
+  const objects = r.status === 0 ? parseDocs(r.stdout, `kubectl kustomize ${relative(root, dir)}`) as K8sObject[] : []
+  return { status: r.status, output: `${r.stdout}${r.stderr}`, objects }
+}
+
 const files = yamlFiles(k8sDir)
 const kustomizations = files.filter((f) => /kustomization\.ya?ml$/.test(f))
-const manifests: Manifest[] = files.filter((f) => !kustomizations.includes(f))
-  .flatMap((file) => parseDocs(file).map((obj) => ({ file, obj: obj as K8sObject })))
+const sources: Manifest[] = files.filter((f) => !kustomizations.includes(f))
+  .flatMap((file) => parseDocs(readFileSync(file, 'utf8'), relative(root, file)).map((obj) => ({ file, obj: obj as K8sObject })))
+const builds = new Map(kustomizations.map((k) => [dirname(k), kustomize(dirname(k))]))
+const keyOf = (o: K8sObject): string => `${o.kind}/${o.metadata?.name ?? '?'}`
+/** The invariants below run on the try-out overlay's render: the base plus the Secret example and Redis. */
+const rendered: K8sObject[] = builds.get(tryOutDir)?.objects ?? []
 
-function one<T> (kind: string, name: string): T {
-  const found = manifests.filter((m) => m.obj.kind === kind && m.obj.metadata?.name === name)
+function one<T> (kind: string, name: string, objects: K8sObject[] = rendered): T {
+  const found = objects.filter((o) => o.kind === kind && o.metadata?.name === name)
   if (found.length !== 1) throw new Error(`expected exactly one ${kind}/${name}, found ${found.length}`)
-  return found[0].obj as T
+  return found[0] as T
 }
 
 const deployment = one<IDeployment>('Deployment', 'wegate')
@@ -90,14 +109,33 @@ function portNumber (port: number | string | undefined): number | undefined {
   return container.ports?.find((p) => p.name === port)?.containerPort
 }
 
-t.test('every manifest is a valid Kubernetes object (offline API schema)', async (t) => {
-  t.ok(manifests.length >= 8, `found ${manifests.length} objects`)
-  for (const { file, obj } of manifests) {
-    const key = `${obj.apiVersion}/${obj.kind}`
-    const model = models[key]
-    t.ok(model, `${relative(root, file)}: ${key} is a known model`)
-    if (model === undefined) continue
-    t.doesNotThrow(() => model(obj).validate(), `${relative(root, file)}: ${obj.kind}/${obj.metadata?.name ?? '?'} validates`)
+t.test('kubectl with kustomize v5 is installed', async (t) => {
+  const r = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' })
+  t.equal(r.error, undefined, KUBECTL_HINT)
+  t.match(r.stdout, /Kustomize Version: v5\./, 'kustomize v5 (kubectl >= 1.27)')
+})
+
+t.test('every kustomization builds with kubectl kustomize (as `kubectl apply -k` would)', async (t) => {
+  t.same([...builds.keys()].map((d) => relative(k8sDir, d)).sort(), ['base', 'overlays/try-out'])
+  for (const [dir, b] of builds) {
+    t.equal(b.status, 0, `kubectl kustomize ${relative(root, dir)}: ${b.output.slice(0, 500)}`)
+    t.ok(b.objects.length >= 7, `${relative(root, dir)} renders ${b.objects.length} objects`)
+  }
+  // No kustomization inside another one's tree: kustomize refuses an overlay inside its base ("cycle detected").
+  for (const a of builds.keys()) {
+    for (const b of builds.keys()) if (a !== b) t.ok(relative(a, b).startsWith('..'), `${relative(root, b)} is not inside ${relative(root, a)}`)
+  }
+})
+
+t.test('every rendered object is a valid Kubernetes object (offline API schema)', async (t) => {
+  for (const [dir, b] of builds) {
+    for (const obj of b.objects) {
+      const key = `${obj.apiVersion}/${obj.kind}`
+      const model = models[key]
+      t.ok(model, `${relative(root, dir)}: ${key} is a known model`)
+      if (model === undefined) continue
+      t.doesNotThrow(() => model(obj).validate(), `${relative(root, dir)}: ${keyOf(obj)} validates`)
+    }
   }
 })
 
@@ -107,24 +145,18 @@ t.test('the schema check catches a broken object', async (t) => {
   t.throws(() => models['apps/v1/Deployment'](broken as unknown as K8sObject).validate())
 })
 
-t.test('kustomizations list existing files and cover every manifest', async (t) => {
-  const listed = new Set<string>()
-  for (const k of kustomizations) {
-    const doc = parseDocs(k)[0] as Kustomization
-    for (const r of doc.resources ?? []) {
-      const p = resolve(dirname(k), r)
-      t.ok(existsSync(p), `${relative(root, k)}: resource ${r} exists`)
-      // kustomize refuses files outside the kustomization's own tree (directories are fine)
-      if (!statSync(p).isDirectory()) t.notOk(relative(dirname(k), p).startsWith('..'), `${r} is inside ${relative(root, dirname(k))}`)
-      listed.add(p)
-    }
-  }
-  for (const f of files.filter((f) => !kustomizations.includes(f))) {
-    t.ok(listed.has(f), `${relative(root, f)} is applied by some kustomization`)
-  }
-  const base = parseDocs(join(k8sDir, 'kustomization.yaml'))[0] as Kustomization
-  t.notOk(base.resources?.some((r) => /secret|redis/i.test(r)), 'the production base applies neither placeholder secrets nor the try-out Redis')
-  t.ok(base.images?.some((i) => i.name === container.image?.split(':')[0]), 'the image can be retargeted with kustomize images:')
+t.test('the kustomizations render every manifest; the base no placeholders', async (t) => {
+  const renderedKeys = new Set([...builds.values()].flatMap((b) => b.objects.map(keyOf)))
+  for (const { file, obj } of sources) t.ok(renderedKeys.has(keyOf(obj)), `${relative(root, file)}: ${keyOf(obj)} is rendered by some kustomization`)
+  const base = builds.get(baseDir)?.objects ?? []
+  t.notOk(base.some((o) => o.kind === 'Secret' || /redis/i.test(o.metadata?.name ?? '')), 'the production base applies neither placeholder secrets nor the try-out Redis')
+  t.same(base.map(keyOf).sort(), rendered.filter((o) => base.some((b) => keyOf(b) === keyOf(o))).map(keyOf).sort(), 'the try-out overlay contains the whole base')
+  t.ok(rendered.some((o) => o.kind === 'StatefulSet') && rendered.some((o) => o.kind === 'Secret'), 'try-out adds the Secret example and Redis')
+  const kustomization = parseDocs(readFileSync(join(baseDir, 'kustomization.yaml'), 'utf8'), 'base')[0] as Kustomization
+  const sourceDeployment = one<IDeployment>('Deployment', 'wegate', sources.map((m) => m.obj))
+  const image = sourceDeployment.spec?.template.spec?.containers.find((c) => c.name === 'wegate')?.image ?? ''
+  t.ok(kustomization.images?.some((i) => i.name === image.split(':')[0]), 'the image can be retargeted with kustomize images:')
+  t.ok(existsSync(join(tryOutDir, 'secret.example.yaml')))
 })
 
 t.test('deployment keeps capacity through rollouts', async (t) => {
@@ -236,10 +268,10 @@ t.test('services, HPA and PDB select the gateway pods', async (t) => {
 })
 
 t.test('the try-out Redis is clearly marked as not for production', async (t) => {
-  const redisFile = manifests.find((m) => m.obj.kind === 'StatefulSet')?.file ?? ''
+  const redisFile = sources.find((m) => m.obj.kind === 'StatefulSet')?.file ?? ''
   t.match(readFileSync(redisFile, 'utf8'), /FOR TRYING OUT/)
   t.match(readFileSync(redisFile, 'utf8'), /managed Redis/)
-  t.match(readFileSync(manifests.find((m) => m.obj.kind === 'Secret')!.file, 'utf8'), /EXAMPLE ONLY/)
+  t.match(readFileSync(sources.find((m) => m.obj.kind === 'Secret')!.file, 'utf8'), /EXAMPLE ONLY/)
 })
 
 t.test('Dockerfile: the image the manifests run', async (t) => {

@@ -143,7 +143,7 @@ t.test('the example scrape config is valid and scrapes the admin port the pods a
   t.ok(relabel.some((c) => c.action === 'keep' && c.source_labels?.[0] === '__meta_kubernetes_pod_annotation_prometheus_io_scrape'))
 
   // Apply the port rewrite as Prometheus would (RE2 and JS agree on this regex).
-  const deployment = parseAllDocuments(readFileSync(join(root, 'deploy/kubernetes/deployment.yaml'), 'utf8'))[0].toJS() as {
+  const deployment = parseAllDocuments(readFileSync(join(root, 'deploy/kubernetes/base/deployment.yaml'), 'utf8'))[0].toJS() as {
     spec: { template: { metadata: { annotations: Record<string, string> } } }
   }
   const port = deployment.spec.template.metadata.annotations['prometheus.io/port']

@@ -117,7 +117,7 @@ export function createLoginCoordinator (deps: { claims: LoginClaimPort, sessions
       session = known.session
     } else {
       try {
-        session = await snap.wechat.code2Session(wxApp, code)
+        session = await snap.wechat.exchangeCode(wxApp, code)
       } catch (err) {
         if (err instanceof WeChatError) {
           const e: SharedOutcome = { err: { name: err.errorName, kind: err.wechat.kind, errcode: err.wechat.errcode } }
@@ -133,7 +133,7 @@ export function createLoginCoordinator (deps: { claims: LoginClaimPort, sessions
     let result: Omit<LoginResult, 'shared'>
     try {
       result = await sessions.start(snap.tokens, snap.config.tokens,
-        { appid: wxApp.appId, openid: session.openid, unionid: session.unionid }, session.sessionKey)
+        { appid: wxApp.appId, openid: session.openid, unionid: session.unionid }, session)
     } catch (err) {
       // The claim stays (the store is likely down anyway): a retry here takes it back and
       // uses WeChat's answer kept in memory, since WeChat would now say "code already used".

@@ -10,10 +10,12 @@ import { GatewayError, ok } from '../errors.js'
 import { normalisePath } from '../proxy/path.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Store } from '../store/index.js'
+import { pickApp } from './channels.js'
 import { createLoginCoordinator, type LoginResult } from './login.js'
 import { loginSchema, logoutSchema, refreshSchema } from './schemas.js'
 import { createSessions, pairOf } from './sessions.js'
 import type { AuthSnapshot } from './snapshot.js'
+import { registerWebLogin } from './web-login.js'
 import { WeChatError, type WeChatApp } from './wechat.js'
 
 export type { AuthSnapshot } from './snapshot.js'
@@ -50,14 +52,14 @@ async function nameLogin (request: FastifyRequest): Promise<void> {
   request.routeName = 'auth_login'
 }
 
-/** The app a login is for: the named one, or the only one configured. */
+/** The app a code login is for: the named one, or the only one it can be (channels.ts). */
 function appOf (snap: AuthSnapshot, appId: string | undefined, metrics: Metrics): WeChatApp {
-  const wxApp = appId !== undefined ? snap.apps.get(appId) : snap.apps.size === 1 ? snap.apps.values().next().value : undefined
-  if (wxApp !== undefined) return wxApp
-  metrics.logins.inc({ app: 'unknown', result: 'failure', errcode: 'none' })
-  throw appId !== undefined || snap.apps.size === 0
-    ? new GatewayError('UNKNOWN_APP')
-    : new GatewayError('UNKNOWN_APP', { message: 'appId is required: several mini programs are configured' })
+  try {
+    return pickApp(snap.apps, appId, 'code')
+  } catch (err) {
+    metrics.logins.inc({ app: 'unknown', result: 'failure', errcode: 'none' })
+    throw err
+  }
 }
 
 export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Promise<void> {
@@ -65,22 +67,30 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
   const now = opts.now ?? Date.now
   const sessions = createSessions({ store, metrics, now })
   const coordinator = createLoginCoordinator({ claims: store, sessions, now })
+  const web = registerWebLogin(app, { snapshot, store, metrics, sessions, now, loginLimiter: opts.loginLimiter })
 
   // JSON only: a form or text body is a 415, not a confusing validation error.
   app.removeContentTypeParser('text/plain')
   // Every route of this plugin (the plugin is encapsulated: proxied requests never run it).
   app.addHook('onRequest', exactSpelling)
 
-  app.post<{ Body: { code: string, appId?: string } }>('/auth/login', {
+  app.post<{ Body: { code?: string, appId?: string, ticket?: string } }>('/auth/login', {
     schema: loginSchema,
     // Before the body is read: a flood of logins costs one counter each.
     onRequest: opts.loginLimiter !== undefined ? [nameLogin, opts.loginLimiter] : [nameLogin]
   }, async (request) => {
     const snap = snapshot()
+    const { code, ticket } = request.body
+    if (ticket !== undefined) {
+      const issued = await web.redeemTicket(snap, ticket, request.body.appId)
+      request.log.info({ appid: issued.appid, openid: issued.openid, fid: issued.fid, ticket: true }, 'login')
+      return ok(pairOf(issued, now()))
+    }
+    if (code === undefined) throw new GatewayError('VALIDATION_FAILED')
     const wxApp = appOf(snap, request.body.appId, metrics)
     let result: LoginResult
     try {
-      result = await coordinator.login(snap, wxApp, request.body.code, request.log)
+      result = await coordinator.login(snap, wxApp, code, request.log)
     } catch (err) {
       // A login lost to the store (50010) is a failed login too: count it.
       const errcode = err instanceof WeChatError ? err.wechat.errcode : null

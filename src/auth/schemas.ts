@@ -3,11 +3,36 @@
 export const loginSchema = {
   body: {
     type: 'object',
-    required: ['code'],
     properties: {
       // wx.login codes are 32 characters today; 128 leaves room without inviting abuse.
       code: { type: 'string', minLength: 1, maxLength: 128 },
-      appId: { type: 'string', minLength: 1, maxLength: 64 }
+      appId: { type: 'string', minLength: 1, maxLength: 64 },
+      // A browser login's ticket (web-login.ts): 43 characters.
+      ticket: { type: 'string', minLength: 1, maxLength: 128 }
+    },
+    // A code (mini program, App) or a ticket (browser login), not both.
+    oneOf: [{ required: ['code'] }, { required: ['ticket'] }]
+  }
+} as const
+
+export const authorizeSchema = {
+  querystring: {
+    type: 'object',
+    required: ['redirect'],
+    properties: {
+      appId: { type: 'string', minLength: 1, maxLength: 64 },
+      redirect: { type: 'string', minLength: 1, maxLength: 2048 },
+      scope: { type: 'string', minLength: 1, maxLength: 32 }
+    }
+  }
+} as const
+
+export const callbackSchema = {
+  querystring: {
+    type: 'object',
+    properties: {
+      code: { type: 'string', maxLength: 256 },
+      state: { type: 'string', maxLength: 128 }
     }
   }
 } as const

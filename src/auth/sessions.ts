@@ -9,7 +9,7 @@
 import type { TokensConfig } from '../config/schema.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../metrics/index.js'
-import type { FamilyPort, RefreshRecord, RevocationPort, SessionKeyPort } from '../store/index.js'
+import type { FamilyPort, RefreshRecord, RevocationPort, SessionKeyPort, WebLoginPort } from '../store/index.js'
 import type { AccessClaims, TokenService } from './tokens.js'
 
 /** Who a session is for. */
@@ -63,8 +63,8 @@ export interface SessionLog {
 }
 
 export interface Sessions {
-  /** A new login: keep session_key, start a family, issue its first pair. */
-  start (tokens: TokenService, cfg: TokensConfig, who: Principal, sessionKey: string): Promise<IssuedPair & { fid: string }>
+  /** A new login: keep WeChat's secrets (session_key, or a web / App channel's grant), start a family, issue its first pair. */
+  start (tokens: TokenService, cfg: TokensConfig, who: Principal, wechat: { sessionKey?: string, grant?: string }): Promise<IssuedPair & { fid: string }>
   /** Rotate a refresh token into a new pair; throws the REFRESH_* / SESSION_APP_UNKNOWN error otherwise. */
   refresh (tokens: TokenService, cfg: TokensConfig, presented: string, appids: readonly string[], log: SessionLog): Promise<IssuedPair & { fid: string }>
   /** Log out the caller's login; `refreshToken` ends another family the caller holds; `all` ends every older one. */
@@ -72,7 +72,7 @@ export interface Sessions {
 }
 
 export function createSessions (deps: {
-  store: SessionKeyPort & FamilyPort & RevocationPort
+  store: SessionKeyPort & FamilyPort & RevocationPort & Pick<WebLoginPort, 'setWeChatGrant'>
   metrics: Metrics
   now: () => number
 }): Sessions {
@@ -106,11 +106,12 @@ export function createSessions (deps: {
   }
 
   return {
-    async start (tokens, cfg, who, sessionKey) {
+    async start (tokens, cfg, who, wechat) {
       const t = now()
       const refresh = tokens.newRefreshToken()
       const expiresAt = t + Math.min(cfg.refreshTtl, cfg.sessionTtl)
-      await store.setSessionKey(who.appid, who.openid, sessionKey, cfg.sessionKeyTtl)
+      if (wechat.sessionKey !== undefined) await store.setSessionKey(who.appid, who.openid, wechat.sessionKey, cfg.sessionKeyTtl)
+      if (wechat.grant !== undefined) await store.setWeChatGrant(who.appid, who.openid, wechat.grant, cfg.sessionKeyTtl)
       await store.createFamily(refresh.hash, {
         fid: refresh.fid,
         openid: who.openid,

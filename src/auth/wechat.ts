@@ -6,6 +6,7 @@
  * never reach a log line; neither does the request URL, because it contains the secret.
  */
 import type { Logger } from 'pino'
+import type { AppType } from '../config/schema.js'
 import { badResponse, createWeChatHttp, errcodeFailure, transportError, WeChatError, type WeChatHttp, type WeChatOutcome } from '../wechat/http.js'
 
 export { WeChatError, type WeChatFailure, type WeChatFailureKind } from '../wechat/http.js'
@@ -13,12 +14,18 @@ export { WeChatError, type WeChatFailure, type WeChatFailureKind } from '../wech
 export interface WeChatApp {
   appId: string
   secret: string
+  /** The channel (default miniprogram): how its users log in (docs/channels.md). */
+  type?: AppType
+  /** officialAccount / website: the URL prefixes a browser login may return to. */
+  redirects?: readonly string[]
 }
 
 export interface WeChatSession {
   openid: string
-  /** Never logged, never sent to a client. */
-  sessionKey: string
+  /** Mini programs (code2Session). Never logged, never sent to a client. */
+  sessionKey?: string
+  /** Web and App channels (sns/oauth2): WeChat's access_token and refresh_token, as JSON. Never logged, never sent to a client. */
+  grant?: string
   unionid?: string
 }
 
@@ -42,7 +49,11 @@ export interface WeChatClientOnTransport {
 
 export interface WeChatClient {
   /** Exchange a `wx.login` code for the user's openid (and unionid, session_key). Throws WeChatError. */
-  code2Session (app: WeChatApp, code: string): Promise<WeChatSession>
+  code2Session (app: WeChatApp, code: string): Promise<WeChatSession & { sessionKey: string }>
+  /** Exchange a web page's or the App SDK's code (sns/oauth2/access_token) for the user's openid, unionid and WeChat's tokens. Throws WeChatError. */
+  oauth2Session (app: WeChatApp, code: string): Promise<WeChatSession>
+  /** The exchange of the app's channel: oauth2Session for web and App channels, else code2Session. */
+  exchangeCode (app: WeChatApp, code: string): Promise<WeChatSession>
   /** The longest one code2Session call can take, ms: every attempt's timeout plus the backoff between them. */
   readonly budgetMs: number
   /** Close the connection pool (waits for calls in flight). */
@@ -54,7 +65,7 @@ export function createWeChatClient (opts: WeChatClientOptions | WeChatClientOnTr
   const log = opts.logger.child({ component: 'wechat' })
   const http = 'http' in opts ? opts.http : createWeChatHttp({ ...opts, logger: log })
 
-  async function code2Session (app: WeChatApp, code: string): Promise<WeChatSession> {
+  async function code2Session (app: WeChatApp, code: string): Promise<WeChatSession & { sessionKey: string }> {
     const r = await http.call({
       api: 'code2Session',
       method: 'GET',
@@ -62,7 +73,7 @@ export function createWeChatClient (opts: WeChatClientOptions | WeChatClientOnTr
       query: { appid: app.appId, secret: app.secret, js_code: code, grant_type: 'authorization_code' },
       log: { appId: app.appId }
     })
-    if (r.kind !== 'ok') throw fail(app, r)
+    if (r.kind !== 'ok') throw fail(app, r, 'code2Session')
     const b = r.body
     if (typeof b.openid !== 'string' || b.openid === '' || typeof b.session_key !== 'string' || b.session_key === '') {
       // Field names only: the values may include a session_key.
@@ -70,16 +81,39 @@ export function createWeChatClient (opts: WeChatClientOptions | WeChatClientOnTr
       log.error({ appId: app.appId, attempts: r.attempts, detail }, 'WeChat answered with something that is not a code2Session answer')
       throw badResponse(detail, r.attempts)
     }
-    const session: WeChatSession = { openid: b.openid, sessionKey: b.session_key }
+    const session: WeChatSession & { sessionKey: string } = { openid: b.openid, sessionKey: b.session_key }
     if (typeof b.unionid === 'string' && b.unionid !== '') session.unionid = b.unionid
     log.debug({ appId: app.appId, attempts: r.attempts, unionid: session.unionid !== undefined }, 'WeChat code2Session ok')
     return session
   }
 
+  async function oauth2Session (app: WeChatApp, code: string): Promise<WeChatSession> {
+    const r = await http.call({
+      api: 'oauth2',
+      method: 'GET',
+      path: '/sns/oauth2/access_token',
+      query: { appid: app.appId, secret: app.secret, code, grant_type: 'authorization_code' },
+      log: { appId: app.appId }
+    })
+    if (r.kind !== 'ok') throw fail(app, r, 'oauth2')
+    const b = r.body
+    if (typeof b.openid !== 'string' || b.openid === '' || typeof b.access_token !== 'string' || b.access_token === '') {
+      // Field names only: the values include WeChat's tokens.
+      const detail = `HTTP 200 JSON without openid/access_token (fields: ${Object.keys(b).join(', ') || 'none'})`
+      log.error({ appId: app.appId, attempts: r.attempts, detail }, 'WeChat answered with something that is not an oauth2 access_token answer')
+      throw badResponse(detail, r.attempts)
+    }
+    const grant = { accessToken: b.access_token, refreshToken: b.refresh_token, expiresIn: b.expires_in, scope: b.scope }
+    const session: WeChatSession = { openid: b.openid, grant: JSON.stringify(grant) }
+    if (typeof b.unionid === 'string' && b.unionid !== '') session.unionid = b.unionid
+    log.debug({ appId: app.appId, attempts: r.attempts, unionid: session.unionid !== undefined }, 'WeChat oauth2 access_token ok')
+    return session
+  }
+
   /** Log the final failure once and build the error the caller throws. */
-  function fail (app: WeChatApp, r: Exclude<WeChatOutcome, { kind: 'ok' }>): WeChatError {
+  function fail (app: WeChatApp, r: Exclude<WeChatOutcome, { kind: 'ok' }>, api: string): WeChatError {
     const appId = app.appId
-    if (r.kind !== 'errcode') return transportError(log, r, 'code2Session', http.timeoutMs, { appId })
+    if (r.kind !== 'errcode') return transportError(log, r, api, http.timeoutMs, { appId })
     const wechat = errcodeFailure(r)
     const attempts = r.attempts
     const fields = { appId, attempts, errcode: r.errcode, rid: r.rid, errmsg: r.errmsg }
@@ -111,13 +145,15 @@ export function createWeChatClient (opts: WeChatClientOptions | WeChatClientOnTr
         log.error(fields, `WeChat rejected the AppSecret of app ${appId}: check wechat.apps[].secret in the gateway config (or the variable it comes from); it may have been reset on mp.weixin.qq.com`)
         return new WeChatError('WECHAT_MISCONFIGURED', wechat, { detail })
       default:
-        log.error(fields, 'WeChat answered code2Session with an unexpected errcode')
+        log.error(fields, `WeChat answered ${api} with an unexpected errcode`)
         return new WeChatError('WECHAT_BAD_RESPONSE', wechat, { detail })
     }
   }
 
   return {
     code2Session,
+    oauth2Session,
+    exchangeCode: (app, code) => app.type === undefined || app.type === 'miniprogram' ? code2Session(app, code) : oauth2Session(app, code),
     budgetMs: http.budgetMs,
     close: () => http.close()
   }

@@ -24,12 +24,12 @@ const GATEWAY_SET = new Set([
 ])
 
 /**
- * Names a backend may take as the caller's identity: ours (X-Phone-Number: the number
+ * Names a backend may take as the caller's identity: ours (X-WeGate-Channel: the caller's app type; X-Phone-Number: the number
  * verified with /auth/phone, on `injectPhone` routes), and the X-WX-* set that
  * WeChat Cloud Hosting injects (a service moved from CloudBase may still trust them).
  */
 const IDENTITY_NAMES = new Set([
-  'x-openid', 'x-unionid', 'x-appid', 'x-phone-number',
+  'x-openid', 'x-unionid', 'x-appid', 'x-phone-number', 'x-wegate-channel',
   'x-wx-openid', 'x-wx-unionid', 'x-wx-appid', 'x-wx-from-openid', 'x-wx-from-unionid', 'x-wx-from-appid'
 ])
 
@@ -148,6 +148,8 @@ export interface ForwardContext {
   upstreamHost: string
   forwardAuthorization: boolean
   identity: { openid: string, unionid?: string | undefined, appid: string } | undefined
+  /** The caller's app type (miniprogram, officialAccount, website, mobileApp) for X-WeGate-Channel. */
+  channel?: string | undefined
   /** The caller's verified number for X-Phone-Number (`injectPhone` routes only). */
   phone?: string | undefined
 }
@@ -188,6 +190,7 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
     out['x-openid'] = id.openid
     out['x-appid'] = id.appid
     if (id.unionid !== undefined) out['x-unionid'] = id.unionid
+    if (ctx.channel !== undefined) out['x-wegate-channel'] = ctx.channel
   }
   if (ctx.phone !== undefined) out['x-phone-number'] = ctx.phone
   return out

@@ -69,13 +69,15 @@ export function resolve (p: Pipeline, input: PipelineInput): Resolved | Promise<
     : p.rateLimit({ routeName: route.name, rateRule: rule, callerOpenid: caller?.openid ?? '', ip: input.ip })
   // A store read only on routes that asked for the number, and only for a verified caller.
   const phone = route.config.injectPhone && caller !== undefined && p.phoneOf !== undefined ? p.phoneOf(caller.appid, caller.openid) : undefined
-  if (limited === undefined && phone === undefined) return plan(p, input, route, caller, target, undefined, undefined)
-  return Promise.all([limited, phone]).then(([rateHeaders, number]) => plan(p, input, route, caller, target, rateHeaders, number))
+  const channel = caller === undefined ? undefined : snap.apps?.get(caller.appid)?.type ?? 'miniprogram'
+  if (limited === undefined && phone === undefined) return plan(p, input, route, caller, target, undefined, undefined, channel)
+  return Promise.all([limited, phone]).then(([rateHeaders, number]) => plan(p, input, route, caller, target, rateHeaders, number, channel))
 }
 
 function plan (
   p: Pipeline, input: PipelineInput, route: CompiledRoute, caller: Caller | undefined,
-  target: { path: string, query: string }, rateHeaders: Record<string, string> | undefined, phone: string | undefined
+  target: { path: string, query: string }, rateHeaders: Record<string, string> | undefined, phone: string | undefined,
+  channel: string | undefined
 ): Resolved {
   const upstream = pickUpstream(route, caller, input.ip, input.headers)
   const remote = input.socket.remoteAddress ?? ''
@@ -86,6 +88,7 @@ function plan (
     upstreamHost: upstream.host,
     forwardAuthorization: route.config.forwardAuthorization,
     identity: caller,
+    channel,
     phone
   })
   return { route, caller, upstream, path: route.upstreamPath(target.path, upstream) + target.query, upstreamHeaders, rateHeaders }

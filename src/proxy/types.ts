@@ -27,6 +27,8 @@ export interface ProxySnapshot {
   readonly routes: RouteTable
   readonly authenticate: Authenticate
   readonly config: { readonly websocket: TunnelLimits }
+  /** wechat.apps by appId: the caller's app type is sent upstream as X-WeGate-Channel (docs/channels.md). */
+  readonly apps?: ReadonlyMap<string, { readonly type?: string | undefined }>
 }
 
 /** Outcome of one forwarded request or handshake, for rollback tracking and metrics. */

@@ -1,0 +1,203 @@
+/**
+ * Browser logins for officialAccount (H5 inside WeChat) and website (QR) apps:
+ *
+ *   GET /auth/wechat/authorize?appId&redirect[&scope]  → 302 to WeChat's page, with a state
+ *   GET /auth/wechat/callback?code&state               → 302 to `redirect` with a one-time ticket
+ *   POST /auth/login {ticket}                          → the usual token pair (redeemTicket)
+ *
+ * `redirect` must start with one of the app's `redirects` (never an open
+ * redirect). The state is 256 random bits, kept in the store under its hash for
+ * 10 minutes, taken once, and bound to the browser that started the login by an
+ * HttpOnly cookie holding another secret (compared in constant time). The ticket
+ * is 256 random bits too, kept under its hash for 60 s, bound to the app; it
+ * carries no token: tokens never travel in a URL. WeChat's access_token and
+ * refresh_token stay in the store, like session_key.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { GatewayError } from '../errors.js'
+import type { Metrics } from '../metrics/index.js'
+import type { Store } from '../store/index.js'
+import { pickApp } from './channels.js'
+import { authorizeSchema, callbackSchema } from './schemas.js'
+import type { IssuedPair, Sessions } from './sessions.js'
+import type { AuthSnapshot } from './snapshot.js'
+import { WeChatError, type WeChatApp } from './wechat.js'
+
+const STATE_TTL_MS = 10 * 60_000
+const TICKET_TTL_MS = 60_000
+const COOKIE = 'wegate_wx_login'
+const COOKIE_PATH = '/auth/wechat'
+/** A secret as this module makes them: 32 random bytes, base64url. */
+const SECRET = /^[A-Za-z0-9_-]{43}$/
+
+interface StateRecord { appid: string, redirect: string, browser: string, expiresAt: number }
+interface TicketRecord { appid: string, openid: string, unionid?: string, expiresAt: number }
+
+const newSecret = (): string => randomBytes(32).toString('base64url')
+const digest = (s: string): string => createHash('sha256').update(s).digest('base64url')
+const stateKey = (state: string): string => `state:${digest(state)}`
+const ticketKey = (ticket: string): string => `ticket:${digest(ticket)}`
+
+export interface WebLoginOptions {
+  snapshot: () => AuthSnapshot
+  store: Store
+  metrics: Metrics
+  sessions: Sessions
+  now: () => number
+  /** The /auth/login rate limiter: starting a browser login counts as a login. */
+  loginLimiter?: ((request: FastifyRequest, reply: FastifyReply) => Promise<void>) | undefined
+}
+
+export interface WebLogin {
+  /** POST /auth/login {ticket[, appId]}: the ticket's login, once. */
+  redeemTicket (snap: AuthSnapshot, ticket: string, appId: string | undefined): Promise<IssuedPair & { fid: string, appid: string }>
+}
+
+/** The allowed URL `redirect` is, normalised; REDIRECT_NOT_ALLOWED otherwise. */
+function allowedRedirect (app: WeChatApp, redirect: string): string {
+  let url: URL
+  try {
+    url = new URL(redirect)
+  } catch {
+    throw new GatewayError('REDIRECT_NOT_ALLOWED', { detail: 'not an absolute URL' })
+  }
+  const href = url.href
+  const ok = (url.protocol === 'https:' || url.protocol === 'http:') && url.username === '' && url.password === '' &&
+    (app.redirects ?? []).some((prefix) => href.startsWith(new URL(prefix).href))
+  if (!ok) throw new GatewayError('REDIRECT_NOT_ALLOWED', { detail: `redirect ${url.origin}${url.pathname} matches no prefix of app ${app.appId}` })
+  return href
+}
+
+/** The scope WeChat is asked for: snsapi_login for a website; snsapi_userinfo (default) or snsapi_base in WeChat. */
+function scopeOf (app: WeChatApp, scope: string | undefined): string {
+  if (app.type === 'website') {
+    if (scope !== undefined && scope !== 'snsapi_login') throw new GatewayError('VALIDATION_FAILED', { message: 'scope: a website app logs in with snsapi_login only' })
+    return 'snsapi_login'
+  }
+  if (scope === undefined) return 'snsapi_userinfo'
+  if (scope !== 'snsapi_base' && scope !== 'snsapi_userinfo') throw new GatewayError('VALIDATION_FAILED', { message: 'scope: snsapi_base or snsapi_userinfo' })
+  return scope
+}
+
+/** The login cookie's value, when the browser sent one this module could have set. */
+function browserSecret (request: FastifyRequest): string | undefined {
+  for (const part of (request.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=')
+    if (eq !== -1 && part.slice(0, eq).trim() === COOKIE) {
+      const v = part.slice(eq + 1).trim()
+      if (SECRET.test(v)) return v
+    }
+  }
+  return undefined
+}
+
+function sameDigest (a: string, b: string): boolean {
+  const x = Buffer.from(a)
+  const y = Buffer.from(b)
+  return x.length === y.length && timingSafeEqual(x, y)
+}
+
+function parse<T> (raw: string | null): T | null {
+  if (raw === null) return null
+  try {
+    return JSON.parse(raw) as T
+  } catch {
+    return null
+  }
+}
+
+/** A 302 that no cache keeps and whose target learns nothing from a Referer. */
+function redirectTo (reply: FastifyReply, url: string): FastifyReply {
+  return reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer').redirect(url, 302)
+}
+
+export function registerWebLogin (app: FastifyInstance, opts: WebLoginOptions): WebLogin {
+  const { snapshot, store, metrics, sessions, now } = opts
+  const stateInvalid = (detail: string) => new GatewayError('LOGIN_STATE_INVALID', { detail })
+  const ticketInvalid = (detail: string) => new GatewayError('LOGIN_TICKET_INVALID', { detail })
+
+  app.get<{ Querystring: { appId?: string, redirect: string, scope?: string } }>('/auth/wechat/authorize', {
+    schema: authorizeSchema,
+    onRequest: opts.loginLimiter !== undefined ? [nameRoute('auth_wechat_authorize'), opts.loginLimiter] : [nameRoute('auth_wechat_authorize')]
+  }, async (request, reply) => {
+    const snap = snapshot()
+    const wxApp = pickApp(snap.apps, request.query.appId, 'redirect')
+    const redirect = allowedRedirect(wxApp, request.query.redirect)
+    const scope = scopeOf(wxApp, request.query.scope)
+    // One browser secret for every login the browser starts (two tabs both finish).
+    const browser = browserSecret(request) ?? newSecret()
+    const state = newSecret()
+    const record: StateRecord = { appid: wxApp.appId, redirect, browser: digest(browser), expiresAt: now() + STATE_TTL_MS }
+    await store.putOnce(stateKey(state), JSON.stringify(record), STATE_TTL_MS)
+    const callback = `${(snap.config.publicUrl ?? '').replace(/\/+$/, '')}/auth/wechat/callback`
+    const page = wxApp.type === 'website' ? '/connect/qrconnect' : '/connect/oauth2/authorize'
+    // WeChat wants the parameters in this order, and the fragment.
+    const target = `${snap.config.wechat.openBaseUrl.replace(/\/+$/, '')}${page}?appid=${encodeURIComponent(wxApp.appId)}` +
+      `&redirect_uri=${encodeURIComponent(callback)}&response_type=code&scope=${scope}&state=${state}#wechat_redirect`
+    reply.header('set-cookie', `${COOKIE}=${browser}; Path=${COOKIE_PATH}; Max-Age=${STATE_TTL_MS / 1000}; HttpOnly; Secure; SameSite=Lax`)
+    return redirectTo(reply, target)
+  })
+
+  app.get<{ Querystring: { code?: string, state?: string } }>('/auth/wechat/callback', {
+    schema: callbackSchema,
+    onRequest: nameRoute('auth_wechat_callback')
+  }, async (request, reply) => {
+    const { code, state } = request.query
+    if (state === undefined || !SECRET.test(state)) throw stateInvalid('no state, or not one the gateway issued')
+    // Taken before anything else is checked: a state is spent by its first use, whatever follows.
+    const record = parse<StateRecord>(await store.takeOnce(stateKey(state)))
+    if (record === null) throw stateInvalid('state unknown, already used or past its store TTL')
+    if (record.expiresAt <= now()) throw stateInvalid('state older than 10 minutes')
+    const browser = browserSecret(request)
+    if (browser === undefined || !sameDigest(digest(browser), record.browser)) throw stateInvalid('state issued to another browser (login cookie missing or different)')
+    const snap = snapshot()
+    const wxApp = snap.apps.get(record.appid)
+    if (wxApp === undefined) throw new GatewayError('UNKNOWN_APP', { detail: `app ${record.appid} is no longer configured` })
+    const back = new URL(allowedRedirect(wxApp, record.redirect))
+    if (code === undefined || code === '') {
+      metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: 'none' })
+      request.log.info({ appid: wxApp.appId }, 'browser login refused by the user')
+      back.searchParams.set('error', 'access_denied')
+      return redirectTo(reply, back.href)
+    }
+    try {
+      const session = await snap.wechat.oauth2Session(wxApp, code)
+      if (session.grant !== undefined) await store.setWeChatGrant(wxApp.appId, session.openid, session.grant, snap.config.tokens.sessionKeyTtl)
+      const ticket = newSecret()
+      const t: TicketRecord = { appid: wxApp.appId, openid: session.openid, expiresAt: now() + TICKET_TTL_MS }
+      if (session.unionid !== undefined) t.unionid = session.unionid
+      await store.putOnce(ticketKey(ticket), JSON.stringify(t), TICKET_TTL_MS)
+      metrics.logins.inc({ app: wxApp.appId, result: 'success', errcode: '0' })
+      request.log.info({ appid: wxApp.appId, openid: session.openid }, 'browser login: ticket issued')
+      back.searchParams.set('ticket', ticket)
+    } catch (err) {
+      if (!(err instanceof GatewayError)) throw err
+      const errcode = err instanceof WeChatError ? err.wechat.errcode : null
+      metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: errcode === null ? 'none' : String(errcode) })
+      request.log.warn({ appid: wxApp.appId, code: err.code, detail: err.detail }, 'browser login failed')
+      back.searchParams.set('error', 'login_failed')
+      back.searchParams.set('errorCode', String(err.code))
+    }
+    return redirectTo(reply, back.href)
+  })
+
+  return {
+    async redeemTicket (snap, ticket, appId) {
+      const record = SECRET.test(ticket) ? parse<TicketRecord>(await store.takeOnce(ticketKey(ticket))) : null
+      if (record === null) throw ticketInvalid('ticket unknown, already used or past its store TTL')
+      if (record.expiresAt <= now()) throw ticketInvalid('ticket older than 60 s')
+      if (appId !== undefined && appId !== record.appid) throw ticketInvalid(`ticket issued for app ${record.appid}, presented for ${appId}`)
+      if (!snap.apps.has(record.appid)) throw new GatewayError('SESSION_APP_UNKNOWN')
+      const who = { appid: record.appid, openid: record.openid, unionid: record.unionid }
+      return { ...await sessions.start(snap.tokens, snap.config.tokens, who, {}), appid: record.appid }
+    }
+  }
+}
+
+/** Name the request for metrics and logs before the limiter runs (a refused request is still counted under it). */
+function nameRoute (name: string) {
+  return async (request: FastifyRequest): Promise<void> => {
+    request.routeName = name
+  }
+}
