@@ -3,8 +3,8 @@
  * other honours; whatever one revokes, the other refuses within a second.
  */
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { bearer, get, login, post, redisFor, startAuthGateway, startEcho, startWeChat, testClock, type Answer } from './helpers/auth.js'
+import { bearer, get, login, post, redisFor, startAuthGateway, startEcho, startWeChat, testClock } from './helpers/auth.js'
+import { pollAnswer as until } from './helpers/wait.js'
 
 const redis = await redisFor(t)
 const wx = await startWeChat(t)
@@ -15,17 +15,6 @@ const patch = { tokens: { keys: [{ kid: 'k1', secret: 'multi-instance-secret-012
 const clock = testClock()
 const a = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, redisUrl: redis.url, patch, now: clock.now })
 const b = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, redisUrl: redis.url, patch, now: clock.now })
-
-/** Poll `fn` until `done` holds or `limitMs` passes; returns the last answer and the elapsed ms. */
-async function until (fn: () => Promise<Answer>, done: (a: Answer) => boolean, limitMs: number): Promise<{ last: Answer, ms: number }> {
-  const start = performance.now()
-  for (;;) {
-    const last = await fn()
-    const ms = performance.now() - start
-    if (done(last) || ms > limitMs) return { last, ms }
-    await sleep(5)
-  }
-}
 
 t.test('a token minted by instance A is accepted by instance B', async (t) => {
   const d = await login(a.url, 'u-m1-1')

@@ -4,6 +4,7 @@
  */
 import t from 'tap'
 import { bearer, get, login, metric, post, redisFor, startAuthGateway, startEcho, startWeChat, testClock } from './helpers/auth.js'
+import type { TestContext } from './helpers/gateway.js'
 
 // 1.5 s: wide enough that ten concurrent refreshes on a loaded CI machine all land inside it
 const GRACE_MS = 1500
@@ -134,17 +135,22 @@ t.test('bad refresh tokens and bodies', async (t) => {
   t.equal((await refresh(d.refreshToken)).status, 200, 'the real token was not spent by any of these')
 })
 
-t.test('an expired access token is 20004; refresh gives a working one', async (t) => {
-  const echo = await startEcho(t)
-  // 1 s access tokens and no skew, so one can expire within the test.
+/** A gateway on its own moved clock with these token lifetimes. */
+async function shortLived (t: TestContext, tokens: Record<string, string>) {
   const shortClock = testClock()
   const short = await startAuthGateway(t, {
     now: shortClock.now,
     wechatUrl: wx.url,
-    echoUrl: echo,
+    echoUrl: await startEcho(t),
     redisUrl: redis.url,
-    patch: { tokens: { keys: [{ kid: 'k1', secret: 'refresh-test-secret-0123456789abcdef' }], accessTtl: '1s', clockSkew: '0s' } }
+    patch: { tokens: { keys: [{ kid: 'k1', secret: 'refresh-test-secret-0123456789abcdef' }], ...tokens } }
   })
+  return { short, shortClock }
+}
+
+t.test('an expired access token is 20004; refresh gives a working one', async (t) => {
+  // 1 s access tokens and no skew, so one can expire within the test.
+  const { short, shortClock } = await shortLived(t, { accessTtl: '1s', clockSkew: '0s' })
   const d = await login(short.url, 'exp-1')
   t.equal(d.expiresIn, 1)
   shortClock.advance(2100) // exp has one-second resolution: past iat + 1 s for sure
@@ -160,15 +166,7 @@ t.test('an expired access token is 20004; refresh gives a working one', async (t
 })
 
 t.test('a refresh token past its lifetime is 20012 (expired): log in again', async (t) => {
-  const echo = await startEcho(t)
-  const shortClock = testClock()
-  const short = await startAuthGateway(t, {
-    now: shortClock.now,
-    wechatUrl: wx.url,
-    echoUrl: echo,
-    redisUrl: redis.url,
-    patch: { tokens: { keys: [{ kid: 'k1', secret: 'refresh-test-secret-0123456789abcdef' }], refreshTtl: '1s' } }
-  })
+  const { short, shortClock } = await shortLived(t, { refreshTtl: '1s' })
   const d = await login(short.url, 'rexp-1')
   t.ok(d.refreshExpiresIn <= 1, 'refreshExpiresIn follows refreshTtl')
   shortClock.advance(1100) // refresh expiry has millisecond precision

@@ -8,11 +8,10 @@
 import { execFile } from 'node:child_process'
 import t from 'tap'
 import { request } from 'undici'
-import { createWeChatEmulator } from '../src/emulator/wechat.js'
+import { redisFor, startWeChat } from './helpers/auth.js'
 import { writeConfigFile } from './helpers/gateway.js'
 import { waitUntil } from './helpers/wait.js'
 import { startGatewayProcess } from './helpers/process.js'
-import { startRedis } from './helpers/redis.js'
 import { startServer } from './helpers/upstream.js'
 
 t.test('wegate check refuses several workers on the memory store', async (t) => {
@@ -27,11 +26,8 @@ t.test('wegate check refuses several workers on the memory store', async (t) => 
 })
 
 t.test('two workers on one Redis behave as one gateway', async (t) => {
-  const redis = await startRedis()
-  t.teardown(redis.stop)
-  const emulator = createWeChatEmulator()
-  const wechatUrl = await emulator.listen()
-  t.teardown(emulator.close)
+  const redis = await redisFor(t)
+  const { url: wechatUrl } = await startWeChat(t)
   // Each worker keeps its own keep-alive pool: the upstream sees one source port per worker.
   const sourcePorts = new Set<number>()
   const openids = new Set<string>()

@@ -5,19 +5,15 @@
  */
 import t from 'tap'
 import { request } from 'undici'
-import { createWeChatEmulator } from '../src/emulator/wechat.js'
+import { redisFor, startWeChat } from './helpers/auth.js'
 import { writeConfigFile } from './helpers/gateway.js'
 import { waitUntil } from './helpers/wait.js'
 import { startGatewayProcess, type GatewayProcess } from './helpers/process.js'
-import { startRedis } from './helpers/redis.js'
 import { startUpstream } from './helpers/upstream.js'
 
 t.test('three processes on one Redis share tokens and revocations', async (t) => {
-  const redis = await startRedis()
-  t.teardown(redis.stop)
-  const emulator = createWeChatEmulator()
-  const wechatUrl = await emulator.listen()
-  t.teardown(emulator.close)
+  const redis = await redisFor(t)
+  const { url: wechatUrl } = await startWeChat(t)
   const api = await startUpstream(t, 'api')
   const file = await writeConfigFile({
     store: { type: 'redis', url: redis.url },

@@ -4,17 +4,14 @@
  */
 import t from 'tap'
 import { request } from 'undici'
-import { createWeChatEmulator } from '../src/emulator/wechat.js'
+import { redisFor, startWeChat } from './helpers/auth.js'
 import { startGateway } from './helpers/gateway.js'
 import { startRedis } from './helpers/redis.js'
 import { startUpstream } from './helpers/upstream.js'
 
 t.test('login limit and per-route limit are shared between instances', async (t) => {
-  const redis = await startRedis()
-  t.teardown(redis.stop)
-  const emulator = createWeChatEmulator()
-  const wechatUrl = await emulator.listen()
-  t.teardown(emulator.close)
+  const redis = await redisFor(t)
+  const { url: wechatUrl, emulator } = await startWeChat(t)
   const api = await startUpstream(t, 'api')
   const patch = {
     store: { type: 'redis', url: redis.url },

@@ -5,9 +5,9 @@
  * the data really spread over the masters.
  */
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { bearer, get, login, post, startAuthGateway, startEcho, startWeChat, type Answer } from './helpers/auth.js'
+import { bearer, get, login, post, startAuthGateway, startEcho, startWeChat, testClock } from './helpers/auth.js'
 import { startCluster } from './helpers/redis.js'
+import { pollAnswer as until } from './helpers/wait.js'
 
 const cluster = await startCluster()
 t.teardown(cluster.stop)
@@ -22,19 +22,10 @@ const patch = {
     { name: 'limited', prefix: '/limited', auth: 'required', rateLimit: { max: 3, window: '1m', by: 'openid' }, upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] }
   ]
 }
-const a = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, patch })
-const b = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, patch })
-
-/** Poll `fn` until `done` holds or `limitMs` passes; returns the last answer and the elapsed ms. */
-async function until (fn: () => Promise<Answer>, done: (a: Answer) => boolean, limitMs: number): Promise<{ last: Answer, ms: number }> {
-  const start = performance.now()
-  for (;;) {
-    const last = await fn()
-    const ms = performance.now() - start
-    if (done(last) || ms > limitMs) return { last, ms }
-    await sleep(5)
-  }
-}
+// one clock for both instances, moved by the test (the grace window is compared with it in Redis)
+const clock = testClock()
+const a = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, patch, now: clock.now })
+const b = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, patch, now: clock.now })
 
 /** Every key under `pattern` on each master, by master port. */
 async function keysByMaster (pattern: string): Promise<Map<number, string[]>> {
@@ -70,7 +61,7 @@ t.test('on a cluster: both instances ready; login on A, proxied call on B, refre
   t.equal(retry.json?.data.refreshToken, child.json?.data.refreshToken, 'a retry within the grace window gets the same child on A')
   const grandchild = await post(a.url + '/auth/refresh', { refreshToken: child.json?.data.refreshToken })
   t.equal(grandchild.status, 200, 'the child rotates in turn')
-  await sleep(400)
+  clock.advance(400)
   const reused = await post(b.url + '/auth/refresh', { refreshToken: d.refreshToken })
   t.equal(reused.json?.code, 20011, 'a spent token presented after the grace window is a reuse')
   const { last, ms } = await until(() => get(a.url + '/api/me', bearer(grandchild.json?.data.accessToken)), (x) => x.status === 401, 1000)

@@ -6,9 +6,9 @@
  * failover survive, and revocations made after it are honoured everywhere.
  */
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { bearer, get, login, post, startAuthGateway, startEcho, startWeChat, type Answer } from './helpers/auth.js'
+import { bearer, get, login, post, startAuthGateway, startEcho, startWeChat } from './helpers/auth.js'
 import { startSentinel } from './helpers/redis.js'
+import { pollAnswer as until } from './helpers/wait.js'
 
 const sentinel = await startSentinel()
 t.teardown(sentinel.stop)
@@ -20,17 +20,6 @@ const patch = {
 }
 const a = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, patch })
 const b = await startAuthGateway(t, { wechatUrl: wx.url, echoUrl, patch })
-
-/** Poll `fn` until `done` holds or `limitMs` passes; returns the last answer and the elapsed ms. */
-async function until (fn: () => Promise<Answer>, done: (a: Answer) => boolean, limitMs: number): Promise<{ last: Answer, ms: number }> {
-  const start = performance.now()
-  for (;;) {
-    const last = await fn()
-    const ms = performance.now() - start
-    if (done(last) || ms > limitMs) return { last, ms }
-    await sleep(10)
-  }
-}
 
 const readyz = (adminUrl: string) => get(adminUrl + '/readyz')
 

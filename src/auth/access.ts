@@ -10,7 +10,33 @@ import { LruMap } from 'toad-cache'
 import { GatewayError, type ErrorName } from '../errors.js'
 import type { TokensConfig } from '../config/schema.js'
 import type { TokenKeys } from './keys.js'
-import type { AccessClaims, SignedAccess } from './tokens.js'
+
+/** Claims of a verified access token (a shared, frozen-by-contract object: do not mutate). */
+export interface AccessClaims {
+  sub: string
+  openid: string
+  unionid?: string
+  appid: string
+  /** Refresh family (login) this token descends from. */
+  fid: string
+  jti: string
+  /** Seconds since the epoch. */
+  iat: number
+  exp: number
+  nbf?: number
+  iss: string
+  aud: string
+  typ: 'access'
+}
+
+export interface SignedAccess {
+  token: string
+  jti: string
+  /** Seconds, for the response's `expiresIn`. */
+  expiresIn: number
+  /** Expiry in epoch ms (e.g. to keep a revocation entry until then). */
+  expiresAtMs: number
+}
 
 // 8 KiB: far above any token we sign (~500 B); longer input is refused before any parsing
 const MAX_TOKEN_LENGTH = 8192

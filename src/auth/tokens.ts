@@ -7,39 +7,13 @@
  * unionid?, appid, fid (refresh family), jti, iat, exp, iss, aud, typ: 'access'.
  */
 import type { TokensConfig } from '../config/schema.js'
-import { createAccessTokens } from './access.js'
+import { createAccessTokens, type AccessClaims, type SignedAccess } from './access.js'
 import { loadKeys, type PublicJwk } from './keys.js'
 import { hashRefresh, newRefreshToken, refreshFamily } from './refresh.js'
 import { loginKey, openGrace, openLogin, sealGrace, sealLogin } from './seal.js'
 
 export type { PublicJwk } from './keys.js'
-
-/** Claims of a verified access token (a shared, frozen-by-contract object: do not mutate). */
-export interface AccessClaims {
-  sub: string
-  openid: string
-  unionid?: string
-  appid: string
-  /** Refresh family (login) this token descends from. */
-  fid: string
-  jti: string
-  /** Seconds since the epoch. */
-  iat: number
-  exp: number
-  nbf?: number
-  iss: string
-  aud: string
-  typ: 'access'
-}
-
-export interface SignedAccess {
-  token: string
-  jti: string
-  /** Seconds, for the response's `expiresIn`. */
-  expiresIn: number
-  /** Expiry in epoch ms (e.g. to keep a revocation entry until then). */
-  expiresAtMs: number
-}
+export type { AccessClaims, SignedAccess } from './access.js'
 
 export interface TokenService {
   /** Sign an access token for a login (family `fid`). */

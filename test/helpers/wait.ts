@@ -12,3 +12,17 @@ export async function waitUntil (cond: () => boolean | Promise<boolean>, timeout
     await sleep(everyMs)
   }
 }
+
+/**
+ * Poll `fn` until `done` holds for its answer or `limitMs` passes; returns the last answer and
+ * the elapsed ms (for tests that measure how long something took, e.g. revocation propagation).
+ */
+export async function pollAnswer<T> (fn: () => Promise<T>, done: (answer: T) => boolean, limitMs: number, everyMs = 5): Promise<{ last: T, ms: number }> {
+  const start = performance.now()
+  for (;;) {
+    const last = await fn()
+    const ms = performance.now() - start
+    if (done(last) || ms > limitMs) return { last, ms }
+    await sleep(everyMs)
+  }
+}
