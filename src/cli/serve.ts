@@ -40,7 +40,8 @@ export async function serve (opts: ServeOptions): Promise<void> {
   const closers: Array<() => Promise<void>> = []
 
   // The demo: the WeChat emulator and the demo upstreams, where the config points.
-  if (opts.demo) closers.push(...await startDemo(loaded.config, logger))
+  // (once: in the primary, not again in every worker)
+  if (opts.demo && cluster.isPrimary) closers.push(...await startDemo(loaded.config, logger))
 
   // workers > 1: this process becomes the cluster primary; the workers run the code below.
   const workers = workerCount(loaded.config.workers, availableParallelism)
