@@ -71,6 +71,33 @@ function suite (name: string, make: Make, topo?: TestTopology) {
       t.equal(await s.getWeChatGrant('wxother', 'o1'), null, 'keyed per app')
     })
 
+    t.test('rollouts: a versioned record (compare-and-set), a decision lease, per-instance window reports', async (t) => {
+      const c = clock()
+      const s = await make(t, {}, c.now)
+      const route = 'orders-' + id()
+      t.equal(await s.getRollout(route), null, 'none yet')
+      t.equal(await s.putRollout(route, 1, 'x', MIN), false, 'no record: only expected 0 writes')
+      t.equal(await s.putRollout(route, 0, 'step 0', MIN), true)
+      t.same(await s.getRollout(route), { version: 1, value: 'step 0' })
+      const racing = await Promise.all([s.putRollout(route, 1, 'advanced', MIN), s.putRollout(route, 1, 'paused', MIN)])
+      t.same(racing.filter(Boolean).length, 1, 'two writers on one version: one wins')
+      const after = await s.getRollout(route)
+      t.equal(after?.version, 2)
+      t.ok(after?.value === 'advanced' || after?.value === 'paused')
+      t.equal(await s.leaseRollout(route, 'i1', 50), true, 'free lease taken')
+      t.equal(await s.leaseRollout(route, 'i2', 50), false, 'held by another')
+      t.equal(await s.leaseRollout(route, 'i1', 50), true, 'renewed by its holder')
+      await s.reportRollout(route, 'w1', 'i1', 'a1', MIN)
+      await s.reportRollout(route, 'w1', 'i2', 'b1', MIN)
+      await s.reportRollout(route, 'w1', 'i1', 'a2', MIN)
+      await s.reportRollout(route, 'w2', 'i1', 'other window', MIN)
+      t.same((await s.rolloutReports(route, 'w1')).sort(), ['a2', 'b1'], "each instance's latest report")
+      t.same(await s.rolloutReports(route, 'w0'), [])
+      c.advance(100)
+      await sleep(120) // Redis expires in real time
+      t.equal(await s.leaseRollout(route, 'i2', 50), true, 'an expired lease goes to whoever asks')
+    })
+
     t.test('rotation spends the token and mints a child of the same family', async (t) => {
       const c = clock()
       const s = await make(t, {}, c.now)

@@ -193,6 +193,7 @@ export type GatewayConfig = StaticDecode<typeof GatewayConfigSchema>
 export type RouteConfig = GatewayConfig['routes'][number]
 export type UpstreamConfig = RouteConfig['upstreams'][number]
 export type CanaryConfig = NonNullable<RouteConfig['canary']>
+export type RampConfig = NonNullable<CanaryConfig['ramp']>
 export type RateLimitConfig = GatewayConfig['rateLimits']['login']
 export type TokensConfig = GatewayConfig['tokens']
 export type StoreConfig = GatewayConfig['store']

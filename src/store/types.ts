@@ -191,6 +191,32 @@ export interface AnnouncementPort {
   onRollback (listener: (key: string) => void): void
 }
 
+/** A route's rollout record as stored: opaque text (src/proxy/ramp-sync.ts defines it) and its version. */
+export interface RolloutRecord {
+  /** 1 for the first record of a route, +1 at every write. */
+  version: number
+  value: string
+}
+
+/**
+ * Progressive-delivery ramps, one per route, shared by every instance: the
+ * record (compare-and-set on its version, so a manual pause never loses to a
+ * decision made at the same moment), a decision lease, and each instance's
+ * counts for the step being judged.
+ */
+export interface RolloutPort {
+  /** The route's record, or null when none was ever written (or it expired). */
+  getRollout (route: string): Promise<RolloutRecord | null>
+  /** Write `value` if the stored version is still `expected` (0: no record yet); kept ttlMs. True when written. */
+  putRollout (route: string, expected: number, value: string, ttlMs: number): Promise<boolean>
+  /** Take or renew the route's decision lease for `holder` (ttlMs); true when `holder` holds it now. */
+  leaseRollout (route: string, holder: string, ttlMs: number): Promise<boolean>
+  /** `instance`'s counts (opaque) for one analysis window, replacing its earlier report; kept ttlMs. */
+  reportRollout (route: string, window: string, instance: string, counts: string, ttlMs: number): Promise<void>
+  /** Every instance's latest report for the window. */
+  rolloutReports (route: string, window: string): Promise<string[]>
+}
+
 /** Reachability, readiness and shutdown. */
 export interface HealthPort {
   /** Round trip to the backing store, in ms (0 for memory). */
@@ -206,7 +232,7 @@ export interface HealthPort {
 export type RedisConnection = import('ioredis').Redis | import('ioredis').Cluster
 
 /** Every port of one backing store, as the app holds it. */
-export interface Store extends SessionKeyPort, FamilyPort, RevocationPort, LoginClaimPort, WebLoginPort, AnnouncementPort, HealthPort {
+export interface Store extends SessionKeyPort, FamilyPort, RevocationPort, LoginClaimPort, WebLoginPort, AnnouncementPort, RolloutPort, HealthPort {
   readonly kind: 'memory' | 'redis'
   /**
    * The connection, for features that keep their own keys next to the store's (rate-limit

@@ -15,6 +15,7 @@ import type { AnnouncementPort, RevocationPort, SessionKeyPort, Store, StoreLogg
 import { boundedSet } from './bounded.js'
 import { createMemoryFamilies } from './families.js'
 import { createMemoryLogins } from './logins.js'
+import { createMemoryRollouts } from './rollouts.js'
 import { createMemoryWebLogins } from './web-logins.js'
 
 // 60 s: how often expired entries are swept (they are also ignored on read)
@@ -73,6 +74,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
   const families = createMemoryFamilies(max, logger, check)
   const logins = createMemoryLogins(max, now, check)
   const webLogins = createMemoryWebLogins(max, now, check)
+  const { sweep: sweepRollouts, ...rollouts } = createMemoryRollouts(now, check)
   const revocations = new RevocationSet()
   // Nothing issued before this store existed can be checked against it: a restart logs everyone out.
   revocations.denyIssuedBefore(now())
@@ -83,6 +85,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     families.sweep(t)
     logins.sweep(t)
     webLogins.sweep(t)
+    sweepRollouts(t)
     revocations.sweep(t)
     // Not a limit (revocations are kept until they expire): a sign that this instance outgrew the memory store.
     const inForce = { jti: revocations.jtis.size, fid: revocations.fids.size, user: revocations.userEntries }
@@ -128,6 +131,7 @@ export function createMemoryStore (config: StoreConfig, logger: StoreLogger, opt
     setWeChatGrant: webLogins.setWeChatGrant,
     getWeChatGrant: webLogins.getWeChatGrant,
     ...announcements(check),
+    ...rollouts,
     redisConnection: () => undefined,
     async ping () {
       check()

@@ -14,6 +14,7 @@ import type { FamilyPort, LoginClaimPort, RefreshRecord, RevocationPort, RotateR
 import { connect, describe, errText } from './connect.js'
 import { redisKeys } from './keys.js'
 import { createMirror, type Message } from './mirror.js'
+import { createRedisRollouts } from './rollouts.js'
 import { registerScripts } from './scripts.js'
 import { startSync } from './sync.js'
 
@@ -180,6 +181,8 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     },
     rollbacks: () => mirror.rollbacks,
     onRollback: (listener) => mirror.onRollback(listener),
+
+    ...createRedisRollouts(main, keys, op),
 
     redisConnection: () => main,
 

@@ -14,6 +14,8 @@ export interface RedisKeys {
   /** A single-use entry of a browser or App login (state, ticket). */
   once (key: string): string
   grant (appid: string, openid: string): string
+  /** A route's rollout: its record, decision lease and per-window reports share the route's slot. */
+  rollout (route: string): { record: string, lease: string, window: (id: string) => string }
 }
 
 export function redisKeys (p: string): RedisKeys {
@@ -28,6 +30,11 @@ export function redisKeys (p: string): RedisKeys {
     sessionKey: (appid, openid) => `${p}{u:${appid}:${openid}}:sk`,
     login: (key) => `${p}{login:${key}}`,
     once: (key) => `${p}{once:${key}}`,
-    grant: (appid, openid) => `${p}{u:${appid}:${openid}}:grant`
+    grant: (appid, openid) => `${p}{u:${appid}:${openid}}:grant`,
+    rollout: (route) => ({
+      record: `${p}{ro:${route}}:record`,
+      lease: `${p}{ro:${route}}:lease`,
+      window: (id) => `${p}{ro:${route}}:w:${id}`
+    })
   }
 }
