@@ -195,6 +195,15 @@ export function registerWebLogin (app: FastifyInstance, opts: WebLoginOptions): 
   const named = (name: string) => opts.loginLimiter !== undefined ? [nameRoute(name), opts.loginLimiter] : [nameRoute(name)]
   app.get<{ Querystring: AuthorizeRequest['query'] }>('/auth/wechat/authorize', { schema: authorizeSchema, onRequest: named('auth_wechat_authorize') }, authorize(opts))
   app.get<{ Querystring: CallbackRequest['query'] }>('/auth/wechat/callback', { schema: callbackSchema, onRequest: nameRoute('auth_wechat_callback') }, callback(opts))
+  // A known browser-login path with the wrong method is a 405, like /auth/login's.
+  app.route({
+    method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: '/auth/wechat/:action',
+    handler: async (request) => {
+      const { action } = request.params as { action: string }
+      throw new GatewayError(action === 'authorize' || action === 'callback' ? 'METHOD_NOT_ALLOWED' : 'NO_ROUTE')
+    }
+  })
   return {
     async redeemTicket (snap, ticket, appId) {
       const record = SECRET.test(ticket) ? parse<TicketRecord>(await opts.store.takeOnce(ticketKey(ticket))) : null
