@@ -1,8 +1,8 @@
 /**
  * wegate-miniprogram (built dist/) against a small fake of the gateway's
- * credential-hub endpoints, /auth/phone and /auth/decrypt (issue 12's contract;
- * the end-to-end tests against wegate come with those routes): request shape,
- * envelope errors as WegateError, the stale-session_key recovery of decrypt.
+ * /auth/phone and /auth/decrypt, for what is hard to make the real one do
+ * (client-hub.test.ts has the end-to-end tests): the exact request shape,
+ * envelope errors as WegateError, decrypt's recovery giving up after one login.
  * Plus what needs no gateway at all: which URLs get the token, baseUrl checks,
  * logout offline, storage that refuses writes.
  */

@@ -44,3 +44,26 @@ t.test('a lost refresh answer with no grace window: a reuse ends the session, on
   t.equal(logins, 2)
   t.match(ended, [{ reason: 'ended', code: 20011 }])
 })
+
+t.test('renewing early fails (offline): the still-valid token is used; an expired one makes the request fail', async (t) => {
+  const stack = await startClientStack(t)
+  const wx = createWx('early')
+  const phone = { offset: 0 }
+  const errors: Array<{ code: number }> = []
+  const client = createClient({ baseUrl: stack.url, wx, now: () => Date.now() + phone.offset, onAuthError: (e) => errors.push(e) })
+  const s = await client.login()
+  phone.offset += s.accessExpiresAt - s.receivedAt - 10_000 // in its last 30 s: due, not expired
+  wx.unreachable.push('/auth/refresh', '/auth/refresh') // the refresh and its resend
+  const res = await client.request({ url: '/api/early' })
+  t.equal(res.statusCode, 200, 'served with the old token')
+  t.equal(wx.sent.at(-1)?.header.Authorization, `Bearer ${s.accessToken}`)
+  t.same(errors, [], 'nothing for the app to act on')
+
+  phone.offset += 20_000 // now expired on the phone
+  wx.unreachable.push('/auth/refresh', '/auth/refresh')
+  const err = await client.request({ url: '/api/late' }).catch((e: unknown) => e)
+  t.match(err, { code: -1, statusCode: 0, errMsg: /request:fail/ })
+  t.equal(errors.length, 1)
+  t.equal(client.session()?.refreshToken, s.refreshToken, 'the session is kept for when the network is back')
+  t.equal((await client.request({ url: '/api/back' })).statusCode, 200)
+})

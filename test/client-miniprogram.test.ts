@@ -231,7 +231,7 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     wx.queue.push(used)
     await client.login()
     t.equal(wx.codes.length, 2)
-    t.equal(stack.wechat.emulator.codes.filter((c) => c === used).length, 1, 'the used code reached WeChat once')
+    t.equal(stack.emulator.codes.filter((c) => c === used).length, 1, 'the used code reached WeChat once')
   })
 
   t.test('WeChat refuses the user (40226): 10003, onAuthError once, no retry', async (t) => {
@@ -268,7 +268,7 @@ async function suite (t: Test, flavour: Flavour): Promise<void> {
     const s = await client.login()
     t.equal(wx.codes.length, 1, 'no second wx.login')
     t.equal(loginsSent(wx), 2)
-    t.equal(stack.wechat.emulator.codes.filter((c) => c === wx.codes[0]).length, 1, 'WeChat saw the code once')
+    t.equal(stack.emulator.codes.filter((c) => c === wx.codes[0]).length, 1, 'WeChat saw the code once')
     t.equal((await client.request({ url: '/api/lost' })).data.headers['x-openid'], s.openid)
   })
 

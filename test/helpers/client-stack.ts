@@ -8,8 +8,10 @@
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import type * as ClientLib from '../../client/miniprogram/src/index.js'
-import { authConfig, redisFor, startWeChat, type RecordedWeChat } from './auth.js'
+import type { WeChatEmulator, WeChatEmulatorApp } from '../../src/emulator/wechat.js'
+import { APP_A, authConfig, redisFor } from './auth.js'
 import { startGateway, type TestContext } from './gateway.js'
+import { startHubEmulator } from './hub.js'
 import { startEcho, startUpstream, type Started, type TestUpstream } from './upstream.js'
 import { startWsUpstream, type Handshake } from './websocket.js'
 
@@ -27,7 +29,8 @@ export function loadClient (): typeof ClientLib {
 export interface ClientStack {
   url: string
   adminUrl: string
-  wechat: RecordedWeChat
+  /** The WeChat emulator (code2Session, stable_token, getuserphonenumber). */
+  emulator: WeChatEmulator
   echo: Started
   foreign: TestUpstream
   /** Handshakes the WebSocket upstream (echo `ws:<message>`) received. */
@@ -36,19 +39,27 @@ export interface ClientStack {
   advance: (ms: number) => void
 }
 
-/** `refreshGrace`: default 0s, so that a second refresh with one token is a reuse that ends the session. */
-export async function startClientStack (t: TestContext, opts: { refreshGrace?: string } = {}): Promise<ClientStack> {
+export interface ClientStackOptions {
+  /** Default 0s, so that a second refresh with one token is a reuse that ends the session. */
+  refreshGrace?: string
+  /** The mini programs (emulator and gateway); default the demo app alone. */
+  apps?: WeChatEmulatorApp[]
+}
+
+export async function startClientStack (t: TestContext, opts: ClientStackOptions = {}): Promise<ClientStack> {
   const redis = await redisFor(t)
-  const wechat = await startWeChat(t)
+  const apps = opts.apps ?? [APP_A]
+  const { emu: emulator, url: wechatUrl } = await startHubEmulator(t, { apps })
   const echo = await startEcho(t, 'api')
   const ws = await startWsUpstream(t, 'ws')
   const foreign = await startUpstream(t, 'foreign')
   let offset = 0
   const config = authConfig({
-    wechatUrl: wechat.url,
+    wechatUrl,
     echoUrl: echo.url,
     redisUrl: redis.url,
     patch: {
+      wechat: { baseUrl: wechatUrl, timeout: '2s', retries: 2, apps },
       // No grace window: a second refresh with the same token would be a reuse and end the session,
       // so every test also proves the client never sends one.
       tokens: { keys: [{ kid: 'k1', secret: 'client-test-secret-0123456789abcdef' }], accessTtl: '15m', refreshTtl: '1d', refreshGrace: opts.refreshGrace ?? '0s' },
@@ -63,7 +74,7 @@ export async function startClientStack (t: TestContext, opts: { refreshGrace?: s
   return {
     url: started.url,
     adminUrl: started.adminUrl,
-    wechat,
+    emulator,
     echo,
     foreign,
     handshakes: ws.handshakes,

@@ -32,6 +32,8 @@ export interface WxShim {
   queue: string[]
   /** Paths whose next answer is lost: the server gets the request, the caller a `fail` (once per entry). */
   lose: string[]
+  /** Paths whose next request fails before reaching the server (offline; once per entry). */
+  unreachable: string[]
   storage: Map<string, string>
 }
 
@@ -72,11 +74,13 @@ export function createWx (user: string, storage = new Map<string, string>()): Wx
   const codes: string[] = []
   const queue: string[] = []
   const lose: string[] = []
+  const unreachable: string[] = []
   const shim: WxShim = {
     sent,
     codes,
     queue,
     lose,
+    unreachable,
     storage,
     request (opts) {
       const method = String(opts.method ?? 'GET').toUpperCase()
@@ -85,6 +89,13 @@ export function createWx (user: string, storage = new Map<string, string>()): Wx
       const ct = Object.entries(header).find(([k]) => k.toLowerCase() === 'content-type')?.[1] ?? ''
       const { url, body } = encode(method, String(opts.url), opts.data, ct)
       sent.push({ url, method, header })
+      const down = unreachable.indexOf(new URL(url).pathname)
+      if (down !== -1) {
+        unreachable.splice(down, 1)
+        const e = { errMsg: 'request:fail net::ERR_INTERNET_DISCONNECTED' }
+        later(() => { opts.fail?.(e); opts.complete?.(e) })
+        return { abort: () => {} }
+      }
       const ac = new AbortController()
       undiciRequest(url, { method: method as 'GET', headers: header, body, signal: ac.signal }).then(async (res) => {
         const text = await res.body.text()

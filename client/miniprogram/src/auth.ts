@@ -124,8 +124,9 @@ export class Auth {
     try {
       return await this.run(() => this.refresh(s))
     } catch (err) {
-      // Rotated early and the gateway is unreachable: the access token still works until it expires.
-      if (t < s.accessExpiresAt && err instanceof WegateError && err.statusCode === 0) return s
+      // Renewing early failed for a passing reason (offline, 5xx) and the session was not ended:
+      // the access token still works until it expires.
+      if (t < s.accessExpiresAt && this.ctx.store.load()?.accessToken === s.accessToken) return s
       throw err
     }
   }
