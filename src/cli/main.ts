@@ -65,6 +65,35 @@ Exit status: 0 valid, 1 problems (listed on stderr).
       return await check(configFile(values, positionals), { demo: values.demo === true })
     }
   },
+  rollout: {
+    usage: `usage: wegate rollout status|pause|resume|promote|abort [route] [-c gateway.yaml] [--admin URL]
+  The automatic canary ramps of a running gateway, through its admin API.
+  status                a table: route, step, share, requests (canary/stable), canary error rate,
+                        p99 canary/stable, time in step, state; then why it is in that state
+  pause <route>         hold the current step (past its interval) until resume
+  resume <route>        continue judging the step
+  promote <route>       the canary takes its final share now
+  abort <route>         roll the canary back to 0 now
+  -c, --config <file>   where admin.host/port and admin.apiToken come from (${CONFIG_DEFAULT})
+  --admin <url>         the admin address instead (e.g. http://10.0.0.5:9090)
+  -h, --help            print this and exit
+The token: $WEGATE_ADMIN_TOKEN, else admin.apiToken from the config.
+Exit status: 0 done, 1 refused or unreachable, 2 a wrong command line.
+`,
+    options: { config: { type: 'string', short: 'c' }, admin: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    positionals: 2,
+    run: async (values, positionals) => {
+      const { rolloutCli } = await import('./rollout.js')
+      return await rolloutCli({
+        action: positionals[0] ?? 'status',
+        route: positionals[1],
+        file: (values.config as string | undefined) ?? process.env.WEGATE_CONFIG ?? 'gateway.yaml',
+        admin: values.admin as string | undefined,
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text)
+      })
+    }
+  },
   emulator: {
     usage: `usage: wegate emulator [--port 9400] [--host 127.0.0.1] [--app appId:secret ...]
   Run the WeChat code2Session stand-in (docs/emulator.md) until SIGTERM/SIGINT.
@@ -97,6 +126,8 @@ const USAGE = `usage: wegate <command> [options]
   check     [-c gateway.yaml] [--demo]   validate a config as serve would (exit 0 ok, 1 problems)
   emulator  [--port 9400] [--host 127.0.0.1] [--app appId:secret ...]
                                          run the WeChat API stand-in
+  rollout   status|pause|resume|promote|abort [route]
+                                         the automatic canary ramps of a running gateway
   wegate <command> --help                that command's options
   wegate --version                       the version
 The config file: -c <file> or the one argument (${CONFIG_DEFAULT}).

@@ -23,6 +23,10 @@ declare module 'fastify' {
 export const rolloutsPlugin = fp<{ metrics: Metrics, logger: Logger, now: () => number, tickMs?: number | undefined }>(async (app, opts) => {
   const rollouts = createRolloutControl({ store: app.store, metrics: opts.metrics, logger: opts.logger, now: opts.now, tickMs: opts.tickMs })
   app.decorate('rollouts', rollouts)
+  // A store still connecting when the config was installed (Redis): join the ramps as soon as it is up.
+  app.addHook('onReady', async () => {
+    app.store.ready(30_000).then(async () => { await rollouts.tick() }, () => {})
+  })
   app.addHook('onClose', async () => { await rollouts.close() })
 }, { name: 'wegate-rollouts', fastify: '5.x', dependencies: ['wegate-store'] })
 

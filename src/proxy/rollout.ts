@@ -184,7 +184,12 @@ export function createRolloutControl (opts: RolloutOptions): RolloutControl {
   const tickOne = async (e: Entry): Promise<void> => {
     if (live(e.ramp)) await store.reportRollout(e.route.name, e.windowKey, me, JSON.stringify(e.window), RECORD_TTL_MS)
     const { ramp, version } = await read(e)
-    if (ramp?.id !== e.id) {
+    if (ramp === undefined || (e.ramp === undefined && ramp.id !== e.id && e.version === 0)) {
+      // None stored (or the store was unreachable when this config was installed): join or start it now.
+      await join(e)
+      return
+    }
+    if (ramp.id !== e.id) {
       e.ramp = undefined // another file version's ramp: this instance keeps its weights and decides nothing
       return
     }
@@ -203,6 +208,8 @@ export function createRolloutControl (opts: RolloutOptions): RolloutControl {
   })
 
   const statusOf = async (e: Entry): Promise<RolloutStatus> => {
+    // This instance's counts so far go in with the others' last reports.
+    if (live(e.ramp)) await store.reportRollout(e.route.name, e.windowKey, me, JSON.stringify(e.window), RECORD_TTL_MS)
     const { ramp } = await read(e)
     const r = ramp ?? e.ramp ?? startRamp(e.id, now())
     const reports = live(r) ? await store.rolloutReports(e.route.name, windowKey(r)) : []
