@@ -23,6 +23,7 @@ import { requestId } from './http/request-id.js'
 import { adminPlugin } from './gateway/admin.js'
 import { clientErrorHandler, createHttpServer, type RefusalLog } from './gateway/http-server.js'
 import { canaryPlugin } from './gateway/canary.js'
+import { registerRolloutAdmin, rolloutsPlugin } from './gateway/rollouts.js'
 import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway/config.js'
 import { lifecyclePlugin } from './gateway/lifecycle.js'
 import { storePlugin } from './gateway/store.js'
@@ -49,6 +50,8 @@ export interface GatewayDeps {
    * config that uses it is refused, at start (ConfigError) and at every reload.
    */
   demo?: boolean
+  /** Real-time period of the automatic ramps' background tick (ms; default 1000); 0: none (tests drive `rollouts.tick()`). */
+  rolloutTickMs?: number
 }
 
 export type { Snapshot } from './runtime.js'
@@ -93,6 +96,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   try {
     await app.register(storePlugin, { config: config.store, logger, metrics, now, store: deps.store })
     await app.register(canaryPlugin, { metrics, logger })
+    await app.register(rolloutsPlugin, { metrics, logger, now, tickMs: deps.rolloutTickMs })
     await app.register(upstreamsPlugin)
     await app.register(configPlugin, { loaded, metrics, logger, now, demo })
     await app.register(lifecyclePlugin, { logger })
@@ -143,7 +147,7 @@ interface WireOptions {
 /** Routes, hooks, WebSocket and admin on top of the resource plugins. */
 async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> {
   const { config, logger, metrics, now } = opts
-  const { store, canary, lifecycle } = app
+  const { store, canary, rollouts, lifecycle } = app
   const snapshot = app.snapshots.current
   const trustProxy = config.trustProxy
   const trustFn = typeof trustProxy === 'boolean' ? () => trustProxy : proxyAddr.compile(trustProxy)
@@ -192,7 +196,10 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     upstreams: app.upstreams,
     metrics,
     trusted,
-    onOutcome: canary.record,
+    onOutcome: (route, upstream, outcome, ms) => {
+      canary.record(route, upstream, outcome)
+      rollouts.record(route, upstream, outcome, ms)
+    },
     rateLimit: limiters.routeLimit,
     phoneOf
   })
@@ -216,6 +223,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
 
   const admin = app.admin.server
   registerAccessTokenAdmin(admin, { apiToken: config.admin.apiToken, tokens: hub.tokens })
+  registerRolloutAdmin(admin, { apiToken: config.admin.apiToken, rollouts })
   return {
     public: app,
     admin,

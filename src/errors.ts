@@ -41,6 +41,7 @@ export const ErrorCatalog = {
   NO_JWKS: { code: 30032, status: 404, message: 'No JWKS: tokens are signed with a shared secret (HS256)' },
   TUNNELS_PER_CALLER: { code: 30033, status: 429, message: 'Too many open WebSocket connections for this caller' },
   EXPECTATION_FAILED: { code: 30034, status: 417, message: 'Unsupported Expect header: only 100-continue is supported' },
+  ROLLOUT_UNKNOWN: { code: 30035, status: 404, message: 'No automatic ramp on this route' },
 
   // 4xxxx: validation
   BAD_REQUEST: { code: 40000, status: 400, message: 'Malformed request' },
@@ -51,6 +52,7 @@ export const ErrorCatalog = {
   UNSUPPORTED_MEDIA_TYPE: { code: 40015, status: 415, message: 'Unsupported Content-Type; send application/json' },
   REDIRECT_NOT_ALLOWED: { code: 40016, status: 400, message: 'redirect is not one of the app\'s allowed URLs' },
   WRONG_LOGIN_FLOW: { code: 40017, status: 400, message: 'This app does not log in this way' },
+  ROLLOUT_CONFLICT: { code: 40018, status: 409, message: 'The ramp cannot do that in its current state' },
 
   // 5xxxx: system
   INTERNAL: { code: 50000, status: 500, message: 'Internal error' },

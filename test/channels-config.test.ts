@@ -76,3 +76,12 @@ t.test('redirect allowlist syntax: absolute http(s), a path or trailing /, no wi
   t.match(r.stderr, /redirects\[7\]: 'ftp:\/\/h5\.example\.com\/' must be an absolute/)
   t.match(r.stderr, /9 problems/)
 })
+
+t.test('publicUrl: https, or http on this machine only (the login cookie is Secure)', async (t) => {
+  const at = async (publicUrl: string) => await check(await writeConfigFile({ publicUrl, wechat: { apps: [H5] } }))
+  t.equal((await at('http://127.0.0.1:8080')).code, 0)
+  t.equal((await at('http://localhost:8080/')).code, 0)
+  const plain = await at('http://api.example.com')
+  t.equal(plain.code, 1)
+  t.match(plain.stderr, /publicUrl: must be https:\/\//)
+})

@@ -4,6 +4,7 @@
  * the website QR flow, the App flow, one X-UnionID across channels, and every
  * way a browser login must fail.
  */
+import { createHash } from 'node:crypto'
 import t from 'tap'
 import { createWeChatEmulator } from '../src/emulator/wechat.js'
 import { bearer, get, post, redisFor, startEcho, type Pair } from './helpers/auth.js'
@@ -22,6 +23,9 @@ const emulator = createWeChatEmulator({ apps: [MP, H5, WEB, APP] })
 const wechatUrl = await emulator.listen()
 t.teardown(() => emulator.close())
 const echoUrl = await startEcho(t)
+const canaryUrl = await startEcho(t)
+/** The emulator's openid of a test user in an app (docs/emulator.md: a hash of appid and name). */
+const openidOf = (appId: string, user: string) => 'o' + createHash('sha256').update(`openid\0${appId}\0user:${user}`).digest('base64url').slice(0, 27)
 const clock = testClock()
 const port = await freePort()
 const gw = await startGateway(t, {
@@ -30,7 +34,17 @@ const gw = await startGateway(t, {
   store: { type: 'redis', url: redis.url },
   wechat: { baseUrl: wechatUrl, openBaseUrl: wechatUrl, timeout: '2s', retries: 1, apps: [MP, H5, WEB, APP] },
   rateLimits: { login: { max: 100000, window: '1m', by: 'ip' } },
-  routes: [{ name: 'echo', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] }]
+  routes: [
+    { name: 'echo', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] },
+    // erin is a tester through the H5 page only: canary.openids lists her H5 openid
+    {
+      name: 'grey',
+      prefix: '/grey',
+      auth: 'required',
+      upstreams: [{ name: 'stable', url: echoUrl, weight: 1 }, { name: 'canary', url: canaryUrl, weight: 0 }],
+      canary: { sticky: 'openid', openids: [openidOf(H5.appId, 'erin')], upstream: 'canary' }
+    }
+  ]
 }, { now: clock.now })
 await gw.gateway.store.ready(5000)
 const base = gw.url
@@ -95,6 +109,14 @@ t.test('H5 in WeChat: authorize → WeChat page → callback → ticket → toke
 
   const refreshed = await post(base + '/auth/refresh', { refreshToken: pair.refreshToken })
   t.equal(refreshed.status, 200, 'refresh works as for a code login')
+
+  const logs = gw.logs.text()
+  const cookie = start.setCookie[0].split(';')[0].split('=')[1]
+  for (const [what, secret] of [['ticket', ticket], ['state', to.searchParams.get('state')!], ['login cookie', cookie], ['access token', pair.accessToken]]) {
+    t.notMatch(logs, secret, `the ${what} is never logged`)
+  }
+  t.equal((await post(base + '/auth/wechat/authorize', {})).status, 405)
+  t.equal((await post(base + '/auth/wechat/callback', {})).status, 405)
 })
 
 t.test('website QR login: qrconnect with snsapi_login, then the same ticket exchange', async (t) => {
@@ -143,6 +165,16 @@ t.test('one person, one X-UnionID across the mini program, the H5 page and the A
   t.same([hm['x-wegate-channel'], ha['x-wegate-channel'], hh['x-wegate-channel']], ['miniprogram', 'mobileApp', 'officialAccount'])
   const forged = await get(base + '/api/x', { ...bearer(mp.accessToken), 'x-wegate-channel': 'website', X_WeGate_Channel: 'website' })
   t.equal((JSON.parse(forged.text) as { headers: Record<string, string> }).headers['x-wegate-channel'], 'miniprogram', 'a client\'s copy never passes')
+})
+
+t.test('canary.openids work per openid: a tester listed with her H5 openid is on the canary there, not in the mini program', async (t) => {
+  const { callback } = await browserLogin(new Browser(clock.now), H5.appId, SHOP, { user: 'erin' })
+  const h5 = await ticketLogin(new URL(callback.location!).searchParams.get('ticket')!)
+  t.equal(h5.openid, openidOf(H5.appId, 'erin'))
+  const mp = (await post(base + '/auth/login', { code: 'u-erin-mp1', appId: MP.appId })).json!.data as Pair
+  const hostOf = async (pair: Pair) => (JSON.parse((await get(base + '/grey/x', bearer(pair.accessToken))).text) as { headers: Record<string, string> }).headers.host
+  t.equal(await hostOf(h5), new URL(canaryUrl).host)
+  t.equal(await hostOf(mp), new URL(echoUrl).host, 'her mini-program openid is another caller: list it too to target her there')
 })
 
 t.test('open redirect refused: anything outside the allowlist is a 400 envelope, never a redirect', async (t) => {

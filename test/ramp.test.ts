@@ -76,12 +76,12 @@ t.test('errors over the rate abort at once, before the interval is over', async 
 
 t.test('a slow canary is stopped by the latency ratio at the end of the step; noise under the floor never is', async (t) => {
   const r = startRamp('id', 0)
-  const slow = decide(settings, r, windowOf({ n: 200, ms: 80 }, { n: 2000, ms: 20 }), 10_000)
+  const slow = decide(settings, r, windowOf({ n: 200, ms: 120 }, { n: 2000, ms: 30 }), 10_000)
   t.equal(slow.action, 'abort')
   t.match(slow.reason, /canary p99 \d+(\.\d+)? ms > 1.5 × stable p99/)
   t.ok(slow.analysis.latencyRatio! > 3)
   t.equal(decide(settings, r, windowOf({ n: 200, ms: 80 }, { n: 2000, ms: 20 }), 9_999).action, 'wait', 'latency waits for the end of the step')
-  t.equal(decide(settings, r, windowOf({ n: 200, ms: 4 }, { n: 2000, ms: 0.6 }), 10_000).action, 'advance', '4 ms vs 0.6 ms: both under the floor')
+  t.equal(decide(settings, r, windowOf({ n: 200, ms: 20 }, { n: 2000, ms: 0.6 }), 10_000).action, 'advance', '20 ms vs 0.6 ms: both under the floor')
   const last = { ...startRamp('id', 0), step: 3, baselineP99: 20 }
   const d = decide(settings, last, windowOf({ n: 200, ms: 80 }, { n: 0 }), 10_000)
   t.equal(d.action, 'abort', 'at 100 % the stable p99 of the step before is the reference')

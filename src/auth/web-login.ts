@@ -112,24 +112,24 @@ function redirectTo (reply: FastifyReply, url: string): FastifyReply {
   return reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer').redirect(url, 302)
 }
 
-export function registerWebLogin (app: FastifyInstance, opts: WebLoginOptions): WebLogin {
-  const { snapshot, store, metrics, sessions, now } = opts
-  const stateInvalid = (detail: string) => new GatewayError('LOGIN_STATE_INVALID', { detail })
-  const ticketInvalid = (detail: string) => new GatewayError('LOGIN_TICKET_INVALID', { detail })
+const stateInvalid = (detail: string) => new GatewayError('LOGIN_STATE_INVALID', { detail })
+const ticketInvalid = (detail: string) => new GatewayError('LOGIN_TICKET_INVALID', { detail })
 
-  app.get<{ Querystring: { appId?: string, redirect: string, scope?: string } }>('/auth/wechat/authorize', {
-    schema: authorizeSchema,
-    onRequest: opts.loginLimiter !== undefined ? [nameRoute('auth_wechat_authorize'), opts.loginLimiter] : [nameRoute('auth_wechat_authorize')]
-  }, async (request, reply) => {
-    const snap = snapshot()
+type AuthorizeRequest = FastifyRequest<{ Querystring: { appId?: string, redirect: string, scope?: string } }>
+type CallbackRequest = FastifyRequest<{ Querystring: { code?: string, state?: string } }>
+
+/** GET /auth/wechat/authorize: check the redirect, keep a state for this browser, send it to WeChat. */
+function authorize (opts: WebLoginOptions) {
+  return async (request: AuthorizeRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const snap = opts.snapshot()
     const wxApp = pickApp(snap.apps, request.query.appId, 'redirect')
     const redirect = allowedRedirect(wxApp, request.query.redirect)
     const scope = scopeOf(wxApp, request.query.scope)
     // One browser secret for every login the browser starts (two tabs both finish).
     const browser = browserSecret(request) ?? newSecret()
     const state = newSecret()
-    const record: StateRecord = { appid: wxApp.appId, redirect, browser: digest(browser), expiresAt: now() + STATE_TTL_MS }
-    await store.putOnce(stateKey(state), JSON.stringify(record), STATE_TTL_MS)
+    const record: StateRecord = { appid: wxApp.appId, redirect, browser: digest(browser), expiresAt: opts.now() + STATE_TTL_MS }
+    await opts.store.putOnce(stateKey(state), JSON.stringify(record), STATE_TTL_MS)
     const callback = `${(snap.config.publicUrl ?? '').replace(/\/+$/, '')}/auth/wechat/callback`
     const page = wxApp.type === 'website' ? '/connect/qrconnect' : '/connect/oauth2/authorize'
     // WeChat wants the parameters in this order, and the fragment.
@@ -137,24 +137,31 @@ export function registerWebLogin (app: FastifyInstance, opts: WebLoginOptions): 
       `&redirect_uri=${encodeURIComponent(callback)}&response_type=code&scope=${scope}&state=${state}#wechat_redirect`
     reply.header('set-cookie', `${COOKIE}=${browser}; Path=${COOKIE_PATH}; Max-Age=${STATE_TTL_MS / 1000}; HttpOnly; Secure; SameSite=Lax`)
     return redirectTo(reply, target)
-  })
+  }
+}
 
-  app.get<{ Querystring: { code?: string, state?: string } }>('/auth/wechat/callback', {
-    schema: callbackSchema,
-    onRequest: nameRoute('auth_wechat_callback')
-  }, async (request, reply) => {
-    const { code, state } = request.query
-    if (state === undefined || !SECRET.test(state)) throw stateInvalid('no state, or not one the gateway issued')
-    // Taken before anything else is checked: a state is spent by its first use, whatever follows.
-    const record = parse<StateRecord>(await store.takeOnce(stateKey(state)))
-    if (record === null) throw stateInvalid('state unknown, already used or past its store TTL')
-    if (record.expiresAt <= now()) throw stateInvalid('state older than 10 minutes')
-    const browser = browserSecret(request)
-    if (browser === undefined || !sameDigest(digest(browser), record.browser)) throw stateInvalid('state issued to another browser (login cookie missing or different)')
-    const snap = snapshot()
+/** Take the callback's state (spent by its first use, whatever follows) and check it belongs to this browser. */
+async function takeState (opts: WebLoginOptions, request: CallbackRequest): Promise<StateRecord> {
+  const state = request.query.state
+  if (state === undefined || !SECRET.test(state)) throw stateInvalid('no state, or not one the gateway issued')
+  const record = parse<StateRecord>(await opts.store.takeOnce(stateKey(state)))
+  if (record === null) throw stateInvalid('state unknown, already used or past its store TTL')
+  if (record.expiresAt <= opts.now()) throw stateInvalid('state older than 10 minutes')
+  const browser = browserSecret(request)
+  if (browser === undefined || !sameDigest(digest(browser), record.browser)) throw stateInvalid('state issued to another browser (login cookie missing or different)')
+  return record
+}
+
+/** GET /auth/wechat/callback: exchange WeChat's code, back to the page with a ticket (or why not). */
+function callback (opts: WebLoginOptions) {
+  const { store, metrics, now } = opts
+  return async (request: CallbackRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const record = await takeState(opts, request)
+    const snap = opts.snapshot()
     const wxApp = snap.apps.get(record.appid)
     if (wxApp === undefined) throw new GatewayError('UNKNOWN_APP', { detail: `app ${record.appid} is no longer configured` })
     const back = new URL(allowedRedirect(wxApp, record.redirect))
+    const code = request.query.code
     if (code === undefined || code === '') {
       metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: 'none' })
       request.log.info({ appid: wxApp.appId }, 'browser login refused by the user')
@@ -180,17 +187,32 @@ export function registerWebLogin (app: FastifyInstance, opts: WebLoginOptions): 
       back.searchParams.set('errorCode', String(err.code))
     }
     return redirectTo(reply, back.href)
-  })
+  }
+}
 
+/** Register the two browser endpoints; the ticket is redeemed by POST /auth/login (routes.ts). */
+export function registerWebLogin (app: FastifyInstance, opts: WebLoginOptions): WebLogin {
+  const named = (name: string) => opts.loginLimiter !== undefined ? [nameRoute(name), opts.loginLimiter] : [nameRoute(name)]
+  app.get<{ Querystring: AuthorizeRequest['query'] }>('/auth/wechat/authorize', { schema: authorizeSchema, onRequest: named('auth_wechat_authorize') }, authorize(opts))
+  app.get<{ Querystring: CallbackRequest['query'] }>('/auth/wechat/callback', { schema: callbackSchema, onRequest: nameRoute('auth_wechat_callback') }, callback(opts))
+  // A known browser-login path with the wrong method is a 405, like /auth/login's.
+  app.route({
+    method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: '/auth/wechat/:action',
+    handler: async (request) => {
+      const { action } = request.params as { action: string }
+      throw new GatewayError(action === 'authorize' || action === 'callback' ? 'METHOD_NOT_ALLOWED' : 'NO_ROUTE')
+    }
+  })
   return {
     async redeemTicket (snap, ticket, appId) {
-      const record = SECRET.test(ticket) ? parse<TicketRecord>(await store.takeOnce(ticketKey(ticket))) : null
+      const record = SECRET.test(ticket) ? parse<TicketRecord>(await opts.store.takeOnce(ticketKey(ticket))) : null
       if (record === null) throw ticketInvalid('ticket unknown, already used or past its store TTL')
-      if (record.expiresAt <= now()) throw ticketInvalid('ticket older than 60 s')
+      if (record.expiresAt <= opts.now()) throw ticketInvalid('ticket older than 60 s')
       if (appId !== undefined && appId !== record.appid) throw ticketInvalid(`ticket issued for app ${record.appid}, presented for ${appId}`)
       if (!snap.apps.has(record.appid)) throw new GatewayError('SESSION_APP_UNKNOWN')
       const who = { appid: record.appid, openid: record.openid, unionid: record.unionid }
-      return { ...await sessions.start(snap.tokens, snap.config.tokens, who, {}), appid: record.appid }
+      return { ...await opts.sessions.start(snap.tokens, snap.config.tokens, who, {}), appid: record.appid }
     }
   }
 }

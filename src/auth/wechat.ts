@@ -65,48 +65,39 @@ export function createWeChatClient (opts: WeChatClientOptions | WeChatClientOnTr
   const log = opts.logger.child({ component: 'wechat' })
   const http = 'http' in opts ? opts.http : createWeChatHttp({ ...opts, logger: log })
 
-  async function code2Session (app: WeChatApp, code: string): Promise<WeChatSession & { sessionKey: string }> {
+  /** Call a code exchange; its answer once it has an openid and `field` (a secret: only field names are ever logged). */
+  async function exchange (app: WeChatApp, api: string, path: string, code: Record<string, string>, field: string): Promise<{ b: Record<string, unknown>, attempts: number }> {
     const r = await http.call({
-      api: 'code2Session',
+      api,
       method: 'GET',
-      path: '/sns/jscode2session',
-      query: { appid: app.appId, secret: app.secret, js_code: code, grant_type: 'authorization_code' },
+      path,
+      query: { appid: app.appId, secret: app.secret, ...code, grant_type: 'authorization_code' },
       log: { appId: app.appId }
     })
-    if (r.kind !== 'ok') throw fail(app, r, 'code2Session')
+    if (r.kind !== 'ok') throw fail(app, r, api)
     const b = r.body
-    if (typeof b.openid !== 'string' || b.openid === '' || typeof b.session_key !== 'string' || b.session_key === '') {
-      // Field names only: the values may include a session_key.
-      const detail = `HTTP 200 JSON without openid/session_key (fields: ${Object.keys(b).join(', ') || 'none'})`
-      log.error({ appId: app.appId, attempts: r.attempts, detail }, 'WeChat answered with something that is not a code2Session answer')
+    if (typeof b.openid !== 'string' || b.openid === '' || typeof b[field] !== 'string' || b[field] === '') {
+      const detail = `HTTP 200 JSON without openid/${field} (fields: ${Object.keys(b).join(', ') || 'none'})`
+      log.error({ appId: app.appId, attempts: r.attempts, detail }, `WeChat answered with something that is not a ${api} answer`)
       throw badResponse(detail, r.attempts)
     }
-    const session: WeChatSession & { sessionKey: string } = { openid: b.openid, sessionKey: b.session_key }
+    return { b, attempts: r.attempts }
+  }
+
+  async function code2Session (app: WeChatApp, code: string): Promise<WeChatSession & { sessionKey: string }> {
+    const { b, attempts } = await exchange(app, 'code2Session', '/sns/jscode2session', { js_code: code }, 'session_key')
+    const session: WeChatSession & { sessionKey: string } = { openid: b.openid as string, sessionKey: b.session_key as string }
     if (typeof b.unionid === 'string' && b.unionid !== '') session.unionid = b.unionid
-    log.debug({ appId: app.appId, attempts: r.attempts, unionid: session.unionid !== undefined }, 'WeChat code2Session ok')
+    log.debug({ appId: app.appId, attempts, unionid: session.unionid !== undefined }, 'WeChat code2Session ok')
     return session
   }
 
   async function oauth2Session (app: WeChatApp, code: string): Promise<WeChatSession> {
-    const r = await http.call({
-      api: 'oauth2',
-      method: 'GET',
-      path: '/sns/oauth2/access_token',
-      query: { appid: app.appId, secret: app.secret, code, grant_type: 'authorization_code' },
-      log: { appId: app.appId }
-    })
-    if (r.kind !== 'ok') throw fail(app, r, 'oauth2')
-    const b = r.body
-    if (typeof b.openid !== 'string' || b.openid === '' || typeof b.access_token !== 'string' || b.access_token === '') {
-      // Field names only: the values include WeChat's tokens.
-      const detail = `HTTP 200 JSON without openid/access_token (fields: ${Object.keys(b).join(', ') || 'none'})`
-      log.error({ appId: app.appId, attempts: r.attempts, detail }, 'WeChat answered with something that is not an oauth2 access_token answer')
-      throw badResponse(detail, r.attempts)
-    }
+    const { b, attempts } = await exchange(app, 'oauth2', '/sns/oauth2/access_token', { code }, 'access_token')
     const grant = { accessToken: b.access_token, refreshToken: b.refresh_token, expiresIn: b.expires_in, scope: b.scope }
-    const session: WeChatSession = { openid: b.openid, grant: JSON.stringify(grant) }
+    const session: WeChatSession = { openid: b.openid as string, grant: JSON.stringify(grant) }
     if (typeof b.unionid === 'string' && b.unionid !== '') session.unionid = b.unionid
-    log.debug({ appId: app.appId, attempts: r.attempts, unionid: session.unionid !== undefined }, 'WeChat oauth2 access_token ok')
+    log.debug({ appId: app.appId, attempts, unionid: session.unionid !== undefined }, 'WeChat oauth2 access_token ok')
     return session
   }
 

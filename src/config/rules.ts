@@ -89,7 +89,12 @@ const RULES: readonly Rule[] = [{
     if (publicUrl === undefined && i !== -1) {
       report('publicUrl', `is required by wechat.apps[${i}] (type ${wechat.apps[i].type}): WeChat sends browsers back to {publicUrl}/auth/wechat/callback`)
     }
-    if (publicUrl !== undefined) urlProblems(publicUrl).forEach((m) => report('publicUrl', m))
+    if (publicUrl === undefined) return
+    urlProblems(publicUrl).forEach((m) => report('publicUrl', m))
+    // The browser login's cookie is Secure: browsers keep it over https, and over http for this machine only.
+    if (/^http:\/\//i.test(publicUrl) && !/^http:\/\/(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(:\d+)?(\/|$)/i.test(publicUrl)) {
+      report('publicUrl', 'must be https:// (browsers drop the Secure login cookie over http, except for localhost / 127.0.0.1)')
+    }
   }
 }, {
   reads: ['wechat.apps[*].type', 'wechat.apps[*].redirects'],

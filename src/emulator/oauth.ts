@@ -9,6 +9,7 @@
  * Triggers and users: docs/emulator.md.
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { triggeredErrcode } from './services.js'
 
 /** Send an answer like WeChat: HTTP 200, text/plain, JSON. */
 type Reply = (body: Record<string, unknown>) => void
@@ -34,7 +35,6 @@ export interface OAuth {
 
 // WeChat's codes are 32 chars; anything far longer is not a code at all.
 const MAX_CODE_LENGTH = 128
-const ERR_TRIGGER = /^err(-?\d+)(?:-|$)/
 const USER_TRIGGER = /^u-([^-]+)(?:-|$)/
 const USER_NAME = /^[A-Za-z0-9_]{1,32}$/
 /** The test users the page offers (any name matching USER_NAME works with `user=`). */
@@ -98,12 +98,8 @@ export function createOAuth (deps: OAuthDeps): OAuth {
     if (code.length > MAX_CODE_LENGTH) return fail(40029)
     const key = appid + '\0' + code
     if (spent.has(key)) return fail(40163)
-    const err = ERR_TRIGGER.exec(code)
-    if (err !== null) return fail(Number(err[1]))
-    if (code.startsWith('busyonce-') && !busySeen.has(key)) {
-      busySeen.add(key)
-      return fail(-1)
-    }
+    const triggered = triggeredErrcode(code, key, busySeen)
+    if (triggered !== undefined) return fail(triggered)
     spent.add(key)
     const user = USER_TRIGGER.exec(code)?.[1]
     const body: Record<string, unknown> = {

@@ -141,12 +141,8 @@ export function createServices (opts: {
     if (code === '') return fail(47001)
     const key = auth.appid + '\0' + code
     if (spentPhoneCodes.has(key)) return fail(40029)
-    const err = ERR_TRIGGER.exec(code)
-    if (err !== null) return fail(Number(err[1]))
-    if (code.startsWith('busyonce-') && !busySeen.has(key)) {
-      busySeen.add(key)
-      return fail(-1)
-    }
+    const triggered = triggeredErrcode(code, key, busySeen)
+    if (triggered !== undefined) return fail(triggered)
     spentPhoneCodes.add(key)
     const pure = PHONE_TRIGGER.exec(code)?.[1] ?? numberFor(code)
     const appid = code.startsWith('otherapp-') ? 'wx00000000otherapp' : auth.appid
@@ -224,4 +220,18 @@ function numberFor (code: string): string {
 export function newRid (nowMs: number = Date.now()): string {
   const seconds = Math.floor(nowMs / 1000).toString(16).padStart(8, '0')
   return `${seconds}-${randomBytes(4).toString('hex')}-${randomBytes(4).toString('hex')}`
+}
+
+/**
+ * The errcode a code's trigger asks for (docs/emulator.md): `err<errcode>[-…]` every time,
+ * `busyonce-<id>` -1 the first time `key` is seen (remembered in `busySeen`); undefined otherwise.
+ */
+export function triggeredErrcode (code: string, key: string, busySeen: Set<string>): number | undefined {
+  const err = ERR_TRIGGER.exec(code)
+  if (err !== null) return Number(err[1])
+  if (code.startsWith('busyonce-') && !busySeen.has(key)) {
+    busySeen.add(key)
+    return -1
+  }
+  return undefined
 }

@@ -55,7 +55,7 @@ export function checkDemoCredentials (loaded: LoadedConfig, demo: boolean, logge
 
 export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
   const { metrics, logger, now, demo } = opts
-  const { store, canary } = app
+  const { store, canary, rollouts } = app
   const build = async (loaded: LoadedConfig) => await buildSnapshot(loaded, { store, metrics, logger, now })
   let current = await build(opts.loaded)
   const retiring = new Map<Snapshot, NodeJS.Timeout>()
@@ -69,6 +69,8 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
   metrics.configReloads.inc({ result: 'failure' }, 0)
   installMetrics(current)
   canary.install(current, false)
+  // A ramp already running (another instance, before a restart) is served at its step from the first request.
+  await rollouts.install(current.routes)
 
   const retire = (snap: Snapshot) => {
     const timer = setTimeout(() => {
@@ -106,6 +108,7 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
     current = next
     // a change for rollbacks only when gateway.yaml itself changed (a key file rotation keeps them)
     canary.install(next, next.fileHash !== previous.fileHash)
+    await rollouts.install(next.routes)
     installMetrics(next)
     metrics.configReloads.inc({ result: 'success' })
     logger.level = next.config.logging.level
@@ -123,4 +126,4 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
     await Promise.allSettled([current, ...retiring.keys()].map(async (snap) => await snap.wechat.close()))
     retiring.clear()
   })
-}, { name: 'wegate-config', fastify: '5.x', dependencies: ['wegate-store', 'wegate-canary'] })
+}, { name: 'wegate-config', fastify: '5.x', dependencies: ['wegate-store', 'wegate-canary', 'wegate-rollouts'] })

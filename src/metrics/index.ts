@@ -158,6 +158,13 @@ export function createMetrics (registry: Registry = new Registry()) {
       labelNames: ['app', 'result'] as const,
       registers
     }),
+    rolloutStep: new Gauge({ name: 'wegate_rollout_step', help: 'Automatic ramp: the current step (1-based), by route', labelNames: ['route'] as const, aggregator: 'max', registers }),
+    rolloutShare: new Gauge({ name: 'wegate_rollout_share_percent', help: 'Automatic ramp: the canary\'s share of traffic (percent) this instance applies, by route', labelNames: ['route'] as const, aggregator: 'min', registers }),
+    rolloutState: new Gauge({ name: 'wegate_rollout_state', help: 'Automatic ramp: 1 for the state the route\'s ramp is in (running, paused, aborted, promoted), else 0', labelNames: ['route', 'state'] as const, aggregator: 'max', registers }),
+    rolloutDecisions: new Counter({ name: 'wegate_rollout_decisions_total', help: 'Automatic ramp: decisions and commands applied by this instance (start, advance, abort, promote, pause, resume)', labelNames: ['route', 'action'] as const, registers }),
+    rolloutRequests: new Gauge({ name: 'wegate_rollout_step_requests', help: 'Automatic ramp: requests in the current step from every instance, by route and role (canary, stable), as last judged', labelNames: ['route', 'role'] as const, aggregator: 'max', registers }),
+    rolloutErrors: new Gauge({ name: 'wegate_rollout_step_errors', help: 'Automatic ramp: errors in the current step from every instance, by route and role, as last judged', labelNames: ['route', 'role'] as const, aggregator: 'max', registers }),
+    rolloutP99: new Gauge({ name: 'wegate_rollout_step_p99_seconds', help: 'Automatic ramp: p99 upstream latency (to response headers) in the current step, by route and role, as last judged', labelNames: ['route', 'role'] as const, aggregator: 'max', registers }),
     parserErrors: new Counter({
       name: 'wegate_http_parser_errors_total',
       help: 'Requests refused before routing (by Node\'s HTTP parser or the server), by reason: an llhttp / Node error code in lower case, missing_host, expectation, connect',

@@ -31,7 +31,7 @@ export interface ProxyOptions {
   /** Is this socket peer a trusted proxy (trustProxy)? */
   trusted: (address: string) => boolean
   /** Called once per forwarded request with the upstream's outcome (5xx, refused, timeout → error). */
-  onOutcome?: (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome) => void
+  onOutcome?: (route: CompiledRoute, upstream: CompiledUpstream, outcome: UpstreamOutcome, ms?: number) => void
   /** The per-route rate limiter (shared with WebSocket upgrades), run for routes with `rateLimit`. */
   rateLimit?: RouteLimiter | undefined
   /** The caller's verified phone number for `injectPhone` routes (see resolve.ts). */
@@ -109,6 +109,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined
   private readonly started = performance.now()
   private status = 0
+  /** Time to the upstream's response headers (ms), for the ramp's latency analysis. */
+  private headersMs = 0
   private gone = false
   private readonly res: ClientResponse
 
@@ -142,7 +144,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return // 1xx informational: the final answer follows
     const { route, upstream, reply } = this
-    this.env.metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, (performance.now() - this.started) / 1000)
+    this.headersMs = performance.now() - this.started
+    this.env.metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, this.headersMs / 1000)
     const out = clientResponseHeaders(headers)
     // What the gateway set on the reply (X-Request-Id, RateLimit-*, Connection: close while draining) wins.
     const own = reply.getHeaders()
@@ -181,7 +184,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   onResponseEnd (): void {
     this.res.end()
-    this.env.onOutcome?.(this.route, this.upstream, this.status >= 500 ? 'error' : 'ok')
+    this.env.onOutcome?.(this.route, this.upstream, this.status >= 500 ? 'error' : 'ok', this.headersMs)
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
@@ -195,7 +198,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const kind = this.gone ? 'client_abort' : errorKind(err)
     env.metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
     // A client that went away says nothing about the upstream: not a rollback signal.
-    if (kind !== 'client_abort') env.onOutcome?.(route, upstream, 'error')
+    if (kind !== 'client_abort') env.onOutcome?.(route, upstream, 'error', performance.now() - this.started)
     if (this.status !== 0) {
       // Mid-body: the client must not take a truncated answer for a whole one.
       this.res.destroy()

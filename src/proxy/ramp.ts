@@ -22,7 +22,7 @@ export type RampCommand = 'pause' | 'resume' | 'promote' | 'abort'
 export type RampAction = 'wait' | 'advance' | 'abort' | 'promote'
 
 /** Below this, a p99 counts as this much when latencies are compared (ms). */
-export const LATENCY_FLOOR_MS = 10
+export const LATENCY_FLOOR_MS = 25
 
 /** A route's ramp as stored and shared by every instance. */
 export interface Ramp {
@@ -37,6 +37,8 @@ export interface Ramp {
   reason: string
   /** The stable p99 (ms) of the last step that had stable traffic: the reference once the canary takes everything. */
   baselineP99?: number | undefined
+  /** The numbers of the last decision (the step judged), kept with the record for status. */
+  last?: Analysis | undefined
 }
 
 /** The numbers of one step's analysis. */
@@ -100,7 +102,7 @@ export function decide (settings: RampConfig, ramp: Ramp, window: StepWindow, no
   if (ramp.state !== 'running') return wait(ramp.state)
   const enough = a.canary.requests >= settings.minRequests
   const stop = (reason: string): Decision =>
-    ({ action: 'abort', reason, ramp: { ...ramp, state: 'aborted', reason }, analysis: a })
+    ({ action: 'abort', reason, ramp: { ...ramp, state: 'aborted', reason, last: a }, analysis: a })
   if (enough && a.canary.errorRate > settings.errorRate) {
     return stop(`error rate ${fmt(a.canary.errorRate)} > ${settings.errorRate} at ${shareOf(settings, ramp)} %`)
   }
@@ -112,10 +114,10 @@ export function decide (settings: RampConfig, ramp: Ramp, window: StepWindow, no
   const baselineP99 = a.stable.p99 ?? ramp.baselineP99
   if (ramp.step >= settings.steps.length - 1) {
     const reason = `passed the last step (${shareOf(settings, ramp)} %): promote the file now`
-    return { action: 'promote', reason, ramp: { ...ramp, state: 'promoted', reason, baselineP99 }, analysis: a }
+    return { action: 'promote', reason, ramp: { ...ramp, state: 'promoted', reason, baselineP99, last: a }, analysis: a }
   }
   const reason = `step ${shareOf(settings, ramp)} % passed`
-  return { action: 'advance', reason, ramp: { ...ramp, step: ramp.step + 1, startedAt: now, reason, baselineP99 }, analysis: a }
+  return { action: 'advance', reason, ramp: { ...ramp, step: ramp.step + 1, startedAt: now, reason, baselineP99, last: a }, analysis: a }
 }
 
 /** An SRE's command; a RangeError when it does not apply to the ramp's state. */

@@ -46,8 +46,10 @@ export interface CompiledRoute {
   readonly picker: Picker
   /** Roll upstream `index` back (effective weight 0). Returns false if it already was. */
   rollBack (index: number): boolean
-  /** Back to the configured weights (the config was re-applied). Returns false if nothing was rolled back. */
+  /** Back to the base weights (the config was re-applied). Returns false if nothing was rolled back. */
   restore (): boolean
+  /** New base weights (an automatic ramp's share, config order); rollbacks in force stay on top. */
+  useWeights (weights: readonly number[]): void
   /** The path to send to `upstream` for a normalised request `path` that this route matched (no query). */
   upstreamPath (path: string, upstream: CompiledUpstream): string
 }
@@ -96,7 +98,10 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
   // stripping `/` removes nothing.
   const strip = r.stripPrefix && prefix !== '/' ? prefix.length : 0
   const configured = createPicker(r.upstreams, r.canary)
+  // The base: the configured weights, or a ramp's; rollBack zeroes upstreams on top of it.
+  let base = configured
   let picker = configured
+  const rolled = new Set<number>()
   const watched = r.canary?.rollback?.upstream
   const rollbackUpstream = watched === undefined ? undefined : upstreams.find((u) => u.name === watched)
   if (watched !== undefined && rollbackUpstream === undefined) {
@@ -118,12 +123,19 @@ function compileRoute (r: RouteConfig, index: number): CompiledRoute {
       // A weight-0 upstream cannot be rolled back any further.
       if (next.rolledBack[i] !== true) return false
       picker = next
+      rolled.add(i)
       return true
     },
     restore (): boolean {
-      if (picker === configured) return false
-      picker = configured
+      if (picker === base) return false
+      picker = base
+      rolled.clear()
       return true
+    },
+    useWeights (weights: readonly number[]): void {
+      base = configured.withWeights(weights)
+      picker = base
+      for (const i of rolled) picker = picker.withRolledBack(i)
     },
     upstreamPath (path: string, upstream: CompiledUpstream): string {
       const rest = strip === 0 ? path : path.slice(strip) // '' or '/…': the match was on a boundary

@@ -8,7 +8,7 @@ import type { Store, StoreLogger, StoreOptions } from './types.js'
 
 export type {
   AnnouncementPort, FamilyPort, HealthPort, LoginClaim, LoginClaimPort, LoginState, RedisConnection, RefreshRecord,
-  RevocationPort, RevocationSubject, RotateInput, RotateResult, SessionKeyPort, Store, StoreLogger, StoreOptions, WebLoginPort
+  RevocationPort, RevocationSubject, RolloutPort, RolloutRecord, RotateInput, RotateResult, SessionKeyPort, Store, StoreLogger, StoreOptions, WebLoginPort
 } from './types.js'
 
 /** Build the store named by `config.type`; Redis connects in the background (await `store.ready()`). */

@@ -22,18 +22,25 @@ type Query = { Querystring: { appId: string } }
 
 const BEARER = /^bearer /i
 
-/** Add the access_token endpoints to the admin server (nothing when no apiToken is configured). */
-export function registerAccessTokenAdmin (admin: FastifyInstance, opts: AccessTokenAdminOptions): void {
-  const apiToken = opts.apiToken
-  if (apiToken === undefined) return
-  // Before validation: a caller without the token learns nothing, not even which parameter is missing.
-  const guard = async (request: FastifyRequest): Promise<void> => {
+/**
+ * The onRequest hook of every admin endpoint behind admin.apiToken (access_token, rollouts).
+ * Before validation: a caller without the token learns nothing, not even which parameter is missing.
+ */
+export function adminTokenGuard (apiToken: string): (request: FastifyRequest) => Promise<void> {
+  return async (request) => {
     const given = request.headers.authorization
     // The scheme is case-insensitive (RFC 9110 §11.1); the token is compared in constant time.
     if (typeof given !== 'string' || !BEARER.test(given) || !sameText(given.slice(7), apiToken)) {
       throw new GatewayError('ADMIN_TOKEN_INVALID', { headers: { 'WWW-Authenticate': 'Bearer realm="wegate-admin"' } })
     }
   }
+}
+
+/** Add the access_token endpoints to the admin server (nothing when no apiToken is configured). */
+export function registerAccessTokenAdmin (admin: FastifyInstance, opts: AccessTokenAdminOptions): void {
+  const apiToken = opts.apiToken
+  if (apiToken === undefined) return
+  const guard = adminTokenGuard(apiToken)
   admin.get<Query>('/wechat/access-token', { schema: querySchema, onRequest: guard }, async (request, reply) => {
     reply.header('cache-control', 'no-store')
     return ok(await opts.tokens.get(request.query.appId))

@@ -4,21 +4,14 @@
  * entry with its expiry (ignored on read, swept with the rest).
  */
 import type { WebLoginPort } from '../types.js'
-import { boundedSet } from './bounded.js'
+import { boundedSet, liveGet } from './bounded.js'
 
 interface Entry { value: string, expiresAt: number }
 
 export function createMemoryWebLogins (max: number, now: () => number, check: () => void): WebLoginPort & { sweep (t: number): void } {
   const once = new Map<string, Entry>()
   const grants = new Map<string, Entry>()
-  const live = (map: Map<string, Entry>, key: string): Entry | undefined => {
-    const e = map.get(key)
-    if (e !== undefined && e.expiresAt <= now()) {
-      map.delete(key)
-      return undefined
-    }
-    return e
-  }
+  const live = (map: Map<string, Entry>, key: string): Entry | undefined => liveGet(map, key, now())
   return {
     async putOnce (key, value, ttlMs) {
       check()
