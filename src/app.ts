@@ -157,7 +157,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   app.setNotFoundHandler((_request, reply) => sendError(reply, new GatewayError('NO_ROUTE')))
 
   // Every request: timed, its id returned, accounted for when its response closes (http/accounting.ts).
-  await app.register(accountingPlugin, { logger, metrics })
+  await app.register(accountingPlugin, { logger, metrics, trusted })
   const accounting = app.accounting
   const track = (request: FastifyRequest, reply: FastifyReply): void => {
     accounting.track(request, reply)

@@ -7,6 +7,7 @@
  * the same route covers, and puts the runbook link in the WeCom message.
  */
 import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import { createServer, type IncomingMessage } from 'node:http'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -57,7 +58,6 @@ t.test('amtool check-config accepts alertmanager.yml and its templates', async (
 
 t.test('a broken config is refused (the check can fail)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'wegate-am-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   cpSync(amDir, dir, { recursive: true })
   writeFileSync(join(dir, 'alertmanager.yml'), readFileSync(join(amDir, 'alertmanager.yml'), 'utf8').replace('receiver: oncall-critical', 'receiver: oncall-typo'))
   const r = amtool(dir, 'check-config', 'alertmanager.yml')
@@ -99,7 +99,8 @@ async function fakeWeComAndSms (t: TestContext): Promise<{ url: string, wecom: C
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  // Alertmanager keeps its connections alive: close them, or close() waits for them.
+  t.teardown(() => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections() }))
   const address = server.address()
   return { url: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`, wecom, sms }
 }
@@ -107,7 +108,6 @@ async function fakeWeComAndSms (t: TestContext): Promise<{ url: string, wecom: C
 t.test('a real Alertmanager: critical to WeCom + SMS, warning to WeCom, covered warning muted', async (t) => {
   const fake = await fakeWeComAndSms(t)
   const dir = mkdtempSync(join(tmpdir(), 'wegate-am-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   cpSync(amDir, dir, { recursive: true })
   // Only the endpoints and the waits change: the routes, receivers, inhibitions and templates are the file's.
   const copy = structuredClone(config)
@@ -121,7 +121,14 @@ t.test('a real Alertmanager: critical to WeCom + SMS, warning to WeCom, covered 
     `--web.listen-address=127.0.0.1:${port}`, '--cluster.listen-address='], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
   am.stderr.on('data', (c: Buffer) => { log += c.toString() })
-  t.teardown(() => { am.kill() })
+  // Alertmanager writes into dir until it has exited: stop it, then remove dir.
+  t.teardown(async () => {
+    if (am.exitCode === null && am.signalCode === null) {
+      am.kill()
+      await once(am, 'exit')
+    }
+    rmSync(dir, { recursive: true, force: true })
+  })
   const api = `http://127.0.0.1:${port}/api/v2`
   await waitUntil(async () => (await fetch(`${api}/status`).catch(() => undefined))?.ok === true, 20_000, 50)
 

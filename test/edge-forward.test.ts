@@ -145,7 +145,9 @@ async function gatewayError (path: string) {
 t.test('connection refused → 502 envelope without transport details', async (t) => {
   const r = await gatewayError('/refused/x')
   t.equal(r.status, 502)
-  t.same(r.body, { code: ErrorCatalog.UPSTREAM_UNAVAILABLE.code, message: ErrorCatalog.UPSTREAM_UNAVAILABLE.message, data: null })
+  t.same(Object.keys(r.body as object), ['code', 'message', 'data'])
+  t.match(r.body, { code: ErrorCatalog.UPSTREAM_UNAVAILABLE.code, message: ErrorCatalog.UPSTREAM_UNAVAILABLE.message, data: { traceId: /^[0-9a-f]{32}$/ } }, 'a 5xx carries its trace id')
+  t.same(Object.keys((r.body as { data: object }).data), ['traceId'])
   t.notMatch(r.text, /ECONN|undici|127\.0\.0\.1/)
 })
 
@@ -173,7 +175,9 @@ t.test('a request with both Content-Length and Transfer-Encoding is refused (no 
 t.test('no answer within the route timeout → 504 envelope', async (t) => {
   const r = await gatewayError('/slow/x')
   t.equal(r.status, 504)
-  t.same(r.body, { code: ErrorCatalog.UPSTREAM_TIMEOUT.code, message: ErrorCatalog.UPSTREAM_TIMEOUT.message, data: null })
+  t.same(Object.keys(r.body as object), ['code', 'message', 'data'])
+  t.match(r.body, { code: ErrorCatalog.UPSTREAM_TIMEOUT.code, message: ErrorCatalog.UPSTREAM_TIMEOUT.message, data: { traceId: /^[0-9a-f]{32}$/ } })
+  t.same(Object.keys((r.body as { data: object }).data), ['traceId'])
 })
 
 t.test('a reset after the response started cuts the client response (no fake success)', async (t) => {

@@ -127,7 +127,9 @@ t.test('limits: per caller → 429, gateway-wide → 503, envelopes at handshake
   t.teardown(() => b1.terminate())
   const full = await openWs(own.url, '/ws/chat/5', bearer(sign('oCarol')))
   t.equal(full.status, 503)
-  t.same(JSON.parse(full.body), { code: ErrorCatalog.TUNNELS_FULL.code, message: ErrorCatalog.TUNNELS_FULL.message, data: null })
+  const fullBody = JSON.parse(full.body) as { data: { traceId: string } }
+  t.same(fullBody, { code: ErrorCatalog.TUNNELS_FULL.code, message: ErrorCatalog.TUNNELS_FULL.message, data: { traceId: fullBody.data.traceId } })
+  t.match(fullBody.data.traceId, /^[0-9a-f]{32}$/, 'a 5xx carries its trace id')
   t.equal(await metric(own.adminUrl, 'wegate_websocket_tunnels_open', { route: 'chat' }), 3)
   t.equal(await metric(own.adminUrl, 'wegate_websocket_tunnels_open', { route: 'live' }), 1)
   t.ok(own.logs.lines.some((l) => l.msg === 'access' && l.websocket === true && l.status === 429 && l.code === ErrorCatalog.TUNNELS_PER_CALLER.code))

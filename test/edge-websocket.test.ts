@@ -171,7 +171,9 @@ t.test('an upstream that refuses the upgrade: its answer is relayed', async (t) 
 t.test('upstream down → 502 envelope; no handshake answer in time → 504 envelope', async (t) => {
   const down = await connectWs('/ws/down/x')
   t.equal(down.status, 502)
-  t.same(JSON.parse(down.body), { code: ErrorCatalog.UPSTREAM_UNAVAILABLE.code, message: ErrorCatalog.UPSTREAM_UNAVAILABLE.message, data: null })
+  const downBody = JSON.parse(down.body) as { data: { traceId: string } }
+  t.same(downBody, { code: ErrorCatalog.UPSTREAM_UNAVAILABLE.code, message: ErrorCatalog.UPSTREAM_UNAVAILABLE.message, data: { traceId: downBody.data.traceId } })
+  t.match(downBody.data.traceId, /^[0-9a-f]{32}$/, 'a 5xx carries its trace id')
   const slow = await connectWs('/ws/silent/x')
   t.equal(slow.status, 504)
   t.equal(JSON.parse(slow.body).code, ErrorCatalog.UPSTREAM_TIMEOUT.code)

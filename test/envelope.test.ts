@@ -73,7 +73,9 @@ t.test('a 5xx never shows internal messages or stacks; the log has them', async 
   const res = await request(`${url}/boom-test`)
   t.equal(res.statusCode, 500)
   const text = await res.body.text()
-  t.same(JSON.parse(text), { code: 50000, message: 'Internal error', data: null })
+  const body = JSON.parse(text) as { data: { traceId: string } }
+  t.same(body, { code: 50000, message: 'Internal error', data: { traceId: body.data.traceId } }, 'only the trace id, nothing internal')
+  t.match(body.data.traceId, /^[0-9a-f]{32}$/)
   t.notMatch(text, /hunter2|at .*\.ts|stack/)
   t.match(logs.text(), /hunter2/, 'the operator sees the cause in the log')
 })

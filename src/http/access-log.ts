@@ -3,7 +3,7 @@
  * for, so it is assembled directly instead of through pino's generic path
  * (object walk, redaction scan, a Date per line): the fields are fixed and known
  * to be safe — the path has no query string, names come from the config, the
- * request id is ours or matched a strict pattern — and only the path needs JSON
+ * request id is ours or matched a strict pattern, trace ids are checked hex — and only the path needs JSON
  * escaping. The line has the same shape as a pino line from `request.log` (level,
  * time, the logger's bindings, reqId, msg) and goes to the same destination, in
  * order with every other line.
@@ -24,6 +24,10 @@ export interface Exchange {
   code: number
   /** performance.now() when it arrived. */
   startedAt: number
+  /** The W3C trace id (http/trace-context.ts); '' when none was set. */
+  traceId: string
+  /** An untrusted client's own trace id, kept as a link (not forwarded). */
+  linkedTraceId?: string | undefined
   /** It did not finish: the client left, or the upstream broke off mid-body. */
   aborted: boolean
   /** A WebSocket handshake. */
@@ -55,6 +59,6 @@ export function createAccessLog (logger: Logger): AccessLog {
       lastMs = now
       lastIso = new Date(now).toISOString()
     }
-    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}","method":"${e.method}","path":${JSON.stringify(pathOf(e.url))},"route":"${route}","upstream":"${upstream}","status":${e.status}${e.code !== 0 ? `,"code":${e.code}` : ''},"ms":${Math.round(ms * 100) / 100}${e.aborted ? ',"aborted":true' : ''}${e.websocket ? ',"websocket":true' : ''},"msg":"access"}\n`)
+    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}"${e.traceId === '' ? '' : `,"traceId":"${e.traceId}"`}${e.linkedTraceId === undefined ? '' : `,"linkedTraceId":"${e.linkedTraceId}"`},"method":"${e.method}","path":${JSON.stringify(pathOf(e.url))},"route":"${route}","upstream":"${upstream}","status":${e.status}${e.code !== 0 ? `,"code":${e.code}` : ''},"ms":${Math.round(ms * 100) / 100}${e.aborted ? ',"aborted":true' : ''}${e.websocket ? ',"websocket":true' : ''},"msg":"access"}\n`)
   }
 }

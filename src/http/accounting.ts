@@ -13,6 +13,7 @@ import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.js'
 import { createAccessLog, type Exchange } from './access-log.js'
+import { traceContext, type TraceContext } from './trace-context.js'
 
 export type { Exchange } from './access-log.js'
 
@@ -26,6 +27,8 @@ declare module 'fastify' {
     startedAt: number
     /** The envelope code when the gateway answered with an error (0 otherwise), for the access line. */
     errorCode: number
+    /** W3C trace context (http/trace-context.ts), set when the request arrives. */
+    trace: TraceContext | null
   }
   interface FastifyInstance {
     accounting: Accounting
@@ -43,8 +46,8 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 const REQUEST = Symbol('wegate.request')
 type TrackedResponse = ServerResponse & { [REQUEST]?: FastifyRequest | undefined }
 
-/** The counters and the access line, for a logger and a metrics registry. */
-export function createAccounting (logger: Logger | undefined, metrics: Metrics): Accounting {
+/** The counters and the access line, for a logger and a metrics registry; `trusted`: trustProxy for a socket peer. */
+export function createAccounting (logger: Logger | undefined, metrics: Metrics, trusted: (address: string) => boolean = () => false): Accounting {
   // Without a logger: counted, not logged.
   const accessLog = logger === undefined ? () => {} : createAccessLog(logger)
   const account = (e: Exchange): void => {
@@ -71,6 +74,8 @@ export function createAccounting (logger: Logger | undefined, metrics: Metrics):
       status: this.headersSent ? this.statusCode : 499,
       code: request.errorCode,
       startedAt: request.startedAt,
+      traceId: request.trace?.traceId ?? '',
+      linkedTraceId: request.trace?.linkedTraceId,
       aborted: !this.writableFinished,
       websocket: false
     })
@@ -79,6 +84,7 @@ export function createAccounting (logger: Logger | undefined, metrics: Metrics):
   return {
     track (request, reply) {
       request.startedAt = performance.now()
+      request.trace = traceContext(request.headers, trusted(request.socket.remoteAddress ?? ''))
       const res = reply.raw as TrackedResponse
       res[REQUEST] = request
       res.on('close', onResponseClose)
@@ -89,10 +95,11 @@ export function createAccounting (logger: Logger | undefined, metrics: Metrics):
 }
 
 /** Decorates the instance with `accounting` and the request with the fields the access line reads. */
-export const accountingPlugin = fp<{ logger: Logger, metrics: Metrics }>(async (app, opts) => {
+export const accountingPlugin = fp<{ logger: Logger, metrics: Metrics, trusted: (address: string) => boolean }>(async (app, opts) => {
   app.decorateRequest('routeName', '')
   app.decorateRequest('upstreamName', '')
   app.decorateRequest('startedAt', 0)
   app.decorateRequest('errorCode', 0)
-  app.decorate('accounting', createAccounting(opts.logger, opts.metrics))
+  app.decorateRequest('trace', null)
+  app.decorate('accounting', createAccounting(opts.logger, opts.metrics, opts.trusted))
 }, { name: 'wegate-accounting', fastify: '5.x' })

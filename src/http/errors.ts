@@ -6,8 +6,8 @@
  */
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { GatewayError, envelopeText, type ErrorName } from '../errors.js'
-import { writeRawEnvelope } from './raw-envelope.js'
+import { GatewayError, type ErrorName } from '../errors.js'
+import { envelopeBody, writeRawEnvelope } from './raw-envelope.js'
 
 const FASTIFY_CODES: Record<string, ErrorName> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
@@ -55,7 +55,7 @@ export function toGatewayError (err: unknown): GatewayError {
 export function handleError (err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const ge = toGatewayError(err)
   if (ge.statusCode >= 500) {
-    request.log.error({ err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'request failed')
+    request.log.error({ err: ge.cause ?? ge, code: ge.code, detail: ge.detail, traceId: request.trace?.traceId }, ge.detail ?? 'request failed')
   } else if (ge.detail !== undefined) {
     // The access line already carries the code; the why is for debugging (a 401 flood must not double the log).
     request.log.debug({ code: ge.code, detail: ge.detail }, 'request rejected')
@@ -68,7 +68,7 @@ export function sendError (reply: FastifyReply, ge: GatewayError): FastifyReply 
   reply.code(ge.statusCode)
   if (ge.headers !== undefined) reply.headers(ge.headers)
   reply.header('content-type', 'application/json; charset=utf-8')
-  return reply.send(envelopeText(ge))
+  return reply.send(envelopeBody(ge, reply.request.trace?.traceId))
 }
 
 /** The envelope a connection-level client error gets; undefined when the peer is gone (nothing to answer). */

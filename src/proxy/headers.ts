@@ -20,7 +20,8 @@ const HOP_BY_HOP = new Set([
  * and undici refuses to send an Expect header at all (it would turn every such upload into a 502).
  */
 const GATEWAY_SET = new Set([
-  'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'expect'
+  'host', 'x-request-id', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'expect',
+  'traceparent', 'tracestate' // http/trace-context.ts decides what continues
 ])
 
 /**
@@ -144,6 +145,8 @@ export interface ForwardContext {
   /** Whether that address is a trusted proxy (per trustProxy). */
   remoteTrusted: boolean
   requestId: string
+  /** W3C trace context: traceparent (the gateway's span as parent) and tracestate to send. */
+  trace?: { traceparent: string, tracestate: string | undefined } | undefined
   /** Upstream `host[:port]`. */
   upstreamHost: string
   forwardAuthorization: boolean
@@ -185,6 +188,11 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
   }
   out.host = ctx.upstreamHost
   out['x-request-id'] = ctx.requestId
+  const trace = ctx.trace
+  if (trace !== undefined) {
+    out.traceparent = trace.traceparent
+    if (trace.tracestate !== undefined) out.tracestate = trace.tracestate
+  }
   const id = ctx.identity
   if (id !== undefined) {
     out['x-openid'] = id.openid

@@ -10,6 +10,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { GatewayError } from '../errors.js'
+import type { TraceContext } from '../http/trace-context.js'
 import type { RouteLimiter } from '../http/ratelimit.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { normalisePath } from './path.js'
@@ -24,6 +25,8 @@ export interface PipelineInput {
   readonly ip: string
   /** The request id (sent upstream as X-Request-Id). */
   readonly id: string
+  /** The W3C trace context (sent upstream as traceparent / tracestate). */
+  readonly trace: TraceContext | null
   readonly socket: { readonly remoteAddress?: string | undefined }
   /** Set as soon as a route matched, for the access line (a later refusal names the route too). */
   routeName: string
@@ -85,6 +88,7 @@ function plan (
     remoteAddress: remote,
     remoteTrusted: p.trusted(remote),
     requestId: input.id,
+    trace: input.trace ?? undefined,
     upstreamHost: upstream.host,
     forwardAuthorization: route.config.forwardAuthorization,
     identity: caller,

@@ -19,6 +19,7 @@ import { GatewayError } from '../errors.js'
 import { createAccounting, type Accounting } from '../http/accounting.js'
 import type { RouteLimiter } from '../http/ratelimit.js'
 import { writeRawEnvelope } from '../http/raw-envelope.js'
+import { traceContext } from '../http/trace-context.js'
 import { requestId as defaultRequestId } from '../http/request-id.js'
 import type { Metrics } from '../metrics/index.js'
 import { resolve, type PhoneLookup, type Pipeline, type PipelineInput, type Resolved } from './resolve.js'
@@ -85,7 +86,7 @@ export function attachWebSocketProxy (server: Server, opts: WebSocketProxyOption
   const env: Env = {
     pipeline: { snapshot, trusted, rateLimit: opts.rateLimit, phoneOf: opts.phoneOf },
     tunnels,
-    accounting: opts.accounting ?? createAccounting(logger, metrics),
+    accounting: opts.accounting ?? createAccounting(logger, metrics, trusted),
     metrics,
     logger,
     closing: opts.closing ?? (() => false),
@@ -122,7 +123,8 @@ class Handshake {
     private readonly id: string,
     ip: string
   ) {
-    this.input = { url: req.url ?? '', headers: req.headers, ip, id, socket: req.socket, routeName: '' }
+    const trace = traceContext(req.headers, env.pipeline.trusted(req.socket.remoteAddress ?? ''))
+    this.input = { url: req.url ?? '', headers: req.headers, ip, id, trace, socket: req.socket, routeName: '' }
     // A client that resets mid-handshake must not crash the process.
     socket.on('error', () => { socket.destroy() })
   }
@@ -164,6 +166,8 @@ class Handshake {
       status,
       code,
       startedAt: this.started,
+      traceId: this.input.trace?.traceId ?? '',
+      linkedTraceId: this.input.trace?.linkedTraceId,
       aborted: status === 499,
       websocket: true
     })
@@ -174,9 +178,9 @@ class Handshake {
     this.done = true
     const ge = err instanceof GatewayError ? err : new GatewayError('INTERNAL', { cause: err })
     const { logger } = this.env
-    if (ge.statusCode >= 500) logger?.error({ reqId: this.id, err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'websocket handshake failed')
+    if (ge.statusCode >= 500) logger?.error({ reqId: this.id, traceId: this.input.trace?.traceId, err: ge.cause ?? ge, code: ge.code, detail: ge.detail }, ge.detail ?? 'websocket handshake failed')
     else if (ge.detail !== undefined) logger?.debug({ reqId: this.id, code: ge.code, detail: ge.detail }, 'request rejected')
-    writeRawEnvelope(this.socket, ge, this.id)
+    writeRawEnvelope(this.socket, ge, this.id, this.input.trace?.traceId)
     this.account(ge.statusCode, ge.code)
   }
 
