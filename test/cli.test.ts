@@ -152,6 +152,7 @@ t.test('regression: --help on every command prints its usage and does nothing el
     [['serve', '-h'], /^usage: wegate serve /],
     [['check', '--help'], /^usage: wegate check \[-c gateway\.yaml\] \[--demo\]\n/],
     [['emulator', '--port', '0', '--help'], /^usage: wegate emulator \[--port 9400\]/],
+    [['rollout', 'status', '--help'], /^usage: wegate rollout status\|pause\|resume\|promote\|abort \[route\]/],
     [['--help'], /^usage: wegate <command> \[options\]\n/],
     [[], /^usage: wegate <command>/]
   ]

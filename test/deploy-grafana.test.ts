@@ -20,9 +20,12 @@ const counters = [
   'wegate_requests_total', 'wegate_upstream_errors_total', 'wegate_logins_total', 'wegate_refreshes_total',
   'wegate_token_rejections_total', 'wegate_revocations_total', 'wegate_rate_limited_total',
   'wegate_canary_rollbacks_total', 'wegate_config_reloads_total',
-  'wegate_wechat_api_calls_total', 'wegate_wechat_token_refreshes_total', 'wegate_decrypts_total', 'wegate_phone_verifications_total'
+  'wegate_wechat_api_calls_total', 'wegate_wechat_token_refreshes_total', 'wegate_decrypts_total', 'wegate_phone_verifications_total',
+  'wegate_rollout_decisions_total'
 ]
-const gauges = ['wegate_upstream_weight', 'wegate_config_last_reload_success_timestamp_seconds', 'wegate_config_info', 'wegate_store_up']
+const gauges = ['wegate_upstream_weight', 'wegate_config_last_reload_success_timestamp_seconds', 'wegate_config_info', 'wegate_store_up',
+  'wegate_rollout_step', 'wegate_rollout_share_percent', 'wegate_rollout_state', 'wegate_rollout_step_requests', 'wegate_rollout_step_errors',
+  'wegate_rollout_step_p99_seconds']
 const histograms = ['wegate_request_duration_seconds', 'wegate_upstream_duration_seconds', 'wegate_store_operation_duration_seconds']
 /** prom-client default metrics the dashboard reads, plus Prometheus' own `up`. */
 const defaults = [
@@ -130,7 +133,7 @@ t.test('the panels the SRE needs are there', async (t) => {
   const titles = queryPanels.map((p) => p.title.toLowerCase())
   for (const want of ['requests/s', 'traffic split', '5xx ratio', 'p50 / p90 / p99', 'upstream latency', 'upstream errors', 'weights',
     'canary rollbacks', 'logins', 'refreshes', 'token rejections', 'rate-limited', 'config reloads', 'config hash', 'store up',
-    'store operation latency', 'cpu', 'memory', 'event-loop lag']) {
+    'store operation latency', 'cpu', 'memory', 'event-loop lag', 'ramp: canary share', 'ramp: analysis']) {
     t.ok(titles.some((x) => x.includes(want)), `a panel about ${want}`)
   }
   const split = queryPanels.find((p) => p.title.toLowerCase().includes('traffic split')) as Panel & { fieldConfig: { defaults: { custom: { stacking: { mode: string } } } } }
