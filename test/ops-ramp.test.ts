@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { request } from 'undici'
-import { startGateway, testClock, type StartedGateway } from './helpers/gateway.js'
+import { startGateway, testClock, writeConfigFile, type StartedGateway } from './helpers/gateway.js'
 import { controlledUpstream, rampRoute, rollouts, traffic, trafficUntil } from './helpers/ramp.js'
 
 const INTERVAL = 10_000
@@ -110,4 +110,27 @@ t.test('pause holds the step past its interval; resume continues; a file edit of
   t.same([(await r.status())[0].state, (await r.status())[0].share], ['running', 20])
   await t.rejects(r.command('orders', 'resume'), { name: 'GatewayError', errorName: 'ROLLOUT_CONFLICT', data: { reason: 'cannot resume a running ramp' } })
   await t.rejects(r.command('nope', 'pause'), { name: 'GatewayError', errorName: 'ROLLOUT_UNKNOWN' })
+})
+
+t.test('a file edit of the route\'s upstreams or ramp starts a new ramp; other edits keep the running one', async (t) => {
+  const clock = testClock()
+  const stable = await controlledUpstream(t, 'stable')
+  const canary = await controlledUpstream(t, 'canary')
+  const route = rampRoute(stable, canary)
+  const gw = await startGateway(t, { routes: [route] }, { now: clock.now, rolloutTickMs: 0 })
+  await trafficUntil([gw], stable, canary, 20)
+  clock.advance(INTERVAL)
+  await rollouts(gw).tick()
+  t.equal((await rollouts(gw).status())[0].share, 20)
+  const other = await gw.gateway.reload(await writeConfigFile({ routes: [{ ...route, timeout: '5s' }] }))
+  t.equal(other.status, 'applied')
+  t.same([(await rollouts(gw).status())[0].share, (await rollouts(gw).status())[0].state], [20, 'running'], 'a timeout edit keeps the ramp at its step')
+  t.equal(gw.gateway.snapshot().routes.get('orders')!.picker.weights[1], 20, 'the new snapshot serves the step at once')
+  const steps = { ...route, canary: { ...route.canary, ramp: { ...route.canary.ramp, steps: [10, 100] } } }
+  t.equal((await gw.gateway.reload(await writeConfigFile({ routes: [steps] }))).status, 'applied')
+  t.same([(await rollouts(gw).status())[0].share, (await rollouts(gw).status())[0].step], [10, 1], 'new steps: a new ramp from the first step')
+  const moved = { ...steps, upstreams: [steps.upstreams[0], { ...steps.upstreams[1], url: stable.url }] }
+  await rollouts(gw).command('orders', 'abort')
+  t.equal((await gw.gateway.reload(await writeConfigFile({ routes: [moved] }))).status, 'applied')
+  t.same([(await rollouts(gw).status())[0].state, (await rollouts(gw).status())[0].share], ['running', 10], 'a new canary URL after an abort: a new ramp')
 })
