@@ -57,6 +57,11 @@ export function sumWindows (windows: readonly StepWindow[]): StepWindow {
   return out
 }
 
+/** Sum the instances' reports as stored (JSON windows); an unreadable one counts as nothing. */
+export function sumReports (reports: readonly string[]): StepWindow {
+  return sumWindows(reports.flatMap((r) => { try { return [JSON.parse(r) as StepWindow] } catch { return [] } }))
+}
+
 const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0)
 
 /** The 99th percentile (ms) of the latencies counted, interpolated within its bucket; undefined when none. */

@@ -22,7 +22,7 @@ import { GatewayError } from '../errors.js'
 import type { Metrics } from '../metrics/index.js'
 import type { RolloutPort } from '../store/index.js'
 import { analyse, command, decide, shareOf, startRamp, weightsFor, type Analysis, type Ramp, type RampCommand, type RampState } from './ramp.js'
-import { emptyWindow, observe, sumWindows, type StepWindow } from './ramp-window.js'
+import { emptyWindow, observe, sumReports, type StepWindow } from './ramp-window.js'
 import type { CompiledRoute, CompiledUpstream, RouteTable } from './routes.js'
 import type { UpstreamOutcome } from './types.js'
 
@@ -159,7 +159,7 @@ export function createRolloutControl (opts: RolloutOptions): RolloutControl {
     const ramp = e.ramp
     if (ramp?.state !== 'running' || !await store.leaseRollout(e.route.name, me, LEASE_TTL_MS)) return
     const reports = await store.rolloutReports(e.route.name, e.windowKey)
-    const sum = sumWindows(reports.flatMap((r) => { try { return [JSON.parse(r) as StepWindow] } catch { return [] } }))
+    const sum = sumReports(reports)
     const d = decide(e.settings, ramp, sum, now())
     publishAnalysis(e.route.name, d.analysis)
     if (d.action === 'wait') return
@@ -213,7 +213,7 @@ export function createRolloutControl (opts: RolloutOptions): RolloutControl {
     const { ramp } = await read(e)
     const r = ramp ?? e.ramp ?? startRamp(e.id, now())
     const reports = live(r) ? await store.rolloutReports(e.route.name, windowKey(r)) : []
-    const sum = sumWindows(reports.flatMap((x) => { try { return [JSON.parse(x) as StepWindow] } catch { return [] } }))
+    const sum = sumReports(reports)
     return {
       route: e.route.name,
       state: r.state,
