@@ -3,6 +3,7 @@
  * this instance's while it holds it, and the reports are its own.
  */
 import type { RolloutPort, RolloutRecord } from '../types.js'
+import { liveGet } from './bounded.js'
 
 interface Timed<T> { value: T, expiresAt: number }
 
@@ -10,15 +11,8 @@ export function createMemoryRollouts (now: () => number, check: () => void): Rol
   const records = new Map<string, Timed<RolloutRecord>>()
   const leases = new Map<string, Timed<string>>()
   const windows = new Map<string, Timed<Map<string, string>>>()
-  const live = <T>(map: Map<string, Timed<T>>, key: string): T | undefined => {
-    const e = map.get(key)
-    if (e === undefined) return undefined
-    if (e.expiresAt <= now()) {
-      map.delete(key)
-      return undefined
-    }
-    return e.value
-  }
+  /** The value under `key` unless it has expired (bounded.ts's liveGet drops an expired one). */
+  const live = <T>(map: Map<string, Timed<T>>, key: string): T | undefined => liveGet(map, key, now())?.value
   return {
     async getRollout (route) {
       check()
