@@ -68,7 +68,8 @@ export const ErrorCatalog = {
   UPSTREAM_UNAVAILABLE: { code: 50020, status: 502, message: 'Upstream service is unavailable' },
   UPSTREAM_TIMEOUT: { code: 50021, status: 504, message: 'Upstream service did not answer in time' },
   SHUTTING_DOWN: { code: 50030, status: 503, message: 'Gateway is shutting down' },
-  TUNNELS_FULL: { code: 50031, status: 503, message: 'Gateway has no room for more WebSocket connections; try again shortly' }
+  TUNNELS_FULL: { code: 50031, status: 503, message: 'Gateway has no room for more WebSocket connections; try again shortly' },
+  WORKERS_UNAVAILABLE: { code: 50032, status: 503, message: 'No gateway worker could answer; try again shortly' }
 } as const satisfies Record<string, { code: number, status: number, message: string }>
 
 export type ErrorName = keyof typeof ErrorCatalog
