@@ -22,7 +22,7 @@ const wechat = await startWeChat(t)
 const echoUrl = await startEcho(t)
 const wsUpstream = await startWsUpstream(t, 'ws')
 const tls = { certFile: served.certFile, keyFile: served.keyFile }
-const { gateway, url, adminUrl, logs } = await startAuthGateway(t, {
+const { url, adminUrl, logs } = await startAuthGateway(t, {
   wechatUrl: wechat.url,
   echoUrl,
   patch: {
@@ -105,7 +105,7 @@ t.test('HTTPS over HTTP/1.1: login, then a proxied call with X-OpenID set and a 
   const login = await loginRes.body.json() as { code: number, data: { accessToken: string, openid: string } }
   t.equal(loginRes.statusCode, 200)
   t.equal(login.code, 200)
-  const res = await request(`${url}/api/me`, { dispatcher: h1, headers: { authorization: `Bearer ${login.data.accessToken}`, 'x-openid': 'oMallory', 'X_OpenID': 'oMallory2' } })
+  const res = await request(`${url}/api/me`, { dispatcher: h1, headers: { authorization: `Bearer ${login.data.accessToken}`, 'x-openid': 'oMallory', X_OpenID: 'oMallory2' } })
   t.equal(res.statusCode, 200)
   const echo = await res.body.json() as { headers: Record<string, string> }
   t.equal(echo.headers['x-openid'], login.data.openid)
