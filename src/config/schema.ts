@@ -147,7 +147,7 @@ export const GatewayConfigSchema = Type.Object({
     }, 'Redis Sentinel: the gateway asks the sentinels for the current master and follows failovers', false)),
     keyPrefix: Type.String({ default: 'wegate:', pattern: '^[A-Za-z0-9:_.-]*$', description: 'Namespace for every key (no braces: the keys carry their own {hash tags} for Redis Cluster)' }),
     failMode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed', description: 'When the store is unreachable: closed rejects authenticated requests (503), open lets verified tokens through' }),
-    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on sessions and refresh families each (oldest evicted); revocations are never evicted, they expire' })
+    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on sessions, refresh families, browser-login states and login tickets each (oldest evicted); revocations are never evicted, they expire' })
   }, 'Shared state: sessions, refresh tokens, revocations, rate-limit counters'),
   wechat: Strict({
     baseUrl: Type.String({ pattern: '^https?://[^\\s]+$', default: 'https://api.weixin.qq.com', description: 'WeChat server API base URL' }),
