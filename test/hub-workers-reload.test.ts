@@ -51,7 +51,9 @@ t.test('regression: the workers\' primary serves the AppSecret of a reloaded con
   // SIGHUP (with the file watch) reloads the group the same way: the primary follows back.
   await writeFile(file, stringify(merge(baseConfig(), patch(APP_A))))
   gw.child.kill('SIGHUP')
-  await waitUntil(async () => (await readyz()).config === before, 10_000, 50)
-  t.equal(gw.lines.filter((l) => l.msg === 'primary: config reloaded (as the workers did)').length, 2, 'once per config, not once per worker')
+  const followed = () => gw.lines.filter((l) => l.msg === 'primary: config reloaded (as the workers did)').length
+  await waitUntil(() => followed() === 2, 10_000, 50)
+  t.equal((await readyz()).config, before, 'the primary follows back')
+  t.equal(followed(), 2, 'once per config, not once per worker')
   t.equal(await gw.stop(), 0)
 })
