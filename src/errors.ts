@@ -16,6 +16,7 @@ export const ErrorCatalog = {
   PHONE_CODE_INVALID: { code: 10009, status: 400, message: 'Phone number code is invalid, expired or already used; ask the user to tap the button again' },
   LOGIN_STATE_INVALID: { code: 10010, status: 400, message: 'This WeChat login is unknown, expired, already finished or was started in another browser; start the login again' },
   LOGIN_TICKET_INVALID: { code: 10011, status: 401, message: 'Login ticket is invalid, expired or already used; start the login again' },
+  LOGIN_TICKET_OTHER_BROWSER: { code: 10012, status: 403, message: 'Login ticket belongs to a login started in another browser (login cookie or codeVerifier missing or different); start the login again' },
 
   // 2xxxx: authentication
   TOKEN_MISSING: { code: 20001, status: 401, message: 'Missing access token' },

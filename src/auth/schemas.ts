@@ -8,10 +8,12 @@ export const loginSchema = {
       code: { type: 'string', minLength: 1, maxLength: 128 },
       appId: { type: 'string', minLength: 1, maxLength: 64 },
       // A browser login's ticket (web-login.ts): 43 characters.
-      ticket: { type: 'string', minLength: 1, maxLength: 128 }
+      ticket: { type: 'string', minLength: 1, maxLength: 128 },
+      // The page's PKCE-style verifier (RFC 7636 §4.1), when it sent a codeChallenge to authorize.
+      codeVerifier: { type: 'string', pattern: '^[A-Za-z0-9._~-]{43,128}$' }
     },
-    // A code (mini program, App) or a ticket (browser login), not both.
-    oneOf: [{ required: ['code'] }, { required: ['ticket'] }]
+    // A code (mini program, App) or a ticket (browser login, with its verifier), not both.
+    oneOf: [{ required: ['code'], not: { required: ['codeVerifier'] } }, { required: ['ticket'] }]
   }
 } as const
 
@@ -22,7 +24,9 @@ export const authorizeSchema = {
     properties: {
       appId: { type: 'string', minLength: 1, maxLength: 64 },
       redirect: { type: 'string', minLength: 1, maxLength: 2048 },
-      scope: { type: 'string', minLength: 1, maxLength: 32 }
+      scope: { type: 'string', minLength: 1, maxLength: 32 },
+      // base64url(SHA-256(codeVerifier)), as PKCE's S256: binds the ticket to the page that holds the verifier.
+      codeChallenge: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' }
     }
   }
 } as const
