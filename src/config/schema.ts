@@ -175,7 +175,9 @@ export const GatewayConfigSchema = Type.Object({
     clockSkew: Duration('30s', 'Tolerance on exp / nbf')
   }, 'Access and refresh tokens', false),
   rateLimits: Strict({
-    login: RateLimitRule(5, '1m', 'ip', 'Limit on /auth/login (the seed: 5 per minute per IP)', true)
+    login: RateLimitRule(5, '1m', 'ip', 'Limit on /auth/login (the seed: 5 per minute per IP)', true),
+    phone: RateLimitRule(5, '1m', 'openid', 'Limit on /auth/phone per caller: each call spends a WeChat API call on the app\'s shared access_token quota', true),
+    decrypt: RateLimitRule(30, '1m', 'openid', 'Limit on /auth/decrypt per caller', true)
   }, 'Gateway-wide rate limits'),
   limits: Strict({
     headerSize: Bytes('16kb', 'Largest request header block (431 beyond)'),
