@@ -130,7 +130,7 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     for (const s of status.values()) if (!s.ready || now - s.at > STATUS_STALE_MS) return false
     return true
   }
-  const admin = served.admin = createAdminServer(logger, {
+  const admin = served.admin = await createAdminServer(logger, {
     health: () => ({ status: 'ok', workers: workers().length }),
     readiness: () => ({
       ready: ready(),
