@@ -4,11 +4,13 @@
  * tests build it the same way.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Http2Stream } from 'node:http2'
 import type { Logger } from 'pino'
 import { GatewayError } from './errors.js'
 import proxyAddr from '@fastify/proxy-addr'
 import type { LoadedConfig } from './config/load.js'
 import type { GatewayConfig } from './config/schema.js'
+import { loadTlsMaterial, type TlsMaterial } from './config/tls.js'
 import { registerRateLimits } from './http/ratelimit.js'
 import { authPlugin } from './auth/routes.js'
 import { proxyPlugin } from './proxy/forward.js'
@@ -22,7 +24,7 @@ import { createLogger } from './log.js'
 import { accountingPlugin } from './http/accounting.js'
 import { requestId } from './http/request-id.js'
 import { adminPlugin } from './gateway/admin.js'
-import { clientErrorHandler, createHttpServer, type RefusalLog } from './gateway/http-server.js'
+import { clientErrorHandler, createHttpServer, createTlsHttpServer, type RefusalLog } from './gateway/http-server.js'
 import { canaryPlugin } from './gateway/canary.js'
 import { registerRolloutAdmin, rolloutsPlugin } from './gateway/rollouts.js'
 import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway/config.js'
@@ -94,7 +96,9 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   const metrics = deps.metrics ?? createMetrics()
   // Router-level failures run no hooks: they are accounted for through this, once wired.
   const accounting = { track: (_request: FastifyRequest, _reply: FastifyReply): void => {} }
-  const app = createPublicServer(config, { logger, metrics }, accounting)
+  // The certificate the listener starts with; a reload applies a replaced pair (gateway/config.ts).
+  const tls = config.listen.tls === undefined ? undefined : await loadTlsMaterial(config.listen.tls, loaded.file, now())
+  const app = createPublicServer(config, { logger, metrics }, accounting, tls)
   try {
     // Before any route: the routes' schemas are the OpenAPI description (gateway/openapi.ts).
     await describeRoutes(app)
@@ -113,7 +117,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
 }
 
 /** The public Fastify instance with the server-level settings (restart-only: they shape the server). */
-function createPublicServer (config: GatewayConfig, refusals: RefusalLog, accounting: Accounting): FastifyInstance {
+function createPublicServer (config: GatewayConfig, refusals: RefusalLog, accounting: Accounting, tls: TlsMaterial | undefined): FastifyInstance {
   const { limits, trustProxy } = config
   const { logger } = refusals
   return Fastify({
@@ -132,8 +136,9 @@ function createPublicServer (config: GatewayConfig, refusals: RefusalLog, accoun
     frameworkErrors: (err, request, reply) => { accounting.track(request, reply); handleError(err, request, reply) },
     // request.ip is the real client per trustProxy (restart to change: it shapes the server)
     trustProxy,
-    // Node's limits, refusals before routing (counted, logged, answered), pipelining in order.
-    serverFactory: (handler) => createHttpServer(limits, handler, refusals)
+    // Node's limits, refusals before routing (counted, logged, answered), pipelining in order;
+    // with TLS, HTTP/2 next to HTTP/1.1 (ALPN).
+    serverFactory: (handler) => tls === undefined ? createHttpServer(limits, handler, refusals) : createTlsHttpServer(limits, handler, refusals, tls)
   })
 }
 
@@ -165,7 +170,12 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   const accounting = app.accounting
   const track = (request: FastifyRequest, reply: FastifyReply): void => {
     accounting.track(request, reply)
-    if (lifecycle.draining) reply.header('connection', 'close')
+    if (lifecycle.draining) {
+      // HTTP/2 has no Connection header: GOAWAY instead (this stream and any open ones finish).
+      const raw = request.raw as FastifyRequest['raw'] & { stream?: Http2Stream }
+      if (raw.stream !== undefined) raw.stream.session?.close()
+      else reply.header('connection', 'close')
+    }
   }
   opts.accounting.track = track
   app.addHook('onRequest', (request, reply, done) => {
@@ -239,7 +249,8 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     isReady: app.admin.ready,
     reload: app.snapshots.reload,
     async listen () {
-      const publicUrl = await app.listen({ host: config.listen.host, port: config.listen.port })
+      const address = await app.listen({ host: config.listen.host, port: config.listen.port })
+      const publicUrl = config.listen.tls === undefined ? address : address.replace(/^http:/, 'https:')
       const adminUrl = opts.admin ? await admin.listen({ host: config.admin.host, port: config.admin.port }) : ''
       return { publicUrl, adminUrl }
     },

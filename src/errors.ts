@@ -16,6 +16,7 @@ export const ErrorCatalog = {
   PHONE_CODE_INVALID: { code: 10009, status: 400, message: 'Phone number code is invalid, expired or already used; ask the user to tap the button again' },
   LOGIN_STATE_INVALID: { code: 10010, status: 400, message: 'This WeChat login is unknown, expired, already finished or was started in another browser; start the login again' },
   LOGIN_TICKET_INVALID: { code: 10011, status: 401, message: 'Login ticket is invalid, expired or already used; start the login again' },
+  LOGIN_TICKET_OTHER_BROWSER: { code: 10012, status: 403, message: 'Login ticket belongs to a login started in another browser (login cookie or codeVerifier missing or different); start the login again' },
 
   // 2xxxx: authentication
   TOKEN_MISSING: { code: 20001, status: 401, message: 'Missing access token' },
@@ -68,7 +69,8 @@ export const ErrorCatalog = {
   UPSTREAM_UNAVAILABLE: { code: 50020, status: 502, message: 'Upstream service is unavailable' },
   UPSTREAM_TIMEOUT: { code: 50021, status: 504, message: 'Upstream service did not answer in time' },
   SHUTTING_DOWN: { code: 50030, status: 503, message: 'Gateway is shutting down' },
-  TUNNELS_FULL: { code: 50031, status: 503, message: 'Gateway has no room for more WebSocket connections; try again shortly' }
+  TUNNELS_FULL: { code: 50031, status: 503, message: 'Gateway has no room for more WebSocket connections; try again shortly' },
+  WORKERS_UNAVAILABLE: { code: 50032, status: 503, message: 'No gateway worker could answer; try again shortly' }
 } as const satisfies Record<string, { code: number, status: number, message: string }>
 
 export type ErrorName = keyof typeof ErrorCatalog

@@ -6,6 +6,7 @@
  * in-flight requests finish on the snapshot they started with.
  */
 import type { LoadedConfig } from './config/load.js'
+import { loadTlsMaterial, type TlsMaterial } from './config/tls.js'
 import type { GatewayConfig } from './config/schema.js'
 import { createGuard, type Guard } from './auth/guard.js'
 import { createTokenService, type TokenService } from './auth/tokens.js'
@@ -33,6 +34,8 @@ export interface Snapshot {
   /** The snapshot's one transport to WeChat (code2Session and the credential hub's calls); closed with `wechat`. */
   readonly wechatHttp: WeChatHttp
   readonly apps: ReadonlyMap<string, WeChatApp>
+  /** The public listener's certificate and key (`listen.tls`), read and checked; applied to new connections on a swap. */
+  readonly tls: TlsMaterial | undefined
 }
 
 export interface SnapshotDeps {
@@ -48,6 +51,7 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
   const { config } = loaded
   const now = deps.now ?? Date.now
   const tokens = await createTokenService(config.tokens, { now })
+  const tls = config.listen.tls === undefined ? undefined : await loadTlsMaterial(config.listen.tls, loaded.file, now())
   const routes = buildRouteTable(config.routes)
   const apps = new Map(config.wechat.apps.map((a) => [a.appId, a]))
   const guard = createGuard(tokens, deps.store, deps.metrics, apps)
@@ -72,6 +76,7 @@ export async function buildSnapshot (loaded: LoadedConfig, deps: SnapshotDeps): 
     authenticate: guard.authenticate,
     wechat,
     wechatHttp,
-    apps
+    apps,
+    tls
   }
 }

@@ -2,9 +2,10 @@
  * WeChat web and App logins end to end, over real sockets with a cookie-keeping
  * browser, the emulator's pages and real Redis: the H5 (official account) flow,
  * the website QR flow, the App flow, one X-UnionID across channels, and every
- * way a browser login must fail.
+ * way a browser login must fail — including a ticket link forwarded to another
+ * browser (login CSRF), on the memory store and on Redis.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import t from 'tap'
 import { createWeChatEmulator } from '../src/emulator/wechat.js'
 import { bearer, get, post, redisFor, startEcho, type Pair } from './helpers/auth.js'
@@ -13,7 +14,8 @@ import { startGateway, testClock } from './helpers/gateway.js'
 import { freePort } from './helpers/redis.js'
 
 const MP = { appId: 'wxmp00000000000001', secret: 'mp-secret' }
-const H5 = { type: 'officialAccount', appId: 'wxh500000000000001', secret: 'h5-secret', redirects: ['https://h5.example.com/shop/'] }
+// '…/app' without a trailing slash: the allowlist must still stop at a path boundary
+const H5 = { type: 'officialAccount', appId: 'wxh500000000000001', secret: 'h5-secret', redirects: ['https://h5.example.com/shop/', 'https://h5.example.com/app'] }
 const WEB = { type: 'website', appId: 'wxweb0000000000001', secret: 'web-secret', redirects: ['https://www.example.com/'] }
 const APP = { type: 'mobileApp', appId: 'wxapp0000000000001', secret: 'app-secret' }
 const SHOP = 'https://h5.example.com/shop/'
@@ -27,44 +29,66 @@ const canaryUrl = await startEcho(t)
 /** The emulator's openid of a test user in an app (docs/emulator.md: a hash of appid and name). */
 const openidOf = (appId: string, user: string) => 'o' + createHash('sha256').update(`openid\0${appId}\0user:${user}`).digest('base64url').slice(0, 27)
 const clock = testClock()
-const port = await freePort()
-const gw = await startGateway(t, {
-  listen: { host: '127.0.0.1', port },
-  publicUrl: `http://127.0.0.1:${port}`,
-  store: { type: 'redis', url: redis.url },
-  wechat: { baseUrl: wechatUrl, openBaseUrl: wechatUrl, timeout: '2s', retries: 1, apps: [MP, H5, WEB, APP] },
-  rateLimits: { login: { max: 100000, window: '1m', by: 'ip' } },
-  routes: [
-    { name: 'echo', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] },
-    // erin is a tester through the H5 page only: canary.openids lists her H5 openid
-    {
-      name: 'grey',
-      prefix: '/grey',
-      auth: 'required',
-      upstreams: [{ name: 'stable', url: echoUrl, weight: 1 }, { name: 'canary', url: canaryUrl, weight: 0 }],
-      canary: { sticky: 'openid', openids: [openidOf(H5.appId, 'erin')], upstream: 'canary' }
-    }
-  ]
-}, { now: clock.now })
-await gw.gateway.store.ready(5000)
-const base = gw.url
 
-const authorizeUrl = (appId: string, redirect: string, extra = '') =>
-  `${base}/auth/wechat/authorize?appId=${appId}&redirect=${encodeURIComponent(redirect)}${extra}`
+/** A gateway serving the four apps on `store`. */
+async function startChannels (store: Record<string, unknown>) {
+  const port = await freePort()
+  return await startGateway(t, {
+    listen: { host: '127.0.0.1', port },
+    publicUrl: `http://127.0.0.1:${port}`,
+    store,
+    wechat: { baseUrl: wechatUrl, openBaseUrl: wechatUrl, timeout: '2s', retries: 1, apps: [MP, H5, WEB, APP] },
+    rateLimits: { login: { max: 100000, window: '1m', by: 'ip' } },
+    routes: [
+      { name: 'echo', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] },
+      // erin is a tester through the H5 page only: canary.openids lists her H5 openid
+      {
+        name: 'grey',
+        prefix: '/grey',
+        auth: 'required',
+        upstreams: [{ name: 'stable', url: echoUrl, weight: 1 }, { name: 'canary', url: canaryUrl, weight: 0 }],
+        canary: { sticky: 'openid', openids: [openidOf(H5.appId, 'erin')], upstream: 'canary' }
+      }
+    ]
+  }, { now: clock.now })
+}
+const gw = await startChannels({ type: 'redis', url: redis.url })
+await gw.gateway.store.ready(5000)
+const memoryGw = await startChannels({ type: 'memory' })
+const base = gw.url
+const stores = [['redis', gw], ['memory', memoryGw]] as const
+
+const authorizeUrl = (appId: string, redirect: string, extra = '', at = base) =>
+  `${at}/auth/wechat/authorize?appId=${appId}&redirect=${encodeURIComponent(redirect)}${extra}`
 
 /** authorize → WeChat's page (as `user`, or refusing) → the callback; returns the callback's answer. */
-async function browserLogin (browser: Browser, appId: string, redirect: string, choice: Record<string, string> = { user: 'alice' }) {
-  const start = await browser.get(authorizeUrl(appId, redirect))
+async function browserLogin (browser: Browser, appId: string, redirect: string, choice: Record<string, string> = { user: 'alice' }, extra = '', at = base) {
+  const start = await browser.get(authorizeUrl(appId, redirect, extra, at))
   if (start.status !== 302) throw new Error(`authorize: ${start.status} ${start.text}`)
   const page = await browser.get(withQuery(start.location!, choice))
   if (page.status !== 302) throw new Error(`page: ${page.status} ${page.text}`)
   return { start, page, callback: await browser.get(page.location!) }
 }
 
-async function ticketLogin (ticket: string, appId?: string): Promise<Pair> {
-  const a = await post(base + '/auth/login', appId === undefined ? { ticket } : { ticket, appId })
+/** A finished browser login of `user` in `browser`: the ticket the page receives. */
+async function ticketFor (browser: Browser, user: string, at = base, extra = ''): Promise<string> {
+  const { callback } = await browserLogin(browser, H5.appId, SHOP, { user }, extra, at)
+  const ticket = new URL(callback.location!).searchParams.get('ticket')
+  if (ticket === null) throw new Error(`no ticket: ${callback.location}`)
+  return ticket
+}
+
+/** The page trades the ticket, from `browser` (its login cookie goes along, as with a same-origin fetch). */
+async function ticketLogin (browser: Browser, ticket: string, appId?: string, at = base): Promise<Pair> {
+  const a = await browser.post(at + '/auth/login', appId === undefined ? { ticket } : { ticket, appId })
   if (a.status !== 200) throw new Error(`ticket login: ${a.status} ${a.text}`)
   return a.json!.data as Pair
+}
+
+/** A page's PKCE-style pair: a verifier it keeps (sessionStorage) and its S256 challenge for authorize. */
+function pkce () {
+  const verifier = randomBytes(48).toString('base64url')
+  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') }
 }
 
 async function identity (pair: Pair): Promise<Record<string, string>> {
@@ -85,7 +109,7 @@ t.test('H5 in WeChat: authorize → WeChat page → callback → ticket → toke
   t.equal(to.searchParams.get('scope'), 'snsapi_userinfo')
   t.match(to.searchParams.get('state'), /^[A-Za-z0-9_-]{43}$/)
   t.equal(start.setCookie.length, 1)
-  t.match(start.setCookie[0], /^wegate_wx_login=[A-Za-z0-9_-]{43}; Path=\/auth\/wechat; Max-Age=600; HttpOnly; Secure; SameSite=Lax$/)
+  t.match(start.setCookie[0], /^wegate_wx_login=[A-Za-z0-9_-]{43}; Max-Age=600; Path=\/auth; HttpOnly; Secure; SameSite=Lax$/)
 
   const page = await browser.get(withQuery(start.location!, { user: 'alice' }))
   const callback = await browser.get(page.location!)
@@ -97,7 +121,15 @@ t.test('H5 in WeChat: authorize → WeChat page → callback → ticket → toke
   t.match(ticket, /^[A-Za-z0-9_-]{43}$/)
   t.same([...back.searchParams.keys()].sort(), ['item', 'ticket'], 'no token, code or error in the URL')
 
-  const pair = await ticketLogin(ticket)
+  const code = new URL(page.location!).searchParams.get('code')!
+  const cookie = browser.cookie(base + '/auth/login', 'wegate_wx_login')!
+  t.ok(cookie, 'the login cookie goes to /auth/login (Path=/auth)')
+  t.equal(browser.cookie(base + '/api/x', 'wegate_wx_login'), undefined, 'and to no proxied path')
+  const exchange = await browser.post(base + '/auth/login', { ticket })
+  t.equal(exchange.status, 200)
+  t.same(exchange.setCookie, ['wegate_wx_login=; Max-Age=0; Path=/auth; HttpOnly; Secure; SameSite=Lax'], 'the login cookie is cleared once used')
+  t.equal(browser.cookie(base + '/auth/login', 'wegate_wx_login'), undefined)
+  const pair = exchange.json!.data as Pair
   t.match(pair, { tokenType: 'Bearer', expiresIn: 900, accessToken: /.+/, refreshToken: /.+/, openid: /^o/, unionid: /^o/ })
   const h = await identity(pair)
   t.equal(h['x-openid'], pair.openid)
@@ -111,8 +143,7 @@ t.test('H5 in WeChat: authorize → WeChat page → callback → ticket → toke
   t.equal(refreshed.status, 200, 'refresh works as for a code login')
 
   const logs = gw.logs.text()
-  const cookie = start.setCookie[0].split(';')[0].split('=')[1]
-  for (const [what, secret] of [['ticket', ticket], ['state', to.searchParams.get('state')!], ['login cookie', cookie], ['access token', pair.accessToken]]) {
+  for (const [what, secret] of [['ticket', ticket], ['state', to.searchParams.get('state')!], ['WeChat code', code], ['login cookie', cookie], ['access token', pair.accessToken]]) {
     t.notMatch(logs, secret, `the ${what} is never logged`)
   }
   t.equal((await post(base + '/auth/wechat/authorize', {})).status, 405)
@@ -127,7 +158,7 @@ t.test('website QR login: qrconnect with snsapi_login, then the same ticket exch
   t.equal(to.searchParams.get('scope'), 'snsapi_login')
   t.equal((await browser.get(authorizeUrl(WEB.appId, 'https://www.example.com/', '&scope=snsapi_userinfo'))).json?.code, 40001, 'a website logs in with snsapi_login only')
   const ticket = new URL(callback.location!).searchParams.get('ticket')!
-  const pair = await ticketLogin(ticket, WEB.appId)
+  const pair = await ticketLogin(browser, ticket, WEB.appId)
   const h = await identity(pair)
   t.equal(h['x-appid'], WEB.appId)
   t.equal(h['x-wegate-channel'], 'website')
@@ -155,8 +186,8 @@ t.test('mobile App: POST /auth/login {code, appId} exchanges the SDK code with s
 t.test('one person, one X-UnionID across the mini program, the H5 page and the App; X-OpenID per app', async (t) => {
   const mp = (await post(base + '/auth/login', { code: 'u-dave-mp1', appId: MP.appId })).json!.data as Pair
   const app = (await post(base + '/auth/login', { code: 'u-dave-app1', appId: APP.appId })).json!.data as Pair
-  const { callback } = await browserLogin(new Browser(clock.now), H5.appId, SHOP, { user: 'dave' })
-  const h5 = await ticketLogin(new URL(callback.location!).searchParams.get('ticket')!)
+  const browser = new Browser(clock.now)
+  const h5 = await ticketLogin(browser, await ticketFor(browser, 'dave'))
   const [hm, ha, hh] = [await identity(mp), await identity(app), await identity(h5)]
   t.ok(hm['x-unionid'])
   t.equal(ha['x-unionid'], hm['x-unionid'])
@@ -168,8 +199,8 @@ t.test('one person, one X-UnionID across the mini program, the H5 page and the A
 })
 
 t.test('canary.openids work per openid: a tester listed with her H5 openid is on the canary there, not in the mini program', async (t) => {
-  const { callback } = await browserLogin(new Browser(clock.now), H5.appId, SHOP, { user: 'erin' })
-  const h5 = await ticketLogin(new URL(callback.location!).searchParams.get('ticket')!)
+  const browser = new Browser(clock.now)
+  const h5 = await ticketLogin(browser, await ticketFor(browser, 'erin'))
   t.equal(h5.openid, openidOf(H5.appId, 'erin'))
   const mp = (await post(base + '/auth/login', { code: 'u-erin-mp1', appId: MP.appId })).json!.data as Pair
   const hostOf = async (pair: Pair) => (JSON.parse((await get(base + '/grey/x', bearer(pair.accessToken))).text) as { headers: Record<string, string> }).headers.host
@@ -224,20 +255,20 @@ t.test('state: replayed, from another browser, or expired is refused (400 envelo
 })
 
 t.test('ticket: single use, 60 s, bound to its app', async (t) => {
-  const ticketOf = async () => new URL((await browserLogin(new Browser(clock.now), H5.appId, SHOP)).callback.location!).searchParams.get('ticket')!
-  const ticket = await ticketOf()
-  await ticketLogin(ticket)
-  const again = await post(base + '/auth/login', { ticket })
+  const browser = new Browser(clock.now)
+  const ticket = await ticketFor(browser, 'alice')
+  await ticketLogin(browser, ticket)
+  const again = await browser.post(base + '/auth/login', { ticket })
   t.equal(again.status, 401)
   t.equal(again.json?.code, 10011, 'reused')
 
-  const late = await ticketOf()
+  const late = await ticketFor(browser, 'alice')
   clock.advance(60_001)
-  t.equal((await post(base + '/auth/login', { ticket: late })).json?.code, 10011, 'expired')
+  t.equal((await browser.post(base + '/auth/login', { ticket: late })).json?.code, 10011, 'expired')
 
-  const other = await ticketOf()
-  t.equal((await post(base + '/auth/login', { ticket: other, appId: WEB.appId })).json?.code, 10011, 'presented for another app')
-  t.equal((await post(base + '/auth/login', { ticket: 'x'.repeat(43) })).json?.code, 10011, 'made up')
+  const other = await ticketFor(browser, 'alice')
+  t.equal((await browser.post(base + '/auth/login', { ticket: other, appId: WEB.appId })).json?.code, 10011, 'presented for another app')
+  t.equal((await browser.post(base + '/auth/login', { ticket: 'x'.repeat(43) })).json?.code, 10011, 'made up')
   t.equal((await post(base + '/auth/login', { ticket: 'x', code: 'y' })).json?.code, 40001, 'a code or a ticket, not both')
 })
 
@@ -272,4 +303,120 @@ t.test('every WeChat errcode of the web exchange comes back to the page as error
   const state = new URL(again.location!).searchParams.get('state')!
   const reused = await browser.get(`${base}/auth/wechat/callback?code=${code}&state=${state}`)
   t.equal(new URL(reused.location!).searchParams.get('errorCode'), '10002', 'WeChat 40163 on a code already spent')
+})
+
+t.test('regression: a redirect prefix without a trailing / stops at a path boundary (no /apple, no lookalikes)', async (t) => {
+  // H5's allowlist has https://h5.example.com/app (no trailing /)
+  for (const redirect of ['https://h5.example.com/app', 'https://h5.example.com/app/', 'https://h5.example.com/app/x/y?z=1', 'https://h5.example.com/app?x=1',
+    'https://h5.example.com/app#top', 'https://H5.EXAMPLE.COM/app/x', 'https://h5.example.com:443/app/x', 'https://h5.example.com/app/./x']) {
+    const a = await new Browser(clock.now).get(authorizeUrl(H5.appId, redirect))
+    t.equal(a.status, 302, `allowed: ${redirect}`)
+  }
+  for (const redirect of [
+    'https://h5.example.com/apple', 'https://h5.example.com/app-admin', 'https://h5.example.com/app.evil.com', 'https://h5.example.com/app@evil.net',
+    'https://h5.example.com/app;x', 'https://h5.example.com/app%23x', 'https://h5.example.com/app%3Fx', 'https://h5.example.com/%61pp/',
+    'https://h5.example.com/app%2f..%2fadmin', 'https://h5.example.com/app/..%2Fadmin', 'https://h5.example.com/app/%2e%2e/admin', 'https://h5.example.com/app/%2e%2E%2fadmin',
+    'https://h5.example.com/app%5c..%5cadmin', 'https://h5.example.com/app\\..\\admin', 'https://h5.example.com/app/../admin',
+    'https://h5.example.com@evil.net/app', 'https://evil.net\\@h5.example.com/app', 'https://user:pw@h5.example.com/app/', 'https://h5.example.com\\@evil.net/app',
+    'https://h5.example.com.evil.net/app', 'https://h5.example.com./app', 'https://h5.example.com:8443/app', 'http://h5.example.com/app', 'https://h5.example.co/app',
+    'https://h5.example.com%2eevil.net/app', 'https://evil.net/https://h5.example.com/app'
+  ]) {
+    const a = await new Browser(clock.now).get(authorizeUrl(H5.appId, redirect))
+    t.equal(a.json?.code, 40016, `refused: ${redirect}`)
+    t.equal(a.location, undefined)
+  }
+})
+
+for (const [store, started] of stores) {
+  const at = started.url
+  t.test(`login CSRF (${store} store): a ticket link forwarded to another browser is refused and spent; in its own browser it works once`, async (t) => {
+    const attacker = new Browser(clock.now)
+    // 1. the attacker finishes a login in their browser and stops at the page: ?ticket=… is the link they send
+    const forwarded = await ticketFor(attacker, 'mallory', at)
+    // 2. a victim who never started a login opens it: their page posts the ticket (no login cookie)
+    const cold = new Browser(clock.now)
+    const refused = await cold.post(at + '/auth/login', { ticket: forwarded })
+    t.equal(refused.status, 403)
+    t.match(refused.json, { code: 10012, message: /another browser/, data: null })
+    t.same(refused.setCookie, [], 'nothing set for the refused browser')
+    t.equal((await attacker.post(at + '/auth/login', { ticket: forwarded })).json?.code, 10011, 'the refused ticket is spent: not even its own browser gets it now')
+
+    // 3. a victim in the middle of a login of their own (their own cookie): refused too
+    const victim = new Browser(clock.now)
+    await victim.get(authorizeUrl(H5.appId, SHOP, '', at))
+    t.ok(victim.cookie(at + '/auth/login', 'wegate_wx_login'), 'the victim has a login cookie of their own')
+    const second = await ticketFor(attacker, 'mallory', at)
+    t.equal((await victim.post(at + '/auth/login', { ticket: second })).json?.code, 10012, 'another browser\'s cookie')
+    // a cookie the attacker copies in from their own browser would match: that is what cookie tossing needs (docs/channels.md)
+
+    // 4. the attacker's own browser: once
+    const own = await ticketFor(attacker, 'mallory', at)
+    const first = await attacker.post(at + '/auth/login', { ticket: own })
+    t.equal(first.status, 200)
+    t.equal((first.json!.data as Pair).openid, openidOf(H5.appId, 'mallory'))
+    t.equal((await attacker.post(at + '/auth/login', { ticket: own })).json?.code, 10011, 'only once')
+
+    // 5. the victim's own login is untouched
+    const mine = await ticketFor(victim, 'victor', at)
+    t.equal((await ticketLogin(victim, mine, undefined, at)).openid, openidOf(H5.appId, 'victor'))
+  })
+
+  t.test(`two exchanges of one ticket race (${store} store): exactly one gets tokens`, async (t) => {
+    const browser = new Browser(clock.now)
+    const ticket = await ticketFor(browser, 'alice', at)
+    const answers = await Promise.all(Array.from({ length: 6 }, async () => await browser.post(at + '/auth/login', { ticket })))
+    t.same(answers.map((a) => a.json?.code).sort((x, y) => (x ?? 0) - (y ?? 0)), [200, 10011, 10011, 10011, 10011, 10011])
+  })
+
+  t.test(`a page on another origin (${store} store): codeChallenge at authorize, codeVerifier at the exchange, no cookie needed`, async (t) => {
+    const page = new Browser(clock.now)
+    const mine = pkce()
+    const ticket = await ticketFor(page, 'alice', at, `&codeChallenge=${mine.challenge}`)
+    const wrong = await page.post(at + '/auth/login', { ticket, codeVerifier: pkce().verifier }, { credentials: 'omit' })
+    t.match(wrong.json, { code: 10012 }, 'another verifier')
+    const again = await ticketFor(page, 'alice', at, `&codeChallenge=${mine.challenge}`)
+    t.equal((await page.post(at + '/auth/login', { ticket: again })).json?.code, 10012, 'no verifier, even with the login cookie')
+    const good = await ticketFor(page, 'alice', at, `&codeChallenge=${mine.challenge}`)
+    const a = await page.post(at + '/auth/login', { ticket: good, codeVerifier: mine.verifier }, { credentials: 'omit' })
+    t.equal(a.status, 200, 'the verifier alone, as a cross-origin fetch without credentials sends it')
+    t.equal((a.json!.data as Pair).openid, openidOf(H5.appId, 'alice'))
+
+    // the attacker's ticket forwarded to a victim's page that keeps verifiers
+    const attacker = new Browser(clock.now)
+    const theirs = pkce()
+    const forwarded = await ticketFor(attacker, 'mallory', at, `&codeChallenge=${theirs.challenge}`)
+    t.equal((await page.post(at + '/auth/login', { ticket: forwarded, codeVerifier: mine.verifier }, { credentials: 'omit' })).json?.code, 10012)
+    // no downgrade: a cookie-bound ticket is refused to a page that sends a verifier, even if the
+    // attacker's login cookie was planted in the victim's browser (cookie tossing from a sibling site)
+    const cookieBound = await ticketFor(attacker, 'mallory', at)
+    const victim = new Browser(clock.now)
+    victim.cookies.push({ ...attacker.cookies.find((c) => c.name === 'wegate_wx_login')! })
+    t.equal((await victim.post(at + '/auth/login', { ticket: cookieBound, codeVerifier: mine.verifier })).json?.code, 10012, 'verifier sent, ticket not bound to one')
+
+    t.equal((await page.get(authorizeUrl(H5.appId, SHOP, '&codeChallenge=short', at))).json?.code, 40001, 'a challenge is 43 base64url characters (S256)')
+    t.equal((await page.post(at + '/auth/login', { ticket: good, codeVerifier: 'x' })).json?.code, 40001, 'a verifier is 43–128 characters of RFC 7636')
+    t.equal((await page.post(at + '/auth/login', { code: 'u-a-1', codeVerifier: mine.verifier })).json?.code, 40001, 'a verifier only goes with a ticket')
+    for (const secret of [mine.verifier, theirs.verifier, good, forwarded]) t.notMatch(started.logs.text(), secret, 'verifiers and tickets are never logged')
+  })
+}
+
+t.test('cookie tossing: a browser sending two different login cookies (one planted for the parent domain) is refused at the callback and the exchange', async (t) => {
+  const attacker = new Browser(clock.now)
+  const planted = await attacker.get(authorizeUrl(H5.appId, SHOP))
+  const tossed = planted.setCookie[0].split(';')[0].split('=')[1]
+  // the victim's own login, with the attacker's cookie planted under a longer path (sent first by browsers)
+  const victim = new Browser(clock.now)
+  const start = await victim.get(authorizeUrl(H5.appId, SHOP))
+  const wechat = await victim.get(withQuery(start.location!, { user: 'victor' }))
+  const own = victim.cookies.find((c) => c.name === 'wegate_wx_login')!
+  victim.cookies.push({ ...own, path: '/auth/wechat/callback', value: tossed })
+  const callback = await victim.get(wechat.location!)
+  t.equal(callback.json?.code, 10010, 'two different login cookies at the callback')
+
+  const clean = new Browser(clock.now)
+  const ticket = await ticketFor(clean, 'victor')
+  const cleanOwn = clean.cookies.find((c) => c.name === 'wegate_wx_login')!
+  clean.cookies.push({ ...cleanOwn, path: '/auth/login', value: tossed })
+  t.equal((await clean.post(base + '/auth/login', { ticket })).json?.code, 10012, 'two different login cookies at the exchange')
+  t.match(gw.logs.text(), /"reason":"two different login cookies[^"]*","msg":"browser login: ticket presented by another browser, refused and spent"/, 'the operator sees why')
 })

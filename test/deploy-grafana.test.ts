@@ -25,7 +25,7 @@ const counters = [
 ]
 const gauges = ['wegate_upstream_weight', 'wegate_config_last_reload_success_timestamp_seconds', 'wegate_config_info', 'wegate_store_up',
   'wegate_rollout_step', 'wegate_rollout_share_percent', 'wegate_rollout_state', 'wegate_rollout_step_requests', 'wegate_rollout_step_errors',
-  'wegate_rollout_step_p99_seconds']
+  'wegate_rollout_step_p99_seconds', 'wegate_tls_certificate_expiry_seconds']
 const histograms = ['wegate_request_duration_seconds', 'wegate_upstream_duration_seconds', 'wegate_store_operation_duration_seconds']
 /** prom-client default metrics the dashboard reads, plus Prometheus' own `up`. */
 const defaults = [

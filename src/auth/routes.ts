@@ -74,15 +74,15 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
   // Every route of this plugin (the plugin is encapsulated: proxied requests never run it).
   app.addHook('onRequest', exactSpelling)
 
-  app.post<{ Body: { code?: string, appId?: string, ticket?: string } }>('/auth/login', {
+  app.post<{ Body: { code?: string, appId?: string, ticket?: string, codeVerifier?: string } }>('/auth/login', {
     schema: loginSchema,
     // Before the body is read: a flood of logins costs one counter each.
     onRequest: opts.loginLimiter !== undefined ? [nameLogin, opts.loginLimiter] : [nameLogin]
-  }, async (request) => {
+  }, async (request, reply) => {
     const snap = snapshot()
     const { code, ticket } = request.body
     if (ticket !== undefined) {
-      const issued = await web.redeemTicket(snap, ticket, request.body.appId)
+      const issued = await web.redeemTicket(snap, { ticket, appId: request.body.appId, codeVerifier: request.body.codeVerifier }, request, reply)
       request.log.info({ appid: issued.appid, openid: issued.openid, fid: issued.fid, ticket: true }, 'login')
       return ok(pairOf(issued, now()))
     }

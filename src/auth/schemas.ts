@@ -49,14 +49,16 @@ export const loginSchema = {
       code: { type: 'string', minLength: 1, maxLength: 128, description: 'wx.login\'s code (mini program) or the App SDK\'s code' },
       appId: { type: 'string', minLength: 1, maxLength: 64, description: 'Which configured app; needed when the code could be for several' },
       // A browser login's ticket (web-login.ts): 43 characters.
-      ticket: { type: 'string', minLength: 1, maxLength: 128, description: 'The browser login\'s one-time ticket (60 s)' }
+      ticket: { type: 'string', minLength: 1, maxLength: 128, description: 'The browser login\'s one-time ticket (60 s)' },
+      // The page's PKCE-style verifier (RFC 7636 §4.1), when it sent a codeChallenge to authorize.
+      codeVerifier: { type: 'string', pattern: '^[A-Za-z0-9._~-]{43,128}$', description: 'With a ticket: the verifier of the codeChallenge the page sent to authorize (PKCE-style, RFC 7636)' }
     },
-    // A code (mini program, App) or a ticket (browser login), not both.
-    oneOf: [{ required: ['code'] }, { required: ['ticket'] }]
+    // A code (mini program, App) or a ticket (browser login, with its verifier), not both.
+    oneOf: [{ required: ['code'], not: { required: ['codeVerifier'] } }, { required: ['ticket'] }]
   },
   response: {
     200: envelope(tokenPair, 'Logged in: a new session and its token pair'),
-    ...errorResponses(WECHAT_LOGIN_ERRORS, 'LOGIN_TICKET_INVALID', 'SESSION_APP_UNKNOWN', 'UNKNOWN_APP', 'WRONG_LOGIN_FLOW', 'RATE_LIMITED', 'STORE_UNAVAILABLE', BODY_ERRORS, COMMON_ERRORS)
+    ...errorResponses(WECHAT_LOGIN_ERRORS, 'LOGIN_TICKET_INVALID', 'LOGIN_TICKET_OTHER_BROWSER', 'SESSION_APP_UNKNOWN', 'UNKNOWN_APP', 'WRONG_LOGIN_FLOW', 'RATE_LIMITED', 'STORE_UNAVAILABLE', BODY_ERRORS, COMMON_ERRORS)
   }
 } as const
 
@@ -65,7 +67,7 @@ export const authorizeSchema = {
   operationId: 'wechatAuthorize',
   summary: 'Start a browser login (officialAccount H5 or website QR)',
   description: 'Open in the browser. Checks `redirect` against the app\'s `redirects` prefixes, keeps a state bound to this browser ' +
-    '(an HttpOnly cookie on /auth/wechat, 10 min) and redirects to WeChat\'s authorization page. Counts as a login for `rateLimits.login`. ' +
+    '(an HttpOnly cookie, 10 min) and redirects to WeChat\'s authorization page. Counts as a login for `rateLimits.login`. ' +
     'See docs/channels.md.',
   security: [],
   querystring: {
@@ -74,7 +76,9 @@ export const authorizeSchema = {
     properties: {
       appId: { type: 'string', minLength: 1, maxLength: 64, description: 'The officialAccount or website app; needed when several are configured' },
       redirect: { type: 'string', minLength: 1, maxLength: 2048, description: 'Absolute URL under one of the app\'s `redirects`; the callback returns there' },
-      scope: { type: 'string', minLength: 1, maxLength: 32, description: 'snsapi_userinfo (default) or snsapi_base in WeChat; snsapi_login for a website' }
+      scope: { type: 'string', minLength: 1, maxLength: 32, description: 'snsapi_userinfo (default) or snsapi_base in WeChat; snsapi_login for a website' },
+      // base64url(SHA-256(codeVerifier)), as PKCE's S256: binds the ticket to the page that holds the verifier.
+      codeChallenge: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$', description: 'base64url(SHA-256(codeVerifier)): binds the ticket to the page holding the verifier instead of the login cookie (a page on another origin)' }
     }
   },
   response: {

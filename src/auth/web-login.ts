@@ -5,13 +5,17 @@
  *   GET /auth/wechat/callback?code&state               → 302 to `redirect` with a one-time ticket
  *   POST /auth/login {ticket}                          → the usual token pair (redeemTicket)
  *
- * `redirect` must start with one of the app's `redirects` (never an open
- * redirect). The state is 256 random bits, kept in the store under its hash for
- * 10 minutes, taken once, and bound to the browser that started the login by an
- * HttpOnly cookie holding another secret (compared in constant time). The ticket
- * is 256 random bits too, kept under its hash for 60 s, bound to the app; it
- * carries no token: tokens never travel in a URL. WeChat's access_token and
- * refresh_token stay in the store, like session_key.
+ * `redirect` must start with one of the app's `redirects` at a path boundary
+ * (never an open redirect). The state is 256 random bits, kept in the store under
+ * its hash for 10 minutes, taken once, and bound to the browser that started the
+ * login by an HttpOnly cookie (Path=/auth) holding another secret. The ticket is
+ * 256 random bits too, kept under its hash for 60 s, taken once, bound to the app
+ * and to the browser: by default to the same cookie (the page posts the ticket
+ * with it), or, when the page sent a `codeChallenge` (S256, as in PKCE) to
+ * authorize, to the `codeVerifier` only that page holds — for a page on another
+ * origin, which the cookie does not reach. Digests are compared in constant time.
+ * The ticket carries no token: tokens never travel in a URL. WeChat's
+ * access_token and refresh_token stay in the store, like session_key.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -27,17 +31,21 @@ import { WeChatError, type WeChatApp } from './wechat.js'
 const STATE_TTL_MS = 10 * 60_000
 const TICKET_TTL_MS = 60_000
 const COOKIE = 'wegate_wx_login'
-const COOKIE_PATH = '/auth/wechat'
-/** A secret as this module makes them: 32 random bytes, base64url. */
+// The callback (/auth/wechat/callback) and the exchange (/auth/login) need it; nothing proxied sees it.
+const COOKIE_PATH = '/auth'
+const COOKIE_ATTRIBUTES = `Path=${COOKIE_PATH}; HttpOnly; Secure; SameSite=Lax`
+/** A secret as this module makes them (32 random bytes, base64url); also the shape of an S256 code challenge. */
 const SECRET = /^[A-Za-z0-9_-]{43}$/
 
-interface StateRecord { appid: string, redirect: string, browser: string, expiresAt: number }
-interface TicketRecord { appid: string, openid: string, unionid?: string, expiresAt: number }
+/**
+ * `browser`: digest of the login cookie; `challenge`: the page's S256 code challenge, when it sent one.
+ * A ticket with a challenge is bound to its verifier, one without to the cookie.
+ */
+interface StateRecord { appid: string, redirect: string, browser: string, challenge?: string, expiresAt: number }
+interface TicketRecord { appid: string, openid: string, unionid?: string, browser: string, challenge?: string, expiresAt: number }
 
 const newSecret = (): string => randomBytes(32).toString('base64url')
 const digest = (s: string): string => createHash('sha256').update(s).digest('base64url')
-const stateKey = (state: string): string => `state:${digest(state)}`
-const ticketKey = (ticket: string): string => `ticket:${digest(ticket)}`
 
 export interface WebLoginOptions {
   snapshot: () => AuthSnapshot
@@ -49,13 +57,34 @@ export interface WebLoginOptions {
   loginLimiter?: ((request: FastifyRequest, reply: FastifyReply) => Promise<void>) | undefined
 }
 
+/** What POST /auth/login {ticket} carries. */
+export interface TicketBody { ticket: string, appId?: string | undefined, codeVerifier?: string | undefined }
+
 export interface WebLogin {
-  /** POST /auth/login {ticket[, appId]}: the ticket's login, once. */
-  redeemTicket (snap: AuthSnapshot, ticket: string, appId: string | undefined): Promise<IssuedPair & { fid: string, appid: string }>
+  /**
+   * POST /auth/login {ticket[, appId][, codeVerifier]}: the ticket's login, once, for the
+   * browser it was issued to (login cookie or code verifier); clears the login cookie.
+   */
+  redeemTicket (snap: AuthSnapshot, body: TicketBody, request: FastifyRequest, reply: FastifyReply): Promise<IssuedPair & { fid: string, appid: string }>
 }
 
+/**
+ * `href` (normalised) is under `prefix` (normalised): it starts with it and, unless the
+ * prefix ends in `/`, the next character ends a path segment — `…/app` admits `…/app`,
+ * `…/app/x`, `…/app?x`, `…/app#x`, never `…/apple` or `…/app.evil`.
+ */
+export function underPrefix (href: string, prefix: string): boolean {
+  if (!href.startsWith(prefix)) return false
+  if (href.length === prefix.length || prefix.endsWith('/')) return true
+  const next = href[prefix.length]
+  return next === '/' || next === '?' || next === '#'
+}
+
+// Percent-encoded slash, backslash or dot in a path: a server that decodes before routing may see another path.
+const ENCODED_SEPARATOR = /%(2f|5c|2e)/i
+
 /** The allowed URL `redirect` is, normalised; REDIRECT_NOT_ALLOWED otherwise. */
-function allowedRedirect (app: WeChatApp, redirect: string): string {
+export function allowedRedirect (app: WeChatApp, redirect: string): string {
   let url: URL
   try {
     url = new URL(redirect)
@@ -64,7 +93,8 @@ function allowedRedirect (app: WeChatApp, redirect: string): string {
   }
   const href = url.href
   const ok = (url.protocol === 'https:' || url.protocol === 'http:') && url.username === '' && url.password === '' &&
-    (app.redirects ?? []).some((prefix) => href.startsWith(new URL(prefix).href))
+    !ENCODED_SEPARATOR.test(url.pathname) &&
+    (app.redirects ?? []).some((prefix) => underPrefix(href, new URL(prefix).href))
   if (!ok) throw new GatewayError('REDIRECT_NOT_ALLOWED', { detail: `redirect ${url.origin}${url.pathname} matches no prefix of app ${app.appId}` })
   return href
 }
@@ -80,16 +110,23 @@ function scopeOf (app: WeChatApp, scope: string | undefined): string {
   return scope
 }
 
-/** The login cookie's value, when the browser sent one this module could have set. */
-function browserSecret (request: FastifyRequest): string | undefined {
+/**
+ * The login cookie's value, when the browser sent one this module could have set;
+ * 'conflict' when it sent two different ones — one of them set for the parent domain
+ * by another site (cookie tossing): neither can be trusted to be this browser's.
+ */
+function browserSecret (request: FastifyRequest): string | undefined | 'conflict' {
+  let found: string | undefined
   for (const part of (request.headers.cookie ?? '').split(';')) {
     const eq = part.indexOf('=')
     if (eq !== -1 && part.slice(0, eq).trim() === COOKIE) {
       const v = part.slice(eq + 1).trim()
-      if (SECRET.test(v)) return v
+      if (!SECRET.test(v)) continue
+      if (found !== undefined && found !== v) return 'conflict'
+      found = v
     }
   }
-  return undefined
+  return found
 }
 
 function sameDigest (a: string, b: string): boolean {
@@ -114,8 +151,9 @@ function redirectTo (reply: FastifyReply, url: string): FastifyReply {
 
 const stateInvalid = (detail: string) => new GatewayError('LOGIN_STATE_INVALID', { detail })
 const ticketInvalid = (detail: string) => new GatewayError('LOGIN_TICKET_INVALID', { detail })
+const otherBrowser = (detail: string) => new GatewayError('LOGIN_TICKET_OTHER_BROWSER', { detail })
 
-type AuthorizeRequest = FastifyRequest<{ Querystring: { appId?: string, redirect: string, scope?: string } }>
+type AuthorizeRequest = FastifyRequest<{ Querystring: { appId?: string, redirect: string, scope?: string, codeChallenge?: string } }>
 type CallbackRequest = FastifyRequest<{ Querystring: { code?: string, state?: string } }>
 
 /** GET /auth/wechat/authorize: check the redirect, keep a state for this browser, send it to WeChat. */
@@ -126,16 +164,19 @@ function authorize (opts: WebLoginOptions) {
     const redirect = allowedRedirect(wxApp, request.query.redirect)
     const scope = scopeOf(wxApp, request.query.scope)
     // One browser secret for every login the browser starts (two tabs both finish).
-    const browser = browserSecret(request) ?? newSecret()
+    const sent = browserSecret(request)
+    const browser = sent === undefined || sent === 'conflict' ? newSecret() : sent
     const state = newSecret()
     const record: StateRecord = { appid: wxApp.appId, redirect, browser: digest(browser), expiresAt: opts.now() + STATE_TTL_MS }
-    await opts.store.putOnce(stateKey(state), JSON.stringify(record), STATE_TTL_MS)
+    const challenge = request.query.codeChallenge
+    if (challenge !== undefined) record.challenge = challenge
+    await opts.store.putOnce('state', digest(state), JSON.stringify(record), STATE_TTL_MS)
     const callback = `${(snap.config.publicUrl ?? '').replace(/\/+$/, '')}/auth/wechat/callback`
     const page = wxApp.type === 'website' ? '/connect/qrconnect' : '/connect/oauth2/authorize'
     // WeChat wants the parameters in this order, and the fragment.
     const target = `${snap.config.wechat.openBaseUrl.replace(/\/+$/, '')}${page}?appid=${encodeURIComponent(wxApp.appId)}` +
       `&redirect_uri=${encodeURIComponent(callback)}&response_type=code&scope=${scope}&state=${state}#wechat_redirect`
-    reply.header('set-cookie', `${COOKIE}=${browser}; Path=${COOKIE_PATH}; Max-Age=${STATE_TTL_MS / 1000}; HttpOnly; Secure; SameSite=Lax`)
+    reply.header('set-cookie', `${COOKIE}=${browser}; Max-Age=${STATE_TTL_MS / 1000}; ${COOKIE_ATTRIBUTES}`)
     return redirectTo(reply, target)
   }
 }
@@ -144,11 +185,13 @@ function authorize (opts: WebLoginOptions) {
 async function takeState (opts: WebLoginOptions, request: CallbackRequest): Promise<StateRecord> {
   const state = request.query.state
   if (state === undefined || !SECRET.test(state)) throw stateInvalid('no state, or not one the gateway issued')
-  const record = parse<StateRecord>(await opts.store.takeOnce(stateKey(state)))
+  const record = parse<StateRecord>(await opts.store.takeOnce('state', digest(state)))
   if (record === null) throw stateInvalid('state unknown, already used or past its store TTL')
   if (record.expiresAt <= opts.now()) throw stateInvalid('state older than 10 minutes')
   const browser = browserSecret(request)
-  if (browser === undefined || !sameDigest(digest(browser), record.browser)) throw stateInvalid('state issued to another browser (login cookie missing or different)')
+  if (browser === undefined) throw stateInvalid('no login cookie: the state was issued to another browser, or the cookie was blocked')
+  if (browser === 'conflict') throw stateInvalid('two different login cookies (one set for the parent domain by another site?)')
+  if (!sameDigest(digest(browser), record.browser)) throw stateInvalid('state issued to another browser (login cookie different)')
   return record
 }
 
@@ -172,9 +215,11 @@ function callback (opts: WebLoginOptions) {
       const session = await snap.wechat.oauth2Session(wxApp, code)
       if (session.grant !== undefined) await store.setWeChatGrant(wxApp.appId, session.openid, session.grant, snap.config.tokens.sessionKeyTtl)
       const ticket = newSecret()
-      const t: TicketRecord = { appid: wxApp.appId, openid: session.openid, expiresAt: now() + TICKET_TTL_MS }
+      // The ticket inherits the state's binding: the cookie just checked, or the page's code challenge.
+      const t: TicketRecord = { appid: wxApp.appId, openid: session.openid, browser: record.browser, expiresAt: now() + TICKET_TTL_MS }
       if (session.unionid !== undefined) t.unionid = session.unionid
-      await store.putOnce(ticketKey(ticket), JSON.stringify(t), TICKET_TTL_MS)
+      if (record.challenge !== undefined) t.challenge = record.challenge
+      await store.putOnce('ticket', digest(ticket), JSON.stringify(t), TICKET_TTL_MS)
       metrics.logins.inc({ app: wxApp.appId, result: 'success', errcode: '0' })
       request.log.info({ appid: wxApp.appId, openid: session.openid }, 'browser login: ticket issued')
       back.searchParams.set('ticket', ticket)
@@ -205,16 +250,45 @@ export function registerWebLogin (app: FastifyInstance, opts: WebLoginOptions): 
     }
   })
   return {
-    async redeemTicket (snap, ticket, appId) {
-      const record = SECRET.test(ticket) ? parse<TicketRecord>(await opts.store.takeOnce(ticketKey(ticket))) : null
+    async redeemTicket (snap, { ticket, appId, codeVerifier }, request, reply) {
+      // Taken (spent) before any check: a refused ticket is gone too, so a ticket link
+      // tried in another browser can be tried nowhere else.
+      const record = SECRET.test(ticket) ? parse<TicketRecord>(await opts.store.takeOnce('ticket', digest(ticket))) : null
       if (record === null) throw ticketInvalid('ticket unknown, already used or past its store TTL')
       if (record.expiresAt <= opts.now()) throw ticketInvalid('ticket older than 60 s')
       if (appId !== undefined && appId !== record.appid) throw ticketInvalid(`ticket issued for app ${record.appid}, presented for ${appId}`)
+      const cookie = browserSecret(request)
+      const refused = bindingProblem(record, cookie, codeVerifier)
+      if (refused !== undefined) {
+        request.log.warn({ appid: record.appid, reason: refused }, 'browser login: ticket presented by another browser, refused and spent')
+        throw otherBrowser(refused)
+      }
       if (!snap.apps.has(record.appid)) throw new GatewayError('SESSION_APP_UNKNOWN')
       const who = { appid: record.appid, openid: record.openid, unionid: record.unionid }
-      return { ...await opts.sessions.start(snap.tokens, snap.config.tokens, who, {}), appid: record.appid }
+      const issued = await opts.sessions.start(snap.tokens, snap.config.tokens, who, {})
+      // The login is done: the cookie has nothing left to bind (a login started later sets a new one).
+      if (cookie !== undefined) reply.header('set-cookie', `${COOKIE}=; Max-Age=0; ${COOKIE_ATTRIBUTES}`)
+      return { ...issued, appid: record.appid }
     }
   }
+}
+
+/**
+ * Why a ticket may not be redeemed by this request, or undefined when it may: a ticket
+ * whose login sent a code challenge needs its verifier (the cookie is not asked: the page
+ * may be on another origin); any other needs the login cookie of the browser that started
+ * it, and no verifier (a page that sends one expects a ticket bound to it: anything else
+ * came from a login it did not start).
+ */
+function bindingProblem (record: TicketRecord, cookie: string | undefined | 'conflict', verifier: string | undefined): string | undefined {
+  if (record.challenge !== undefined) {
+    if (verifier === undefined) return 'codeVerifier missing: the login was started with a codeChallenge'
+    return sameDigest(digest(verifier), record.challenge) ? undefined : 'codeVerifier does not match the codeChallenge'
+  }
+  if (verifier !== undefined) return 'codeVerifier sent, but the login was started without a codeChallenge'
+  if (cookie === undefined) return 'login cookie missing (another browser, or a cross-origin request without credentials)'
+  if (cookie === 'conflict') return 'two different login cookies (one set for the parent domain by another site?)'
+  return sameDigest(digest(cookie), record.browser) ? undefined : 'login cookie of another browser'
 }
 
 /** Name the request for metrics and logs before the limiter runs (a refused request is still counted under it). */

@@ -6,6 +6,8 @@
  * - the admin port: /healthz, /readyz (ready when every worker is ready), and
  *   /metrics summed over the workers (prom-client's AggregatorRegistry; gauges
  *   declare how they combine, e.g. the effective weight takes the minimum);
+ * - the workers' own admin endpoints (the automatic ramps' /rollouts), relayed to
+ *   a ready worker (cli/admin-relay.ts);
  * - the signals: SIGTERM/SIGINT turn readiness false and drain every worker
  *   (each runs the single-process drain), then exit 0; SIGHUP reloads them all;
  * - a worker that dies is replaced (1 s later, backing off to 30 s while workers keep
@@ -20,12 +22,14 @@ import { AggregatorRegistry } from 'prom-client'
 import type { LoadedConfig } from '../config/load.js'
 import { createAdminServer } from '../gateway/admin.js'
 import { serveTokenAdmin } from '../wechat/primary.js'
+import { relayAdmin, type AdminRelay, type AdminRelayReply } from './admin-relay.js'
 import { ownProcess } from './process.js'
 
 /** Messages a worker sends to the primary. */
 export type WorkerMessage =
   | { type: 'wegate:listening', publicUrl: string }
   | { type: 'wegate:status', ready: boolean }
+  | AdminRelayReply
 
 // 500 ms: how often a worker reports its readiness; the primary treats a report older than 2 s as not ready
 export const STATUS_INTERVAL_MS = 500
@@ -47,7 +51,8 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
   let stopping = false
   let publicUrl = ''
   let quickDeaths = 0
-  const served: { admin?: FastifyInstance } = {} // the admin server, once the workers are up
+  // the admin server and its endpoints answered by a worker, once the workers are up
+  const served: { admin?: FastifyInstance, relay?: AdminRelay } = {}
   let onAllListening: (() => void) | undefined
   let onStopWhileStarting: (() => void) | undefined
 
@@ -63,6 +68,8 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
         listening.add(worker.id)
         logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker listening')
         if (listening.size === count) onAllListening?.()
+      } else if (m.type === 'wegate:admin-reply') {
+        served.relay?.answer(m)
       }
     })
     return worker
@@ -70,6 +77,7 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
   cluster.on('exit', (worker, code, signal) => {
     status.delete(worker.id)
     listening.delete(worker.id)
+    served.relay?.lost(worker.id)
     const lived = Date.now() - (bornAt.get(worker.id) ?? 0)
     bornAt.delete(worker.id)
     if (stopping) return
@@ -130,6 +138,16 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     for (const s of status.values()) if (!s.ready || now - s.at > STATUS_STALE_MS) return false
     return true
   }
+  // - the ramps: a ready worker answers them (cli/admin-relay.ts), round robin
+  let turn = 0
+  const readyWorker = (): Worker | undefined => {
+    const now = Date.now()
+    const up = workers().filter((w) => {
+      const s = status.get(w.id)
+      return listening.has(w.id) && s?.ready === true && now - s.at <= STATUS_STALE_MS && w.isConnected()
+    })
+    return up.length === 0 ? undefined : up[turn++ % up.length]
+  }
   const admin = served.admin = await createAdminServer(logger, {
     health: () => ({ status: 'ok', workers: workers().length }),
     readiness: () => ({
@@ -141,6 +159,8 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
   // The shared access_token for backends (admin.apiToken), from the same Redis as the workers.
   const tokenAdmin = serveTokenAdmin(admin, config, logger)
   admin.addHook('onClose', async () => { await tokenAdmin?.close() })
+  // The OpenAPI document needs the public routes too: a worker has them.
+  served.relay = relayAdmin(admin, ['/rollouts', '/rollouts/*', '/openapi.json'], readyWorker, logger)
   const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
   logger.info({ publicUrl, adminUrl, workers: count, config: loaded.file, hash: loaded.hash }, 'wegate listening')
 }

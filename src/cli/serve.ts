@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os'
 import { AggregatorRegistry } from 'prom-client'
 import { buildGateway } from '../app.js'
 import { createMetrics } from '../metrics/index.js'
+import { answerAdminRelay } from './admin-relay.js'
 import { servePrimary, STATUS_INTERVAL_MS, workerCount, type WorkerMessage } from './cluster.js'
 import { formatProblem } from '../config/errors.js'
 import { referencedFiles } from '../config/load.js'
@@ -68,6 +69,8 @@ export async function serve (opts: ServeOptions): Promise<void> {
   if (inWorker) {
     process.off('disconnect', orphaned)
     const send = (m: WorkerMessage) => { if (process.connected) process.send?.(m) }
+    // The primary relays the admin endpoints of the gateway itself (/rollouts) to a worker.
+    answerAdminRelay(gateway.admin, logger)
     send({ type: 'wegate:listening', publicUrl })
     send({ type: 'wegate:status', ready: gateway.isReady() })
     report = setInterval(() => send({ type: 'wegate:status', ready: gateway.isReady() }), STATUS_INTERVAL_MS)

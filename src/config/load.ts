@@ -45,9 +45,14 @@ export function hashText (text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16)
 }
 
-/** Files the config reads besides itself: the token key files, in config order, without repeats. */
+/** Files the config reads besides itself: the token key files and the TLS pair, in config order, without repeats. */
 export function referencedFiles (config: GatewayConfig): string[] {
   const files = new Set<string>()
+  const tls = config.listen.tls
+  if (tls !== undefined) {
+    files.add(tls.certFile)
+    files.add(tls.keyFile)
+  }
   for (const k of config.tokens.keys) {
     if (k.privateKeyFile !== undefined) files.add(k.privateKeyFile)
     if (k.publicKeyFile !== undefined) files.add(k.publicKeyFile)

@@ -107,9 +107,18 @@ const RedisAuth = (who: string, tlsAlso = '') => ({
   tls: Type.Boolean({ default: false, description: `TLS to ${who}${tlsAlso} (trusted CAs: the system's, or NODE_EXTRA_CA_CERTS)` })
 })
 
+/** TLS on the public listener: PEM files, watched and reloaded like the token key files. */
+const ListenTls = Strict({
+  certFile: Type.String({ minLength: 1, description: 'PEM certificate, followed by its intermediate CA certificates (the chain clients need), e.g. a Kubernetes Secret\'s tls.crt; relative to the working directory' }),
+  keyFile: Type.String({ minLength: 1, description: 'PEM private key of certFile (e.g. tls.key); relative to the working directory' })
+}, 'Serve HTTPS on the public listener: TLS 1.2+ (ECDHE with AEAD ciphers on 1.2), HTTP/2 by ALPN (h2, falling back to http/1.1; WebSocket stays on HTTP/1.1). The files are watched: a replaced certificate/key pair is applied to new connections without dropping open ones; a pair that does not match is refused and the last good one kept. Turning TLS on or off, or changing the port, takes a restart', false)
+
 export const GatewayConfigSchema = Type.Object({
   $schema: Type.Optional(Type.String()),
-  listen: Listen(8080, 'Public listener'),
+  listen: Strict({
+    ...Listen(8080, '').properties,
+    tls: Type.Optional(ListenTls)
+  }, 'Public listener'),
   admin: Strict({
     ...Listen(9091, '').properties,
     apiToken: Type.Optional(Type.String({ minLength: 32, description: 'Bearer token backends send to the admin port\'s /wechat/access-token endpoints (>= 32 characters, use ${VAR}); unset: those endpoints answer 404' }))
@@ -138,7 +147,7 @@ export const GatewayConfigSchema = Type.Object({
     }, 'Redis Sentinel: the gateway asks the sentinels for the current master and follows failovers', false)),
     keyPrefix: Type.String({ default: 'wegate:', pattern: '^[A-Za-z0-9:_.-]*$', description: 'Namespace for every key (no braces: the keys carry their own {hash tags} for Redis Cluster)' }),
     failMode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed', description: 'When the store is unreachable: closed rejects authenticated requests (503), open lets verified tokens through' }),
-    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on sessions and refresh families each (oldest evicted); revocations are never evicted, they expire' })
+    maxEntries: Type.Integer({ minimum: 100, default: 100_000, description: 'memory store: bound on sessions, refresh families, browser-login states and login tickets each (oldest evicted); revocations are never evicted, they expire' })
   }, 'Shared state: sessions, refresh tokens, revocations, rate-limit counters'),
   wechat: Strict({
     baseUrl: Type.String({ pattern: '^https?://[^\\s]+$', default: 'https://api.weixin.qq.com', description: 'WeChat server API base URL' }),

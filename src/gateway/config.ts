@@ -8,6 +8,9 @@ import type { Logger } from 'pino'
 import { findDemoCredentials } from '../config/demo.js'
 import { ConfigError, formatProblem } from '../config/errors.js'
 import { loadConfigFile, type LoadedConfig } from '../config/load.js'
+import type { GatewayConfig } from '../config/schema.js'
+import { expiryWarning, type TlsMaterial } from '../config/tls.js'
+import { secureContextOptions, type TlsServer } from './http-server.js'
 import type { Metrics } from '../metrics/index.js'
 import { buildSnapshot, type Snapshot } from '../runtime.js'
 
@@ -43,6 +46,12 @@ export interface ConfigPluginOptions {
 
 /** Settings that shape listeners, the server or the store: they change only with a restart. */
 const RESTART_ONLY = ['listen', 'admin', 'store', 'trustProxy', 'limits', 'workers'] as const
+
+/** What of a restart-only setting must stay: of `listen.tls`, whether it is on (its files are applied at reload). */
+function restartValue (config: GatewayConfig, key: typeof RESTART_ONLY[number]): string {
+  if (key !== 'listen') return JSON.stringify(config[key])
+  return JSON.stringify({ ...config.listen, tls: config.listen.tls !== undefined })
+}
 // 60 s: requests still on a replaced snapshot may be mid-login; its WeChat client closes after that
 const RETIRE_WECHAT_MS = 60_000
 
@@ -68,6 +77,23 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
   metrics.configReloads.inc({ result: 'success' }, 0)
   metrics.configReloads.inc({ result: 'failure' }, 0)
   installMetrics(current)
+  // The listener was built with TLS (app.ts): a reload applies a replaced certificate/key pair to it.
+  const tlsServer = typeof (app.server as Partial<TlsServer>).setSecureContext === 'function' ? app.server as TlsServer : undefined
+  let served: TlsMaterial | undefined
+  const installTls = (snap: Snapshot) => {
+    const next = snap.tls
+    if (tlsServer === undefined || next === undefined || next.fingerprint === served?.fingerprint) return
+    // New connections get it; open ones keep the certificate they were made with.
+    tlsServer.setSecureContext(secureContextOptions(next))
+    const from = served?.serial
+    served = next
+    metrics.tlsCertificateExpiry.reset()
+    metrics.tlsCertificateExpiry.set({ serial: next.serial }, Math.floor(next.notAfter / 1000))
+    logger.info({ serial: next.serial, subject: next.subject, notAfter: new Date(next.notAfter).toISOString(), ...(from === undefined ? {} : { from }) }, from === undefined ? 'TLS certificate loaded' : 'TLS certificate replaced; new connections get it')
+    const warning = snap.config.listen.tls === undefined ? undefined : expiryWarning(snap.config.listen.tls, next, now())
+    if (warning !== undefined) logger.warn({ path: warning.path }, formatProblem(warning))
+  }
+  installTls(current)
   canary.install(current, false)
   // A ramp already running (another instance, before a restart) is served at its step from the first request.
   await rollouts.install(current.routes)
@@ -102,7 +128,7 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
     } catch (err) {
       return refuse(file, err, fresh?.lineOf)
     }
-    const restartRequired = RESTART_ONLY.filter((k) => JSON.stringify(current.config[k]) !== JSON.stringify(next.config[k]))
+    const restartRequired = RESTART_ONLY.filter((k) => restartValue(current.config, k) !== restartValue(next.config, k))
     const previous = current
     // The swap: requests read `current` once, so in-flight ones finish on the old snapshot.
     current = next
@@ -110,6 +136,7 @@ export const configPlugin = fp<ConfigPluginOptions>(async (app, opts) => {
     canary.install(next, next.fileHash !== previous.fileHash)
     await rollouts.install(next.routes)
     installMetrics(next)
+    installTls(next)
     metrics.configReloads.inc({ result: 'success' })
     logger.level = next.config.logging.level
     logger.info({ file, from: previous.hash, to: next.hash, activation: canary.epoch(), routes: next.routes.routes.length }, 'config reloaded')

@@ -11,7 +11,11 @@
  *   closes the connection never runs (nothing it asks reaches an upstream).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createH2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
+import { TLS12_CIPHERS, type TlsMaterial } from '../config/tls.js'
 import type { Logger } from 'pino'
 import { envelopeText, ErrorCatalog, GatewayError, type ErrorName } from '../errors.js'
 import { clientErrorName, endWithEnvelope, handleClientError } from '../http/errors.js'
@@ -19,6 +23,8 @@ import type { Metrics } from '../metrics/index.js'
 import type { GatewayConfig } from '../config/schema.js'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
+type Request = IncomingMessage | Http2ServerRequest
+type Response = ServerResponse | Http2ServerResponse
 
 export interface RefusalLog {
   metrics: Metrics
@@ -48,16 +54,25 @@ export function clientErrorHandler (log: RefusalLog): (err: NodeJS.ErrnoExceptio
   }
 }
 
-/** Answer a request Fastify will never see with the envelope and close the connection. */
-function answer (res: ServerResponse, name: ErrorName): void {
+/**
+ * Answer a request Fastify will never see with the envelope and close the connection
+ * (HTTP/2: only this stream; `Connection` is not an HTTP/2 header).
+ */
+function answer (res: Response, name: ErrorName): void {
   const ge = new GatewayError(name)
   const body = envelopeText(ge)
-  res.writeHead(ge.statusCode, {
+  const headers: Record<string, string | number> = {
     'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    connection: 'close'
-  })
+    'content-length': Buffer.byteLength(body)
+  }
+  if (!isHttp2(res)) headers.connection = 'close'
+  // (the two response types' writeHead overloads do not unify)
+  ;(res as ServerResponse).writeHead(ge.statusCode, headers)
   res.end(body)
+}
+
+function isHttp2 (res: Response): res is Http2ServerResponse {
+  return 'stream' in res
 }
 
 /** The public server: Node's limits from `limits`, refusals answered and counted, pipelining in order. */
@@ -84,15 +99,116 @@ export function createHttpServer (limits: GatewayConfig['limits'], handler: Hand
     else handler(req, res)
   })
   // Any Expect but 100-continue (which Node answers itself).
-  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    refused(log, 'expectation', 417, req.socket.remoteAddress)
-    answer(res, 'EXPECTATION_FAILED')
-  })
+  server.on('checkExpectation', onExpectation(log))
   // A forward proxy's method: not ours. Without a listener Node just drops the socket.
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     refused(log, 'connect', 405, req.socket.remoteAddress)
     socket.on('error', () => socket.destroy())
     endWithEnvelope(socket, 'METHOD_NOT_ALLOWED')
   })
+  return server
+}
+
+function onExpectation (log: RefusalLog): (req: Request, res: Response) => void {
+  return (req, res) => {
+    refused(log, 'expectation', 417, req.socket.remoteAddress)
+    answer(res, 'EXPECTATION_FAILED')
+  }
+}
+
+/** What the TLS listener adds to Node's server API: applying a new certificate to new connections. */
+export interface TlsServer extends Server {
+  setSecureContext: (options: SecureContextOptions) => void
+}
+
+/** A secure context for `material`: TLS 1.2+, ECDHE + AEAD on 1.2, the server's cipher order. */
+export function secureContextOptions (material: TlsMaterial): SecureContextOptions {
+  return {
+    cert: material.cert,
+    key: material.key,
+    minVersion: 'TLSv1.2',
+    ciphers: TLS12_CIPHERS,
+    honorCipherOrder: true
+  }
+}
+
+/**
+ * The public server with TLS: a TLS listener that hands each connection, by the
+ * protocol ALPN settled on, to the HTTP/1.1 server above (the same refusals,
+ * timeouts and pipelining; WebSocket upgrades) or to an HTTP/2 server. Fastify
+ * sees one server: listen/close/address are the TLS listener's, and
+ * closeIdleConnections / closeAllConnections reach both protocols — idle HTTP/1.1
+ * connections are closed, HTTP/2 sessions get GOAWAY (their open streams finish).
+ */
+export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: Handler, log: RefusalLog, material: TlsMaterial): TlsServer {
+  const h1 = createHttpServer(limits, handler, log)
+  // Fastify registers its clientErrorHandler on the server it listens with (the TLS
+  // listener, which never emits it); HTTP/1.1's parser errors come from here.
+  h1.on('clientError', clientErrorHandler(log))
+
+  const h2 = createH2Server({
+    // The same bound as HTTP/1.1's header size (HPACK-decoded, 32 bytes per field on top).
+    settings: { maxHeaderListSize: limits.headerSize }
+  })
+  h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    // HTTP/2 carries the host in :authority (or Host).
+    if (req.headers[':authority'] === undefined && req.headers.host === undefined) {
+      refused(log, 'missing_host', 400, req.socket.remoteAddress)
+      answer(res, 'BAD_REQUEST')
+      return
+    }
+    // Fastify treats both request types alike (it checks httpVersionMajor where they differ).
+    handler(req as unknown as IncomingMessage, res as unknown as ServerResponse)
+  })
+  h2.on('checkExpectation', onExpectation(log))
+  h2.on('connect', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    refused(log, 'connect', 405, req.socket.remoteAddress)
+    answer(res, 'METHOD_NOT_ALLOWED')
+  })
+  const sessions = new Set<ServerHttp2Session>()
+  h2.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session)
+    session.once('close', () => sessions.delete(session))
+    // Idle like an HTTP/1.1 keep-alive connection: GOAWAY, open streams (none) finish.
+    session.setTimeout(limits.keepAliveTimeout, () => session.close())
+  })
+
+  const front = createTlsServer({
+    ...secureContextOptions(material),
+    ALPNProtocols: ['h2', 'http/1.1'],
+    // A client gets as long for the handshake as for its request headers.
+    handshakeTimeout: limits.headersTimeout
+  })
+  const sockets = new Set<Socket>()
+  front.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  front.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') h2.emit('connection', socket)
+    else h1.emit('connection', socket)
+  })
+  front.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    // Old protocol versions, no shared cipher, scanners: nothing to answer in HTTP.
+    log.metrics.parserErrors.inc({ reason: 'tls_handshake' })
+    log.logger.debug({ peer: socket.remoteAddress ?? '', code: err.code ?? '' }, 'TLS handshake failed')
+  })
+  // HTTP/1.1's timeouts are checked on an interval the server starts when it listens.
+  front.on('listening', () => h1.emit('listening'))
+  front.on('close', () => h1.close())
+  // WebSocket upgrades (HTTP/1.1 only) reach the listeners registered on the server Fastify exposes.
+  h1.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => front.emit('upgrade', req, socket, head))
+
+  const server = front as unknown as TlsServer
+  server.closeIdleConnections = () => {
+    h1.closeIdleConnections()
+    for (const session of sessions) session.close()
+  }
+  server.closeAllConnections = () => {
+    h1.closeAllConnections()
+    for (const session of sessions) session.destroy()
+    // Upgraded WebSockets and handshakes in progress too.
+    for (const socket of sockets) socket.destroy()
+  }
   return server
 }

@@ -127,6 +127,13 @@ export function createMetrics (registry: Registry = new Registry()) {
       labelNames: ['route', 'reason'] as const,
       registers
     }),
+    tlsCertificateExpiry: new Gauge({
+      name: 'wegate_tls_certificate_expiry_seconds',
+      help: 'The public listener\'s TLS certificate (listen.tls): its notAfter as Unix time, by serial number (one series: the certificate served to new connections)',
+      labelNames: ['serial'] as const,
+      aggregator: 'min',
+      registers
+    }),
     configInfo: new Gauge({
       name: 'wegate_config_info',
       help: 'The active configuration: 1 for the hash of the file in use',

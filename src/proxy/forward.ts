@@ -58,7 +58,9 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
     const limit = route.config.bodyLimit
     const length = raw.headers['content-length']
     if (length !== undefined && Number(length) > limit) throw new GatewayError('BODY_TOO_LARGE')
-    const chunked = raw.headers['transfer-encoding'] !== undefined
+    // HTTP/2 has no Transfer-Encoding: a body of unannounced length is one whose HEADERS frame did not end the stream.
+    const chunked = raw.headers['transfer-encoding'] !== undefined ||
+      (length === undefined && raw.httpVersionMajor === 2 && (raw as H2Raw).stream?.endAfterHeaders === false)
     const body = chunked ? limitedBody(raw, limit) : (length !== undefined && length !== '0' ? raw : null)
     request.upstreamName = upstream.name
 
@@ -80,6 +82,9 @@ export async function proxyPlugin (app: FastifyInstance, opts: ProxyOptions): Pr
   app.route({ method: ALL_METHODS, url: '/', handler })
   app.route({ method: ALL_METHODS, url: '/*', handler })
 }
+
+/** The HTTP/2 request's stream (Fastify hands us Node's Http2ServerRequest as `request.raw`). */
+type H2Raw = IncomingMessage & { stream?: { endAfterHeaders: boolean } }
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 

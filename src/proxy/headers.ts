@@ -144,6 +144,8 @@ export interface ForwardContext {
   remoteAddress: string
   /** Whether that address is a trusted proxy (per trustProxy). */
   remoteTrusted: boolean
+  /** The client's connection is TLS (the listener's `listen.tls`): X-Forwarded-Proto https. */
+  secure?: boolean
   requestId: string
   /** W3C trace context: traceparent (the gateway's span as parent) and tracestate to send. */
   trace?: { traceparent: string, tracestate: string | undefined } | undefined
@@ -164,6 +166,8 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
   for (const name in incoming) {
     const value = incoming[name]
     if (value === undefined) continue
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) are not headers upstream.
+    if (name.charCodeAt(0) === 0x3a /* : */) continue
     if (HOP_BY_HOP.has(name) || GATEWAY_SET.has(name) || isIdentityHeader(name)) continue
     const fwd = forwardingClass(name)
     // Underscore spellings are always the client's (proxies pass them untouched); FWD_SPELLING
@@ -173,17 +177,19 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
     if (listed !== undefined && listed.has(name)) continue
     out[name] = value
   }
-  const originalHost = incoming.host ?? ''
+  // HTTP/2 names the host in :authority (Host is allowed there too, and wins when both are sent).
+  const originalHost = incoming.host ?? (incoming[':authority'] as string | undefined) ?? ''
+  const proto = ctx.secure === true ? 'https' : 'http'
   const priorFor = incoming['x-forwarded-for']
   // Forwarding headers from the client are believed only when it is a trusted proxy
   // (its other X-Forwarded-* passed through above; nobody else's did).
   if (ctx.remoteTrusted) {
     out['x-forwarded-for'] = priorFor === undefined ? ctx.remoteAddress : `${Array.isArray(priorFor) ? priorFor.join(', ') : priorFor}, ${ctx.remoteAddress}`
-    out['x-forwarded-proto'] = firstValue(incoming['x-forwarded-proto']) ?? 'http'
+    out['x-forwarded-proto'] = firstValue(incoming['x-forwarded-proto']) ?? proto
     out['x-forwarded-host'] = firstValue(incoming['x-forwarded-host']) ?? originalHost
   } else {
     out['x-forwarded-for'] = ctx.remoteAddress
-    out['x-forwarded-proto'] = 'http'
+    out['x-forwarded-proto'] = proto
     out['x-forwarded-host'] = originalHost
   }
   out.host = ctx.upstreamHost

@@ -27,7 +27,8 @@ export interface PipelineInput {
   readonly id: string
   /** The W3C trace context (sent upstream as traceparent / tracestate). */
   readonly trace: TraceContext | null
-  readonly socket: { readonly remoteAddress?: string | undefined }
+  /** `encrypted`: the client connected over TLS (X-Forwarded-Proto https). */
+  readonly socket: { readonly remoteAddress?: string | undefined, readonly encrypted?: boolean | undefined }
   /** Set as soon as a route matched, for the access line (a later refusal names the route too). */
   routeName: string
 }
@@ -87,6 +88,7 @@ function plan (
   const upstreamHeaders = upstreamRequestHeaders(input.headers, {
     remoteAddress: remote,
     remoteTrusted: p.trusted(remote),
+    secure: input.socket.encrypted === true,
     requestId: input.id,
     trace: input.trace ?? undefined,
     upstreamHost: upstream.host,

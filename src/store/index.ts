@@ -7,7 +7,7 @@ import { createRedisStore } from './redis/index.js'
 import type { Store, StoreLogger, StoreOptions } from './types.js'
 
 export type {
-  AnnouncementPort, FamilyPort, HealthPort, LoginClaim, LoginClaimPort, LoginState, RedisConnection, RefreshRecord,
+  AnnouncementPort, FamilyPort, HealthPort, LoginClaim, LoginClaimPort, LoginState, OnceKind, RedisConnection, RefreshRecord,
   RevocationPort, RevocationSubject, RolloutPort, RolloutRecord, RotateInput, RotateResult, SessionKeyPort, Store, StoreLogger, StoreOptions, WebLoginPort
 } from './types.js'
 

@@ -162,16 +162,21 @@ export interface LoginClaimPort {
   releaseLogin (key: string, owner: string): Promise<void>
 }
 
+/** The kinds of single-use entries: a browser login's state, a login ticket. */
+export type OnceKind = 'state' | 'ticket'
+
 /**
  * Browser and App logins (src/auth/web-login.ts): single-use entries (a browser
  * login's state, a login ticket, each under a hash of its secret) and WeChat's
- * oauth2 tokens of a user, kept server-side like session_key.
+ * oauth2 tokens of a user, kept server-side like session_key. Each kind is kept
+ * apart: a flood of one (states cost an unauthenticated request) never pushes
+ * out the other (a bounded store evicts within a kind).
  */
 export interface WebLoginPort {
-  /** Keep `value` under `key` for `ttlMs`, to be taken once. */
-  putOnce (key: string, value: string, ttlMs: number): Promise<void>
+  /** Keep `value` under (`kind`, `key`) for `ttlMs`, to be taken once. */
+  putOnce (kind: OnceKind, key: string, value: string, ttlMs: number): Promise<void>
   /** Read and delete the entry in one step: of concurrent takers at most one gets it. null when absent or expired. */
-  takeOnce (key: string): Promise<string | null>
+  takeOnce (kind: OnceKind, key: string): Promise<string | null>
   /** WeChat's access_token / refresh_token of the user in a web or App channel (opaque); overwritten at every login. */
   setWeChatGrant (appId: string, openid: string, grant: string, ttlMs: number): Promise<void>
   getWeChatGrant (appId: string, openid: string): Promise<string | null>

@@ -5,7 +5,7 @@
  * Secure cookies only to https or loopback (as browsers treat localhost), and
  * follows no redirect on its own: the test walks each hop.
  */
-import { request } from 'undici'
+import { request, type Dispatcher } from 'undici'
 
 interface Cookie { name: string, value: string, host: string, path: string, secure: boolean, httpOnly: boolean, sameSite: string, expiresAt: number }
 
@@ -26,7 +26,23 @@ export class Browser {
     const u = new URL(url)
     u.hash = '' // a browser never sends the fragment
     const cookie = this.cookieHeader(u)
-    const r = await request(u.href, { headers: cookie === '' ? {} : { cookie } })
+    return await this.hop(u, await request(u.href, { headers: cookie === '' ? {} : { cookie } }))
+  }
+
+  /**
+   * POST `body` as JSON with this browser's cookies for `url`, as a page's same-origin
+   * `fetch` does (`credentials: 'omit'` sends none, as a cross-origin fetch without them).
+   */
+  async post (url: string, body: unknown, opts: { credentials?: 'include' | 'omit' } = {}): Promise<Hop> {
+    const u = new URL(url)
+    const cookie = opts.credentials === 'omit' ? '' : this.cookieHeader(u)
+    const headers: Record<string, string> = { 'content-type': 'application/json' }
+    if (cookie !== '') headers.cookie = cookie
+    return await this.hop(u, await request(u.href, { method: 'POST', headers, body: JSON.stringify(body) }))
+  }
+
+  /** Keep what the answer sets, read its body. */
+  private async hop (u: URL, r: Dispatcher.ResponseData): Promise<Hop> {
     const raw = r.headers['set-cookie']
     const setCookie = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw]
     for (const line of setCookie) this.store(u, line)
@@ -34,6 +50,12 @@ export class Browser {
     let json: Hop['json']
     try { json = JSON.parse(text) } catch {}
     return { status: r.statusCode, location: r.headers.location as string | undefined, setCookie, text, json }
+  }
+
+  /** The value of the cookie `name` this browser would send to `url`, if any. */
+  cookie (url: string, name: string): string | undefined {
+    const prefix = `${name}=`
+    return this.cookieHeader(new URL(url)).split('; ').find((c) => c.startsWith(prefix))?.slice(prefix.length)
   }
 
   private cookieHeader (u: URL): string {

@@ -159,12 +159,14 @@ export function createRedisStore (config: StoreConfig, logger: StoreLogger, opts
     ...revocations,
     ...logins,
 
-    async putOnce (key, value, ttlMs) {
-      await op('putOnce', () => main.set(keys.once(key), value, 'PX', ms(ttlMs)))
+    // Both kinds expire by themselves (PX): Redis needs no bound of its own here.
+    async putOnce (kind, key, value, ttlMs) {
+      await op('putOnce', () => main.set(keys.once(kind, key), value, 'PX', ms(ttlMs)))
     },
-    async takeOnce (key) {
+    async takeOnce (kind, key) {
       // GETDEL (Redis 6.2+) as a transaction: one key, one slot, atomic everywhere.
-      const r = await op('takeOnce', () => main.multi().get(keys.once(key)).del(keys.once(key)).exec())
+      const k = keys.once(kind, key)
+      const r = await op('takeOnce', () => main.multi().get(k).del(k).exec())
       const got = r?.[0]?.[1]
       return typeof got === 'string' ? got : null
     },

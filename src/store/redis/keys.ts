@@ -11,8 +11,8 @@ export interface RedisKeys {
   family (fid: string): { meta: string, spent: string, grace: (hash: string) => string }
   sessionKey (appid: string, openid: string): string
   login (key: string): string
-  /** A single-use entry of a browser or App login (state, ticket). */
-  once (key: string): string
+  /** A single-use entry of a browser login (`state:<hash>`, `ticket:<hash>`). */
+  once (kind: string, key: string): string
   grant (appid: string, openid: string): string
   /** A route's rollout: its record, decision lease and per-window reports share the route's slot. */
   rollout (route: string): { record: string, lease: string, window: (id: string) => string }
@@ -29,7 +29,7 @@ export function redisKeys (p: string): RedisKeys {
     }),
     sessionKey: (appid, openid) => `${p}{u:${appid}:${openid}}:sk`,
     login: (key) => `${p}{login:${key}}`,
-    once: (key) => `${p}{once:${key}}`,
+    once: (kind, key) => `${p}{once:${kind}:${key}}`,
     grant: (appid, openid) => `${p}{u:${appid}:${openid}}:grant`,
     rollout: (route) => ({
       record: `${p}{ro:${route}}:record`,
