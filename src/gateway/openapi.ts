@@ -18,7 +18,7 @@ import { readFileSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import { TAG_BROWSER, TAG_LOGIN } from '../auth/schemas.js'
 import type { GatewayConfig } from '../config/schema.js'
-import { SECURITY_SCHEMES, errorCodeSchema, type JsonSchema } from '../http/schemas.js'
+import { SECURITY_SCHEMES, errorCodeSchema, errorResponses, type JsonSchema } from '../http/schemas.js'
 import { TAG_ACCESS_TOKEN } from '../wechat/admin-routes.js'
 import { TAG_WECHAT } from '../wechat/routes.js'
 import { TAG_ADMIN } from './admin.js'
@@ -160,9 +160,10 @@ export function registerOpenApiRoute (admin: FastifyInstance, pub: FastifyInstan
       tags: [TAG_ADMIN],
       operationId: 'openapi',
       summary: 'This document (OpenAPI 3.1)',
-      description: 'No token: it holds no secrets, and the admin port is private. Import it into Apifox or Postman by URL (docs/openapi.md).',
+      description: 'No token: it holds no secrets, and the admin port is private. Import it into Apifox or Postman by URL (docs/openapi.md). ' +
+        'With `workers:`, the primary asks a ready worker (50032 when none is).',
       security: [],
-      response: { 200: { description: 'The OpenAPI document', content: { 'application/json': { schema: { type: 'object' } } } } }
+      response: { 200: { description: 'The OpenAPI document', content: { 'application/json': { schema: { type: 'object' } } } }, ...errorResponses('INTERNAL', 'WORKERS_UNAVAILABLE') }
     }
   }, async (_request, reply) => {
     if (text === undefined) {

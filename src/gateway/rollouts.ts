@@ -64,11 +64,12 @@ const listSchema = {
   tags: [TAG_ROLLOUTS],
   operationId: 'listRollouts',
   summary: 'Every automatic ramp (canary.ramp) and its state',
-  description: 'What `wegate rollout status` shows. Exists only when `admin.apiToken` is set.',
+  description: 'What `wegate rollout status` shows. Exists only when `admin.apiToken` is set. ' +
+    'With `workers:`, the primary asks a ready worker (50032 when none is).',
   security: ADMIN_TOKEN,
   response: {
     200: envelope(Type.Object({ rollouts: Type.Array(rolloutStatus) }), 'The ramps of the routes that have one'),
-    ...errorResponses(ADMIN_ERRORS, 'STORE_UNAVAILABLE')
+    ...errorResponses(ADMIN_ERRORS, 'STORE_UNAVAILABLE', 'WORKERS_UNAVAILABLE')
   }
 } as const
 
@@ -77,7 +78,7 @@ const commandSchema = {
   operationId: 'rolloutCommand',
   summary: 'Pause, resume, promote or abort a route\'s ramp',
   description: 'What `wegate rollout pause|resume|promote|abort <route>` sends. Shared by every instance through the store. ' +
-    'Exists only when `admin.apiToken` is set.',
+    'Exists only when `admin.apiToken` is set. With `workers:`, the primary asks a ready worker (50032 when none is).',
   security: ADMIN_TOKEN,
   params: {
     type: 'object',
@@ -89,7 +90,7 @@ const commandSchema = {
   },
   response: {
     200: envelope(rolloutStatus, 'The ramp after the command'),
-    ...errorResponses(ADMIN_ERRORS, 'ROLLOUT_UNKNOWN', 'ROLLOUT_CONFLICT', 'STORE_UNAVAILABLE')
+    ...errorResponses(ADMIN_ERRORS, 'ROLLOUT_UNKNOWN', 'ROLLOUT_CONFLICT', 'STORE_UNAVAILABLE', 'WORKERS_UNAVAILABLE')
   }
 } as const
 
