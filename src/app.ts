@@ -202,6 +202,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     authenticate: (authorization) => snapshot().guard.authenticate(authorization, true)!,
     sessionKey: (appId, openid) => store.getSessionKey(appId, openid),
     settings: () => ({ decryptMaxAgeMs: snapshot().config.wechat.decryptMaxAge, phoneTtlMs: snapshot().config.tokens.sessionTtl }),
+    rateLimit: (endpoint, openid, ip) => limiters.routeLimit({ routeName: `auth_${endpoint}`, scope: `/auth/${endpoint}`, rateRule: snapshot().config.rateLimits[endpoint], callerOpenid: openid, ip }),
     metrics,
     now
   })

@@ -13,6 +13,7 @@ import WebSocket from 'ws'
 import { APP_A, metric, startAuthGateway, startEcho, startWeChat } from './helpers/auth.js'
 import { startGateway } from './helpers/gateway.js'
 import { createTestCa } from './helpers/tls.js'
+import { startEcho as startBodyEcho, startServer } from './helpers/upstream.js'
 import { closeWs, startWsUpstream } from './helpers/websocket.js'
 import { waitUntil } from './helpers/wait.js'
 
@@ -21,6 +22,21 @@ const served = await ca.issue('server')
 const wechat = await startWeChat(t)
 const echoUrl = await startEcho(t)
 const wsUpstream = await startWsUpstream(t, 'ws')
+const bodyEcho = await startBodyEcho(t, 'small')
+// An HTTP/1.1 upstream answering with every connection-specific header HTTP/2 forbids, chunked.
+const chatty = await startServer(t, (req, res) => {
+  req.resume()
+  req.on('end', () => {
+    res.setHeader('connection', 'keep-alive, x-dropped')
+    res.setHeader('keep-alive', 'timeout=5')
+    res.setHeader('proxy-connection', 'keep-alive')
+    res.setHeader('x-dropped', 'named in Connection')
+    res.setHeader('x-kept', 'yes')
+    res.setHeader('set-cookie', ['a=1', 'b=2'])
+    res.write('part one, ')
+    res.end('part two')
+  })
+})
 const tls = { certFile: served.certFile, keyFile: served.keyFile }
 const { url, adminUrl, logs } = await startAuthGateway(t, {
   wechatUrl: wechat.url,
@@ -30,7 +46,9 @@ const { url, adminUrl, logs } = await startAuthGateway(t, {
     routes: [
       { name: 'echo', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] },
       { name: 'limited', prefix: '/limited', auth: 'public', rateLimit: { max: 2, window: '1m', by: 'ip' }, upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] },
-      { name: 'chat', prefix: '/chat', auth: 'public', upstreams: [{ name: 'v1', url: wsUpstream.url, weight: 1 }] }
+      { name: 'chat', prefix: '/chat', auth: 'public', upstreams: [{ name: 'v1', url: wsUpstream.url, weight: 1 }] },
+      { name: 'chatty', prefix: '/chatty', auth: 'public', upstreams: [{ name: 'v1', url: chatty.url, weight: 1 }] },
+      { name: 'small', prefix: '/small', auth: 'public', bodyLimit: '1kb', upstreams: [{ name: 'v1', url: bodyEcho.url, weight: 1 }] }
     ]
   }
 })
@@ -49,7 +67,9 @@ async function h2 (session: ClientHttp2Session, method: string, path: string, he
     stream.on('response', (h) => { got = h })
     stream.on('data', (c: Buffer) => chunks.push(c))
     stream.on('error', reject)
+    stream.on('close', () => { if (got[':status'] === undefined) reject(new Error(`no response (stream closed, code ${stream.rstCode ?? '?'})`)) })
     stream.on('end', () => {
+      if (got[':status'] === undefined) return
       const text = Buffer.concat(chunks).toString('utf8')
       let json: unknown
       try { json = JSON.parse(text) } catch {}
@@ -188,6 +208,51 @@ t.test('HTTP/2 refusals before routing: a bad Expect gets the envelope on its st
   t.equal(ok.status, 404, 'the session still serves')
 })
 
+t.test('HTTP/2: connection-specific headers of an HTTP/1.1 upstream never reach the h2 response; the rest does', async (t) => {
+  const session = await h2session(t)
+  const res = await h2(session, 'GET', '/chatty/x')
+  t.equal(res.status, 200)
+  t.equal(res.text, 'part one, part two', 'the chunked body, whole')
+  for (const name of ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'x-dropped']) t.notOk(res.headers[name], `no ${name}`)
+  t.equal(res.headers['x-kept'], 'yes')
+  t.same(res.headers['set-cookie'], ['a=1', 'b=2'])
+  t.ok(res.headers['x-request-id'])
+  await waitUntil(() => logs.lines.some((l) => l.msg === 'access' && l.route === 'chatty' && l.upstream === 'v1' && l.status === 200))
+  t.ok(await metric(adminUrl, 'wegate_requests_total', { route: 'chatty', upstream: 'v1', status_class: '2xx' }) >= 1, 'counted per route and upstream')
+})
+
+t.test('HTTP/2: a route\'s body limit holds with and without content-length', async (t) => {
+  const session = await h2session(t)
+  const small = await h2(session, 'POST', '/small/x', {}, 'x'.repeat(500))
+  t.equal(small.status, 200)
+  t.equal(small.json.bodyLength, 500, 'a body of unannounced length reaches the upstream whole')
+  const announced = await h2(session, 'POST', '/small/x', { 'content-length': '4000' }, 'x'.repeat(4000))
+  t.equal(announced.status, 413)
+  t.equal(announced.json.code, 30013)
+  const unannounced = await h2(session, 'POST', '/small/x', {}, 'x'.repeat(4000))
+  t.equal(unannounced.status, 413)
+  t.equal(unannounced.json.code, 30013)
+  t.equal((await h2(session, 'GET', '/small/after')).status, 200, 'the session still serves')
+})
+
+t.test('HTTP/1.1 over TLS keeps the plain listener\'s refusals and pipelining', async (t) => {
+  const raw = async (text: string): Promise<string> => await new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: Number(port), ca: ca.ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] }, () => socket.write(text))
+    let got = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (d: string) => { got += d })
+    socket.on('close', () => resolve(got))
+    socket.on('error', reject)
+  })
+  const noHost = await raw('GET /nowhere HTTP/1.1\r\n\r\n')
+  t.match(noHost, /^HTTP\/1\.1 400 /)
+  t.match(noHost, /"code":40000/)
+  const smuggle = await raw('POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n')
+  t.match(smuggle, /^HTTP\/1\.1 400 /, 'Content-Length with Transfer-Encoding refused')
+  const pipelined = await raw('GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  t.equal(pipelined.match(/HTTP\/1\.1 404 /g)?.length, 2, 'two answers, in order')
+})
+
 t.test('wss://: WebSocket over TLS (HTTP/1.1) through the gateway', async (t) => {
   const ws = new WebSocket(`${url.replace('https:', 'wss:')}/chat/room`, { ca: ca.ca })
   await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
@@ -227,4 +292,20 @@ t.test('draining: an h2 request during shutdown.delay gets GOAWAY, not a Connect
   t.equal(finished.status, 200, 'the in-flight stream completed')
   t.equal(finished.json.data, 'finished')
   await stopping
+})
+
+t.test('shutdown.timeout: an h2 stream still open is cut, and shutdown completes', async (t) => {
+  let arrived = false
+  const stuck = await startGateway(t, { listen: { host: '127.0.0.1', port: 0, tls }, shutdown: { delay: '0s', timeout: '300ms' } }, {
+    before: (gw) => { gw.public.get('/never', async () => { arrived = true; await new Promise(() => {}) }) }
+  })
+  const session = h2connect(stuck.url, { ca: ca.ca })
+  t.teardown(() => session.destroy())
+  const never = h2(session, 'GET', '/never').then(() => 'answered', () => 'cut')
+  await waitUntil(() => arrived)
+  const started = performance.now()
+  await stuck.gateway.shutdown()
+  t.ok(performance.now() - started < 3000, 'bounded by shutdown.timeout')
+  t.equal(await never, 'cut')
+  await waitUntil(() => session.destroyed || session.closed)
 })

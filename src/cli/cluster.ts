@@ -19,9 +19,9 @@ import cluster, { type Worker } from 'node:cluster'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { AggregatorRegistry } from 'prom-client'
-import type { LoadedConfig } from '../config/load.js'
+import { loadConfigFile, type LoadedConfig } from '../config/load.js'
 import { createAdminServer } from '../gateway/admin.js'
-import { serveTokenAdmin } from '../wechat/primary.js'
+import { serveTokenAdmin, type TokenAdmin } from '../wechat/primary.js'
 import { relayAdmin, type AdminRelay, type AdminRelayReply } from './admin-relay.js'
 import { ownProcess } from './process.js'
 
@@ -29,6 +29,8 @@ import { ownProcess } from './process.js'
 export type WorkerMessage =
   | { type: 'wegate:listening', publicUrl: string }
   | { type: 'wegate:status', ready: boolean }
+  /** The hash of the config the worker serves: after it started and after every reload it applied. */
+  | { type: 'wegate:config', hash: string }
   | AdminRelayReply
 
 // 500 ms: how often a worker reports its readiness; the primary treats a report older than 2 s as not ready
@@ -43,7 +45,8 @@ const QUICK_DEATH_MS = 10_000
 
 /** Run the primary: fork `count` workers, serve the admin port, own the signals. */
 export async function servePrimary (loaded: LoadedConfig, count: number, logger: Logger): Promise<void> {
-  const { config } = loaded
+  const { config } = loaded // restart-only settings (listeners, store, admin.apiToken); the rest: `current`
+  let current = loaded
   const aggregator = new AggregatorRegistry()
   const status = new Map<number, { ready: boolean, at: number }>()
   const listening = new Set<number>() // worker ids that have reported listening
@@ -52,7 +55,7 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
   let publicUrl = ''
   let quickDeaths = 0
   // the admin server and its endpoints answered by a worker, once the workers are up
-  const served: { admin?: FastifyInstance, relay?: AdminRelay } = {}
+  const served: { admin?: FastifyInstance, relay?: AdminRelay, tokens?: TokenAdmin | undefined } = {}
   let onAllListening: (() => void) | undefined
   let onStopWhileStarting: (() => void) | undefined
 
@@ -68,6 +71,8 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
         listening.add(worker.id)
         logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker listening')
         if (listening.size === count) onAllListening?.()
+      } else if (m.type === 'wegate:config') {
+        if (m.hash !== current.hash) follow(m.hash).catch((err: unknown) => logger.error({ err }, 'primary: could not follow the workers\' config'))
       } else if (m.type === 'wegate:admin-reply') {
         served.relay?.answer(m)
       }
@@ -88,13 +93,30 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     setTimeout(() => { if (!stopping) fork() }, delay).unref()
   })
 
+  /**
+   * A worker reloaded (SIGHUP or a file change) and applied the config `hash`: the primary
+   * reads the file too and takes it when it is that same config (validated and built by the
+   * worker). Another hash means the file changed again: the worker reports that one next.
+   */
+  let following: Promise<void> = Promise.resolve()
+  const follow = (hash: string): Promise<void> => (following = following.then(async () => {
+    if (hash === current.hash) return
+    const fresh = await loadConfigFile(current.file)
+    if (fresh.hash !== hash) return
+    const from = current.hash
+    current = fresh
+    served.tokens?.reload(fresh.config)
+    logger.level = fresh.config.logging.level
+    logger.info({ file: fresh.file, from, to: fresh.hash }, 'primary: config reloaded (as the workers did)')
+  }))
+
   // Signals are ours from the start: a SIGTERM while the workers are still starting drains them too.
   const drainWorkers = async (): Promise<void> => {
     stopping = true
     logger.info({ workers: workers().length }, 'draining every worker')
     onStopWhileStarting?.()
     // Past the workers' own drain bound, whatever is left is killed rather than hang the rollout.
-    const force = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, drainBoundMs)
+    const force = setTimeout(() => { for (const w of workers()) w.process.kill('SIGKILL') }, drainBoundMs(current))
     await Promise.all(workers().map(async (w) => {
       if (w.isDead()) return
       const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()))
@@ -105,10 +127,10 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     await served.admin?.close()
     logger.info('shutdown complete')
   }
-  const drainBoundMs = config.shutdown.delay + config.shutdown.timeout + 5000
+  const drainBoundMs = (c: LoadedConfig): number => c.config.shutdown.delay + c.config.shutdown.timeout + 5000
   ownProcess({
     logger,
-    crashDrainMs: drainBoundMs + 1000,
+    crashDrainMs: drainBoundMs(loaded) + 1000,
     stop: drainWorkers,
     reload: () => {
       // only to workers that are up: a starting worker has no SIGHUP handler yet (it would die)
@@ -152,12 +174,12 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     health: () => ({ status: 'ok', workers: workers().length }),
     readiness: () => ({
       ready: ready(),
-      body: { draining: stopping, workers: { configured: count, ready: [...status.values()].filter((s) => s.ready).length }, config: loaded.hash }
+      body: { draining: stopping, workers: { configured: count, ready: [...status.values()].filter((s) => s.ready).length }, config: current.hash }
     }),
     metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() })
   })
   // The shared access_token for backends (admin.apiToken), from the same Redis as the workers.
-  const tokenAdmin = serveTokenAdmin(admin, config, logger)
+  const tokenAdmin = served.tokens = serveTokenAdmin(admin, current.config, logger)
   admin.addHook('onClose', async () => { await tokenAdmin?.close() })
   // The OpenAPI document needs the public routes too: a worker has them.
   served.relay = relayAdmin(admin, ['/rollouts', '/rollouts/*', '/openapi.json'], readyWorker, logger)

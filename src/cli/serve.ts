@@ -72,6 +72,7 @@ export async function serve (opts: ServeOptions): Promise<void> {
     // The primary relays the admin endpoints of the gateway itself (/rollouts) to a worker.
     answerAdminRelay(gateway.admin, logger)
     send({ type: 'wegate:listening', publicUrl })
+    send({ type: 'wegate:config', hash: gateway.snapshot().hash })
     send({ type: 'wegate:status', ready: gateway.isReady() })
     report = setInterval(() => send({ type: 'wegate:status', ready: gateway.isReady() }), STATUS_INTERVAL_MS)
     report.unref()
@@ -86,7 +87,11 @@ export async function serve (opts: ServeOptions): Promise<void> {
     file: opts.file,
     related: () => referencedFiles(gateway.snapshot().config),
     logger: logger.child({ component: 'config-watch' }),
-    onChange: async () => { await gateway.reload(opts.file) }
+    onChange: async () => {
+      const result = await gateway.reload(opts.file)
+      // the primary follows (its access_token endpoints serve the reloaded AppSecrets)
+      if (inWorker && result.status === 'applied' && process.connected) process.send?.({ type: 'wegate:config', hash: result.hash } satisfies WorkerMessage)
+    }
   })
   const { shutdown } = loaded.config
   const owner = ownProcess({

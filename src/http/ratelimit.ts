@@ -17,8 +17,13 @@ export type LimitHook = (request: FastifyRequest, reply: FastifyReply) => Promis
 
 /** What the per-route limiter reads: a FastifyRequest has it all; a WebSocket upgrade passes just this. */
 export interface LimitSubject {
-  /** The matched route: counters are per route. */
+  /** The matched route: counters are per route (and wegate_rate_limited_total's label). */
   routeName: string
+  /**
+   * The counters' namespace when it is not a route's: the gateway's own endpoints use their path
+   * (a route name cannot contain '/', so a route named like them never shares their counters).
+   */
+  scope?: string
   /** The route's rule (null: the caller should not be asking). */
   rateRule: RateLimitConfig | null
   /** Verified openid ('' when anonymous), for `by: openid`. */
@@ -67,7 +72,7 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
     keyGenerator: (request) => {
       const s = subjectOf(request)
       const by = s.rateRule?.by === 'openid' && s.callerOpenid !== '' ? `u:${s.callerOpenid}` : `ip:${s.ip}`
-      return `${s.routeName}:${by}`
+      return `${s.scope ?? s.routeName}:${by}`
     }
   })
   const routeLimit: RouteLimiter = async (subject) => {

@@ -25,6 +25,11 @@ export interface WeChatRoutesOptions {
   sessionKey: (appId: string, openid: string) => Promise<string | null>
   /** Read per request from the current config: decrypt age limit (0: off) and how long a verified number is kept. */
   settings: () => { decryptMaxAgeMs: number, phoneTtlMs: number }
+  /**
+   * Count one call of the verified caller (`rateLimits.phone` / `.decrypt`): returns the
+   * RateLimit-* headers, or throws RATE_LIMITED (429, Retry-After) past the limit.
+   */
+  rateLimit: (endpoint: 'phone' | 'decrypt', openid: string, ip: string) => Promise<Record<string, string>>
   metrics: Metrics
   now: () => number
 }
@@ -105,9 +110,10 @@ export async function wechatRoutes (app: FastifyInstance, opts: WeChatRoutesOpti
   const { hub, metrics } = opts
   const deps = { tokens: hub.tokens, http: hub.http, logger: hub.logger }
 
-  app.post<{ Body: DecryptInput }>('/auth/decrypt', { schema: decryptSchema }, async (request) => {
+  app.post<{ Body: DecryptInput }>('/auth/decrypt', { schema: decryptSchema }, async (request, reply) => {
     request.routeName = 'auth_decrypt'
     const caller = opts.authenticate(request.headers.authorization)
+    reply.headers(await opts.rateLimit('decrypt', caller.openid, request.ip))
     try {
       const sessionKey = await opts.sessionKey(caller.appid, caller.openid)
       if (sessionKey === null) throw new GatewayError('WECHAT_SESSION_MISSING')
@@ -121,9 +127,11 @@ export async function wechatRoutes (app: FastifyInstance, opts: WeChatRoutesOpti
     }
   })
 
-  app.post<{ Body: { code: string } }>('/auth/phone', { schema: phoneSchema }, async (request) => {
+  app.post<{ Body: { code: string } }>('/auth/phone', { schema: phoneSchema }, async (request, reply) => {
     request.routeName = 'auth_phone'
     const caller = opts.authenticate(request.headers.authorization)
+    // before WeChat is asked: a caller past the limit spends nothing of the app's API quota
+    reply.headers(await opts.rateLimit('phone', caller.openid, request.ip))
     try {
       const phone = await fetchPhoneNumber(deps, caller.appid, request.body.code)
       await hub.phones.set(caller.appid, caller.openid, phone, opts.settings().phoneTtlMs)
