@@ -12,6 +12,11 @@
  *   D′ D with more distinct tokens than the verification cache holds, so every
  *      request checks an HMAC signature (the worst case)
  *   Dw D with `workers: 2` (node:cluster), to decide whether that setting pays here
+ *   Ds D with `listen.tls` (EC P-256 certificate), HTTPS over HTTP/1.1 (wrk, keep-alive)
+ *   Dh2 the same instance over HTTP/2 (h2load: one stream at a time per connection, as
+ *      many connections as wrk; one token for every request, since h2load sends fixed
+ *      headers — D's pool is in the verify cache too, so the work per request is the same).
+ *      h2load reports no percentiles: its p50 column is the mean, its p99 is not measured.
  *
  * Load: wrk (one thread, fixed connections) from its own process; D uses a pool
  * of distinct access tokens minted by real logins. Warm-up, then alternating
@@ -67,7 +72,7 @@ function have (cmd: string): boolean {
   try { execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }); return true } catch { return false }
 }
 function ensureTools (): void {
-  const missing = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['redis-server', 'redis-server']].filter(([c]) => !have(c)).map(([, p]) => p)
+  const missing = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['redis-server', 'redis-server'], ['h2load', 'nghttp2-client'], ['openssl', 'openssl']].filter(([c]) => !have(c)).map(([, p]) => p)
   if (missing.length === 0) return
   process.stderr.write(`bench: installing ${missing.join(' ')} from Debian's packages\n`)
   const sudo = process.getuid?.() === 0 ? [] : ['sudo']
@@ -269,6 +274,38 @@ async function wrk (url: string, opts: { seconds: number, lua: string, name: str
   return { requests: r.requests, seconds, rps: r.requests / seconds, p50: r.p50 / 1000, p90: r.p90 / 1000, p99: r.p99 / 1000, max: r.max / 1000, errors: r.errors, non2xx: r.non2xx, cpu, wall }
 }
 
+/** h2load over HTTP/2 for `seconds`, in the shape of a wrk result (p50: the mean; p90/p99: not measured). */
+async function h2load (url: string, opts: { seconds: number, pids: number[], headers: string[], connections?: number }): Promise<WrkResult> {
+  const cpu0 = cpuSeconds(opts.pids)
+  const t0 = performance.now()
+  const child = spawn('h2load', ['-t1', `-c${opts.connections ?? CONNECTIONS}`, '-m1', '-D', String(opts.seconds), ...opts.headers.flatMap((h) => ['-H', h]), url], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  await once(child, 'exit')
+  const wall = (performance.now() - t0) / 1000
+  const cpu = (cpuSeconds(opts.pids) - cpu0) / wall * 100
+  const finished = /finished in ([\d.]+)s, ([\d.]+) req\/s/.exec(out)
+  const counts = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out)
+  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out)
+  const timing = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(out)
+  if (finished === null || counts === null || codes === null || timing === null) throw new Error(`h2load printed no result:\n${out}`)
+  const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1)
+  const requests = Number(counts[3])
+  return {
+    requests,
+    seconds: Number(finished[1]),
+    rps: Number(finished[2]),
+    p50: ms(timing[5], timing[6]),
+    p90: Number.NaN,
+    p99: Number.NaN,
+    max: ms(timing[3], timing[4]),
+    errors: Number(counts[4]) + Number(counts[5]) + Number(counts[6]),
+    non2xx: Number(codes[2]) + Number(codes[3]) + Number(codes[4]),
+    cpu,
+    wall
+  }
+}
+
 // ── statistics ─────────────────────────────────────────────────────────────
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2 }
 interface Summary { rps: number, rpsMin: number, rpsMax: number, p50: number, p99: number, cpu: number, errors: number, non2xx: number, rounds: number }
@@ -316,7 +353,7 @@ async function main (): Promise<void> {
     execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' })
   }
   const log = (s: string) => process.stderr.write(`bench: ${s}\n`)
-  const [pU1, pU2, pB, pC, pD, pDadmin, pD2, pD2admin, pEmu, pW, pWadmin] = await Promise.all(Array.from({ length: 11 }, freePort))
+  const [pU1, pU2, pB, pC, pD, pDadmin, pD2, pD2admin, pEmu, pW, pWadmin, pS, pSadmin] = await Promise.all(Array.from({ length: 13 }, freePort))
 
   // The upstream: nginx answering a small JSON body on two ports (two "versions" for D).
   const upstream = await startNginx('upstream', `
@@ -340,9 +377,15 @@ async function main (): Promise<void> {
   start(process.execPath, ['dist/cli/main.js', 'emulator', '--port', String(pEmu), '--app', `${APP.appId}:${APP.secret}`])
   await waitHttp(`http://127.0.0.1:${pEmu}/sns/jscode2session`, () => true)
 
-  const config = (port: number, admin: number, workers = 1) => ({
+  // Ds / Dh2: a self-signed EC P-256 certificate (what cert-manager issues by default is RSA 2048:
+  // slower handshakes, the same cost per request on a kept-alive connection).
+  const certFile = join(TMP, 'tls.crt')
+  const keyFile = join(TMP, 'tls.key')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' })
+  const config = (port: number, admin: number, workers = 1, tls = false) => ({
     workers,
-    listen: { host: '127.0.0.1', port },
+    listen: { host: '127.0.0.1', port, ...(tls ? { tls: { certFile, keyFile } } : {}) },
     admin: { host: '127.0.0.1', port: admin },
     store: { type: 'redis', url: redis.url, failMode: 'closed' },
     wechat: { baseUrl: `http://127.0.0.1:${pEmu}`, apps: [APP] },
@@ -365,6 +408,7 @@ async function main (): Promise<void> {
   writeFileSync(join(TMP, 'gateway.yaml'), stringify(config(pD, pDadmin)))
   writeFileSync(join(TMP, 'gateway2.yaml'), stringify(config(pD2, pD2admin)))
   writeFileSync(join(TMP, 'gateway-workers.yaml'), stringify(config(pW, pWadmin, WORKERS)))
+  writeFileSync(join(TMP, 'gateway-tls.yaml'), stringify(config(pS, pSadmin, 1, true)))
   const profileDir = join(ROOT, 'test/bench/results/profile')
   if (args.profile) rmSync(profileDir, { recursive: true, force: true })
   const nodeFlags = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)
@@ -380,6 +424,9 @@ async function main (): Promise<void> {
   // D with `workers`: the same path in several processes sharing the port (node:cluster).
   const gwWorkers = WORKERS > 1 && !args.profile ? start(process.execPath, ['dist/cli/main.js', 'serve', '-c', join(TMP, 'gateway-workers.yaml')], { out: join(TMP, 'access-workers.log') }) : undefined
   if (gwWorkers !== undefined) await waitHttp(`http://127.0.0.1:${pWadmin}/readyz`, (s) => s === 200)
+  // D with TLS: HTTPS (HTTP/1.1) and HTTP/2 on one instance, measured one at a time.
+  const gwTls = args.profile ? undefined : start(process.execPath, ['dist/cli/main.js', 'serve', '-c', join(TMP, 'gateway-tls.yaml')], { out: join(TMP, 'access-tls.log') })
+  if (gwTls !== undefined) await waitHttp(`http://127.0.0.1:${pSadmin}/readyz`, (s) => s === 200)
 
   const A = `http://127.0.0.1:${pU1}/api/bench`
   const B = `http://127.0.0.1:${pB}/api/bench`
@@ -449,7 +496,7 @@ async function main (): Promise<void> {
   // Every scenario runs the same wrk script (a token per request from the pool, ignored by
   // A, B and C), so the load generator does the same work whatever it is measuring.
   const hot = { WRK_TOKENS: join(TMP, 'tokens-hot.txt') }
-  const scenarios: Array<{ key: string, label: string, url: string, lua: string, name: string, pids: number[], env?: Record<string, string> }> = [
+  const scenarios: Array<{ key: string, label: string, url: string, lua: string, name: string, pids: number[], env?: Record<string, string>, h2?: string[] }> = [
     { key: 'A', label: 'A direct to upstream', url: A, lua: TOKENS_LUA, name: 'tokens', pids: upstreamPids, env: hot },
     { key: 'B', label: 'B nginx proxy_pass', url: B, lua: TOKENS_LUA, name: 'tokens', pids: withChildren(nginxProxy), env: hot },
     { key: 'C', label: 'C Fastify + @fastify/http-proxy', url: C, lua: TOKENS_LUA, name: 'tokens', pids: [bare.pid!], env: hot },
@@ -458,6 +505,11 @@ async function main (): Promise<void> {
   if (gwWorkers !== undefined) {
     scenarios.push({ key: 'Dw', label: `D wegate, workers: ${WORKERS}`, url: `http://127.0.0.1:${pW}/api/bench`, lua: TOKENS_LUA, name: 'tokens', pids: withChildren(gwWorkers), env: { WRK_TOKENS: join(TMP, 'tokens-hot.txt') } })
   }
+  if (gwTls !== undefined) {
+    const S = `https://127.0.0.1:${pS}/api/bench`
+    scenarios.push({ key: 'Ds', label: 'Ds wegate, HTTPS (HTTP/1.1, wrk)', url: S, lua: TOKENS_LUA, name: 'tokens', pids: [gwTls.pid!], env: { WRK_TOKENS: join(TMP, 'tokens-hot.txt') } })
+    scenarios.push({ key: 'Dh2', label: 'Dh2 wegate, HTTP/2 (h2load)', url: S, lua: '', name: 'h2', pids: [gwTls.pid!], h2: [`authorization: Bearer ${access[0]}`] })
+  }
   if (access.length > 10_000) {
     scenarios.push({ key: 'Dcold', label: `D′ wegate, ${access.length} tokens (> verify cache)`, url: D, lua: TOKENS_LUA, name: 'tokens', pids: gwPids, env: { WRK_TOKENS: join(TMP, 'tokens-cold.txt') } })
   }
@@ -465,23 +517,32 @@ async function main (): Promise<void> {
     const keep = new Set(args.only.split(','))
     for (let i = scenarios.length - 1; i >= 0; i--) if (!keep.has(scenarios[i].key)) scenarios.splice(i, 1)
   }
+  /** One run of a scenario: wrk, or h2load for the HTTP/2 one. */
+  const load = async (s: typeof scenarios[number], seconds: number): Promise<WrkResult> => s.h2 !== undefined
+    ? await h2load(s.url, { seconds, pids: s.pids, headers: s.h2 })
+    : await wrk(s.url, { seconds, lua: s.lua, name: s.name, pids: s.pids, env: s.env })
   log('warm-up')
-  for (const s of scenarios) await wrk(s.url, { seconds: WARMUP, lua: s.lua, name: s.name, pids: s.pids, env: s.env })
+  for (const s of scenarios) await load(s, WARMUP)
   const results: Record<string, WrkResult[]> = Object.fromEntries(scenarios.map((s) => [s.key, []]))
   for (let round = 1; round <= ROUNDS; round++) {
     // rotate the order each round, so no scenario always runs on a warmer (or hotter) machine
     const order = scenarios.map((_, i) => scenarios[(i + round) % scenarios.length])
     for (const s of order) {
-      const r = await wrk(s.url, { seconds: DURATION, lua: s.lua, name: s.name, pids: s.pids, env: s.env })
+      const r = await load(s, DURATION)
       results[s.key].push(r)
-      log(`round ${round}/${ROUNDS} ${s.label}: ${r.rps.toFixed(0)} req/s p99 ${r.p99.toFixed(2)} ms cpu ${r.cpu.toFixed(0)} %`)
+      log(`round ${round}/${ROUNDS} ${s.label}: ${r.rps.toFixed(0)} req/s ${latency(r)} cpu ${r.cpu.toFixed(0)} %`)
     }
   }
   const sum = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, summarise(rs)]))
   if (args.only !== undefined) {
     // A quick comparison while optimising: just these scenarios (and --soak), no extras, nothing written.
-    for (const s of scenarios) process.stdout.write(`${s.label.padEnd(44)} ${sum[s.key].rps.toFixed(0).padStart(7)} req/s (${sum[s.key].rpsMin.toFixed(0)}–${sum[s.key].rpsMax.toFixed(0)})  p99 ${sum[s.key].p99.toFixed(2)} ms  cpu ${sum[s.key].cpu.toFixed(0)} %\n`)
+    for (const s of scenarios) {
+      const x = sum[s.key]
+      process.stdout.write(`${s.label.padEnd(44)} ${x.rps.toFixed(0).padStart(7)} req/s (${x.rpsMin.toFixed(0)}–${x.rpsMax.toFixed(0)})  ${latency(x)}  cpu ${x.cpu.toFixed(0)} %${x.errors + x.non2xx > 0 ? `  ${x.errors} errors, ${x.non2xx} non-2xx` : ''}\n`)
+    }
     if (sum.C !== undefined && sum.D !== undefined) process.stdout.write(`D/C = ${(sum.D.rps / sum.C.rps).toFixed(3)}\n`)
+    const tlsLine = tlsRatios(sum)
+    if (tlsLine !== '') process.stdout.write(tlsLine + '\n')
     if (args.soak !== undefined) process.stdout.write(`soak: ${JSON.stringify(await runSoak(args.soak))}\n`)
     await stopAll()
     return
@@ -549,6 +610,8 @@ async function main (): Promise<void> {
     'C/B': sum.C.rps / sum.B.rps,
     ...(sum.Dcold !== undefined ? { 'D′/C': sum.Dcold.rps / sum.C.rps } : {}),
     ...(sum.Dw !== undefined ? { 'Dw/D': sum.Dw.rps / sum.D.rps } : {}),
+    ...(sum.Ds !== undefined ? { 'Ds/D': sum.Ds.rps / sum.D.rps } : {}),
+    ...(sum.Dh2 !== undefined ? { 'Dh2/D': sum.Dh2.rps / sum.D.rps } : {}),
     p99AddedMs: paced.D.p99 - paced.A.p99
   }
   const report = {
@@ -571,7 +634,7 @@ async function main (): Promise<void> {
   writeFileSync(join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n')
 
   const f0 = (n: number) => n.toFixed(0).padStart(7)
-  const f2 = (n: number) => n.toFixed(2).padStart(6)
+  const f2 = (n: number) => Number.isFinite(n) ? n.toFixed(2).padStart(6) : '     –'
   const row = (label: string, s: Summary) => `${label.padEnd(44)} ${f0(s.rps)} (${s.rpsMin.toFixed(0)}–${s.rpsMax.toFixed(0)})  ${f2(s.p50)}  ${f2(s.p99)}  ${s.cpu.toFixed(0).padStart(4)} %${s.errors + s.non2xx > 0 ? `  ${s.errors} errors, ${s.non2xx} non-2xx` : ''}`
   const lines = [
     '',
@@ -581,6 +644,7 @@ async function main (): Promise<void> {
     ...scenarios.map((s) => row(s.label, sum[s.key])),
     '',
     `D/C = ${ratios['D/C'].toFixed(3)}   D/B = ${ratios['D/B'].toFixed(3)}   C/B = ${ratios['C/B'].toFixed(3)}${sum.Dcold !== undefined ? `   D′/C = ${(sum.Dcold.rps / sum.C.rps).toFixed(3)}` : ''}${sum.Dw !== undefined ? `   workers: ${WORKERS} gives ×${(sum.Dw.rps / sum.D.rps).toFixed(2)}` : ''}`,
+    ...(tlsRatios(sum) === '' ? [] : [tlsRatios(sum)]),
     `p99 added over direct at ~${halfRate} req/s (half of D's max), random pacing: D ${ratios.p99AddedMs.toFixed(2)} ms, C ${(paced.C.p99 - paced.A.p99).toFixed(2)} ms, B ${(paced.B.p99 - paced.A.p99).toFixed(2)} ms (achieved req/s: A ${paced.A.rps.toFixed(0)}, B ${paced.B.rps.toFixed(0)}, C ${paced.C.rps.toFixed(0)}, D ${paced.D.rps.toFixed(0)}; p99: A ${paced.A.p99.toFixed(2)}, B ${paced.B.p99.toFixed(2)}, C ${paced.C.p99.toFixed(2)}, D ${paced.D.p99.toFixed(2)} ms; p50: A ${paced.A.p50.toFixed(2)}, D ${paced.D.p50.toFixed(2)} ms)`,
     '',
     `401 path (forged signatures)   ${f0(rejected.rps)} req/s  p99 ${rejected.p99.toFixed(2)} ms`,
@@ -593,6 +657,22 @@ async function main (): Promise<void> {
     ''
   ]
   process.stdout.write(lines.join('\n'))
+}
+
+/** `p99 1.23 ms`, or the mean where the tool measures no percentiles (h2load). */
+function latency (r: { p50: number, p99: number }): string {
+  return Number.isFinite(r.p99) ? `p99 ${r.p99.toFixed(2)} ms` : `mean ${r.p50.toFixed(2)} ms`
+}
+
+/** The cost of TLS and HTTP/2: their throughput and CPU per request against plain HTTP (D). */
+function tlsRatios (sum: Record<string, Summary>): string {
+  const D = sum.D
+  if (D === undefined) return ''
+  const perRequest = (s: Summary) => (s.cpu / s.rps) / (D.cpu / D.rps)
+  const parts: string[] = []
+  if (sum.Ds !== undefined) parts.push(`HTTPS/HTTP = ${(sum.Ds.rps / D.rps).toFixed(3)} (CPU per request ×${perRequest(sum.Ds).toFixed(2)})`)
+  if (sum.Dh2 !== undefined) parts.push(`h2/HTTP = ${(sum.Dh2.rps / D.rps).toFixed(3)} (CPU per request ×${perRequest(sum.Dh2).toFixed(2)})`)
+  return parts.join('   ')
 }
 
 // Ctrl-C: leave no nginx, Redis or gateway behind.
