@@ -305,6 +305,7 @@ t.test('every WeChat errcode of the web exchange comes back to the page as error
   const state = new URL(again.location!).searchParams.get('state')!
   const reused = await browser.get(`${base}/auth/wechat/callback?code=${code}&state=${state}`)
   t.equal(new URL(reused.location!).searchParams.get('errorCode'), '10002', 'WeChat 40163 on a code already spent')
+  for (const secret of [...cases.map(([c]) => c), code, state]) t.notMatch(gw.logs.text(), secret, 'a refused code (and its state) is never logged either')
 })
 
 t.test('regression: a redirect prefix without a trailing / stops at a path boundary (no /apple, no lookalikes)', async (t) => {
@@ -389,6 +390,12 @@ for (const [store, started] of stores) {
     const theirs = pkce()
     const forwarded = await ticketFor(attacker, 'mallory', at, withChallenge(theirs.challenge), PAGES.appId)
     t.equal((await page.post(at + '/auth/login', { ticket: forwarded, codeVerifier: mine.verifier }, { credentials: 'omit' })).json?.code, 10012)
+    // a link that starts the victim's login with the attacker's challenge: the victim's page has no verifier,
+    // so it spends the ticket (no codeVerifier) — a copy that leaks later (analytics, logs) is worth nothing
+    const lured = new Browser(clock.now)
+    const landed = await ticketFor(lured, 'victor', at, withChallenge(theirs.challenge), PAGES.appId)
+    t.equal((await lured.post(at + '/auth/login', { ticket: landed, appId: PAGES.appId }, { credentials: 'omit' })).json?.code, 10012, 'spent by the page')
+    t.equal((await attacker.post(at + '/auth/login', { ticket: landed, codeVerifier: theirs.verifier }, { credentials: 'omit' })).json?.code, 10011, 'the attacker\'s verifier is too late')
 
     // one binding per app: a link that starts a victim's login with the attacker's challenge would make a
     // leaked ticket usable with the attacker's verifier — a cookie app refuses it, as a verifier app refuses none
