@@ -85,7 +85,10 @@ export function errorResponses (...names: ReadonlyArray<ErrorName | readonly Err
         code: { type: 'integer', enum: list.map((n) => ErrorCatalog[n].code) },
         message: { type: 'string' },
         data: dataOf(list, status)
-      }
+      },
+      // Lifted into the response's headers by @fastify/swagger.
+      ...(status === 429 ? { headers: { 'Retry-After': { type: 'string', description: 'Seconds until the limit lets the caller through again' } } } : {}),
+      ...(list.includes('ADMIN_TOKEN_INVALID') ? { headers: { 'WWW-Authenticate': { type: 'string', const: 'Bearer realm="wegate-admin"' } } } : {})
     }
   }
   return out

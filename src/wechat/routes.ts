@@ -48,7 +48,7 @@ const decryptSchema = {
   summary: 'Decrypt open data (wx.getWeRunData, getGroupEnterInfo, …) with the stored session_key',
   description: 'With `rawData` and `signature` (wx.getUserInfo) the signature is checked too. The watermark must name the ' +
     'token\'s app, and be younger than `wechat.decryptMaxAge` when that is set. A 10004/10005 means the session_key is ' +
-    'gone or stale: call wx.login, log in again, then fetch the data again.',
+    'gone or stale: call wx.login, log in again, then fetch the data again. Limited per user by `rateLimits.decrypt`.',
   security: ACCESS_TOKEN,
   body: {
     type: 'object',
@@ -62,7 +62,7 @@ const decryptSchema = {
   },
   response: {
     200: envelope(Type.Object({}, { additionalProperties: true, description: 'The decrypted object as WeChat encrypted it, `watermark` included' }), 'The decrypted data'),
-    ...errorResponses('WECHAT_SESSION_MISSING', 'DECRYPT_FAILED', 'DECRYPT_WRONG_APP', 'DECRYPT_TOO_OLD', 'SIGNATURE_MISMATCH', 'ENCRYPTED_DATA_MALFORMED', TOKEN_ERRORS, BODY_ERRORS, COMMON_ERRORS)
+    ...errorResponses('WECHAT_SESSION_MISSING', 'DECRYPT_FAILED', 'DECRYPT_WRONG_APP', 'DECRYPT_TOO_OLD', 'SIGNATURE_MISMATCH', 'ENCRYPTED_DATA_MALFORMED', 'RATE_LIMITED', TOKEN_ERRORS, BODY_ERRORS, COMMON_ERRORS)
   }
 } as const
 // The phone button's code, like wx.login's, is 32 characters today.
@@ -71,7 +71,7 @@ const phoneSchema = {
   operationId: 'phone',
   summary: 'Verify the user\'s phone number from the phone button\'s code',
   description: '`<button open-type="getPhoneNumber">` gives a code; WeChat\'s getuserphonenumber turns it into the number, which is ' +
-    'kept with the session: routes with `injectPhone: true` receive it as `X-Phone-Number`.',
+    'kept with the session: routes with `injectPhone: true` receive it as `X-Phone-Number`. Limited per user by `rateLimits.phone`.',
   security: ACCESS_TOKEN,
   body: { type: 'object', required: ['code'], properties: { code: { type: 'string', minLength: 1, maxLength: 128, description: 'The phone button\'s code (single use, 5 min)' } } },
   response: {
@@ -80,7 +80,7 @@ const phoneSchema = {
       purePhoneNumber: Type.String(),
       countryCode: Type.String()
     }), 'The verified number'),
-    ...errorResponses('PHONE_CODE_INVALID', WECHAT_API_ERRORS, 'UNKNOWN_APP', TOKEN_ERRORS, BODY_ERRORS, COMMON_ERRORS)
+    ...errorResponses('PHONE_CODE_INVALID', WECHAT_API_ERRORS, 'UNKNOWN_APP', 'RATE_LIMITED', TOKEN_ERRORS, BODY_ERRORS, COMMON_ERRORS)
   }
 } as const
 const sessionSchema = {
