@@ -18,6 +18,7 @@ import { attachWebSocketProxy } from './proxy/websocket.js'
 import type { Snapshot } from './runtime.js'
 import type { Store } from './store/index.js'
 import { handleError, sendError } from './http/errors.js'
+import { describeRoutes } from './http/schemas.js'
 import { createMetrics, type Metrics } from './metrics/index.js'
 import { createLogger } from './log.js'
 import { accountingPlugin } from './http/accounting.js'
@@ -28,6 +29,7 @@ import { canaryPlugin } from './gateway/canary.js'
 import { registerRolloutAdmin, rolloutsPlugin } from './gateway/rollouts.js'
 import { checkDemoCredentials, configPlugin, type ReloadResult } from './gateway/config.js'
 import { lifecyclePlugin } from './gateway/lifecycle.js'
+import { registerOpenApiRoute, serversOf } from './gateway/openapi.js'
 import { storePlugin } from './gateway/store.js'
 import { upstreamsPlugin } from './gateway/upstreams.js'
 import { registerAccessTokenAdmin } from './wechat/admin-routes.js'
@@ -98,6 +100,8 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
   const tls = config.listen.tls === undefined ? undefined : await loadTlsMaterial(config.listen.tls, loaded.file, now())
   const app = createPublicServer(config, { logger, metrics }, accounting, tls)
   try {
+    // Before any route: the routes' schemas are the OpenAPI description (gateway/openapi.ts).
+    await describeRoutes(app)
     await app.register(storePlugin, { config: config.store, logger, metrics, now, store: deps.store })
     await app.register(canaryPlugin, { metrics, logger })
     await app.register(rolloutsPlugin, { metrics, logger, now, tickMs: deps.rolloutTickMs })
@@ -235,6 +239,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   const admin = app.admin.server
   registerAccessTokenAdmin(admin, { apiToken: config.admin.apiToken, tokens: hub.tokens })
   registerRolloutAdmin(admin, { apiToken: config.admin.apiToken, rollouts })
+  registerOpenApiRoute(admin, app, serversOf(config))
   return {
     public: app,
     admin,

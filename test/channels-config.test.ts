@@ -48,6 +48,19 @@ t.test('a redirect flow without publicUrl, redirects on a non-browser app, and n
   t.match(unknown.stderr, /wechat\.apps\[0\]\.type: must be one of miniprogram \| officialAccount \| website \| mobileApp/)
 })
 
+t.test('loginBinding: cookie or codeChallenge, on officialAccount and website apps only', async (t) => {
+  const good = await check(await writeConfigFile({
+    publicUrl: 'https://api.example.com',
+    wechat: { baseUrl: 'http://127.0.0.1:9', apps: [{ ...H5, loginBinding: 'codeChallenge' }, { ...WEB, loginBinding: 'cookie' }] }
+  }))
+  t.equal(good.code, 0, good.stderr)
+  const elsewhere = await check(await writeConfigFile({ wechat: { apps: [{ ...MP, loginBinding: 'cookie' }] } }))
+  t.equal(elsewhere.code, 1)
+  t.match(elsewhere.stderr, /wechat\.apps\[0\]\.loginBinding: only officialAccount and website apps have browser logins \(this app is miniprogram\)/)
+  const unknown = await check(await writeConfigFile({ publicUrl: 'https://api.example.com', wechat: { apps: [{ ...H5, loginBinding: 'pkce' }] } }))
+  t.match(unknown.stderr, /wechat\.apps\[0\]\.loginBinding: must be one of cookie \| codeChallenge/)
+})
+
 t.test('redirect allowlist syntax: absolute http(s), a path or trailing /, no wildcards, query, fragment or credentials', async (t) => {
   const bad = [
     'https://h5.example.com', // no path: would also match https://h5.example.com.evil.net/

@@ -16,12 +16,14 @@ import { freePort } from './helpers/redis.js'
 const MP = { appId: 'wxmp00000000000001', secret: 'mp-secret' }
 // '…/app' without a trailing slash: the allowlist must still stop at a path boundary
 const H5 = { type: 'officialAccount', appId: 'wxh500000000000001', secret: 'h5-secret', redirects: ['https://h5.example.com/shop/', 'https://h5.example.com/app'] }
+// an H5 page on another origin: its logins are bound to a PKCE-style verifier
+const PAGES = { type: 'officialAccount', appId: 'wxh5pages000000001', secret: 'pages-secret', redirects: ['https://h5.example.com/shop/'], loginBinding: 'codeChallenge' }
 const WEB = { type: 'website', appId: 'wxweb0000000000001', secret: 'web-secret', redirects: ['https://www.example.com/'] }
 const APP = { type: 'mobileApp', appId: 'wxapp0000000000001', secret: 'app-secret' }
 const SHOP = 'https://h5.example.com/shop/'
 
 const redis = await redisFor(t)
-const emulator = createWeChatEmulator({ apps: [MP, H5, WEB, APP] })
+const emulator = createWeChatEmulator({ apps: [MP, H5, PAGES, WEB, APP] })
 const wechatUrl = await emulator.listen()
 t.teardown(() => emulator.close())
 const echoUrl = await startEcho(t)
@@ -37,7 +39,7 @@ async function startChannels (store: Record<string, unknown>) {
     listen: { host: '127.0.0.1', port },
     publicUrl: `http://127.0.0.1:${port}`,
     store,
-    wechat: { baseUrl: wechatUrl, openBaseUrl: wechatUrl, timeout: '2s', retries: 1, apps: [MP, H5, WEB, APP] },
+    wechat: { baseUrl: wechatUrl, openBaseUrl: wechatUrl, timeout: '2s', retries: 1, apps: [MP, H5, PAGES, WEB, APP] },
     rateLimits: { login: { max: 100000, window: '1m', by: 'ip' } },
     routes: [
       { name: 'echo', prefix: '/api', auth: 'required', upstreams: [{ name: 'v1', url: echoUrl, weight: 1 }] },
@@ -71,8 +73,8 @@ async function browserLogin (browser: Browser, appId: string, redirect: string, 
 }
 
 /** A finished browser login of `user` in `browser`: the ticket the page receives. */
-async function ticketFor (browser: Browser, user: string, at = base, extra = ''): Promise<string> {
-  const { callback } = await browserLogin(browser, H5.appId, SHOP, { user }, extra, at)
+async function ticketFor (browser: Browser, user: string, at = base, extra = '', appId = H5.appId): Promise<string> {
+  const { callback } = await browserLogin(browser, appId, SHOP, { user }, extra, at)
   const ticket = new URL(callback.location!).searchParams.get('ticket')
   if (ticket === null) throw new Error(`no ticket: ${callback.location}`)
   return ticket
@@ -303,6 +305,7 @@ t.test('every WeChat errcode of the web exchange comes back to the page as error
   const state = new URL(again.location!).searchParams.get('state')!
   const reused = await browser.get(`${base}/auth/wechat/callback?code=${code}&state=${state}`)
   t.equal(new URL(reused.location!).searchParams.get('errorCode'), '10002', 'WeChat 40163 on a code already spent')
+  for (const secret of [...cases.map(([c]) => c), code, state]) t.notMatch(gw.logs.text(), secret, 'a refused code (and its state) is never logged either')
 })
 
 t.test('regression: a redirect prefix without a trailing / stops at a path boundary (no /apple, no lookalikes)', async (t) => {
@@ -368,24 +371,38 @@ for (const [store, started] of stores) {
     t.same(answers.map((a) => a.json?.code).sort((x, y) => (x ?? 0) - (y ?? 0)), [200, 10011, 10011, 10011, 10011, 10011])
   })
 
-  t.test(`a page on another origin (${store} store): codeChallenge at authorize, codeVerifier at the exchange, no cookie needed`, async (t) => {
+  t.test(`a page on another origin (${store} store): loginBinding codeChallenge — codeChallenge at authorize, codeVerifier at the exchange, no cookie needed`, async (t) => {
     const page = new Browser(clock.now)
     const mine = pkce()
-    const ticket = await ticketFor(page, 'alice', at, `&codeChallenge=${mine.challenge}`)
+    const withChallenge = (c: string) => `&codeChallenge=${c}`
+    const ticket = await ticketFor(page, 'alice', at, withChallenge(mine.challenge), PAGES.appId)
     const wrong = await page.post(at + '/auth/login', { ticket, codeVerifier: pkce().verifier }, { credentials: 'omit' })
     t.match(wrong.json, { code: 10012 }, 'another verifier')
-    const again = await ticketFor(page, 'alice', at, `&codeChallenge=${mine.challenge}`)
+    const again = await ticketFor(page, 'alice', at, withChallenge(mine.challenge), PAGES.appId)
     t.equal((await page.post(at + '/auth/login', { ticket: again })).json?.code, 10012, 'no verifier, even with the login cookie')
-    const good = await ticketFor(page, 'alice', at, `&codeChallenge=${mine.challenge}`)
+    const good = await ticketFor(page, 'alice', at, withChallenge(mine.challenge), PAGES.appId)
     const a = await page.post(at + '/auth/login', { ticket: good, codeVerifier: mine.verifier }, { credentials: 'omit' })
     t.equal(a.status, 200, 'the verifier alone, as a cross-origin fetch without credentials sends it')
-    t.equal((a.json!.data as Pair).openid, openidOf(H5.appId, 'alice'))
+    t.equal((a.json!.data as Pair).openid, openidOf(PAGES.appId, 'alice'))
 
     // the attacker's ticket forwarded to a victim's page that keeps verifiers
     const attacker = new Browser(clock.now)
     const theirs = pkce()
-    const forwarded = await ticketFor(attacker, 'mallory', at, `&codeChallenge=${theirs.challenge}`)
+    const forwarded = await ticketFor(attacker, 'mallory', at, withChallenge(theirs.challenge), PAGES.appId)
     t.equal((await page.post(at + '/auth/login', { ticket: forwarded, codeVerifier: mine.verifier }, { credentials: 'omit' })).json?.code, 10012)
+    // a link that starts the victim's login with the attacker's challenge: the victim's page has no verifier,
+    // so it spends the ticket (no codeVerifier) — a copy that leaks later (analytics, logs) is worth nothing
+    const lured = new Browser(clock.now)
+    const landed = await ticketFor(lured, 'victor', at, withChallenge(theirs.challenge), PAGES.appId)
+    t.equal((await lured.post(at + '/auth/login', { ticket: landed, appId: PAGES.appId }, { credentials: 'omit' })).json?.code, 10012, 'spent by the page')
+    t.equal((await attacker.post(at + '/auth/login', { ticket: landed, codeVerifier: theirs.verifier }, { credentials: 'omit' })).json?.code, 10011, 'the attacker\'s verifier is too late')
+
+    // one binding per app: a link that starts a victim's login with the attacker's challenge would make a
+    // leaked ticket usable with the attacker's verifier — a cookie app refuses it, as a verifier app refuses none
+    const planted = await page.get(authorizeUrl(H5.appId, SHOP, withChallenge(theirs.challenge), at))
+    t.match(planted.json, { code: 40001, message: /loginBinding: cookie/ }, 'a cookie app takes no codeChallenge')
+    t.same(planted.setCookie, [])
+    t.match((await page.get(authorizeUrl(PAGES.appId, SHOP, '', at))).json, { code: 40001, message: /codeChallenge: required/ })
     // no downgrade: a cookie-bound ticket is refused to a page that sends a verifier, even if the
     // attacker's login cookie was planted in the victim's browser (cookie tossing from a sibling site)
     const cookieBound = await ticketFor(attacker, 'mallory', at)
@@ -393,7 +410,7 @@ for (const [store, started] of stores) {
     victim.cookies.push({ ...attacker.cookies.find((c) => c.name === 'wegate_wx_login')! })
     t.equal((await victim.post(at + '/auth/login', { ticket: cookieBound, codeVerifier: mine.verifier })).json?.code, 10012, 'verifier sent, ticket not bound to one')
 
-    t.equal((await page.get(authorizeUrl(H5.appId, SHOP, '&codeChallenge=short', at))).json?.code, 40001, 'a challenge is 43 base64url characters (S256)')
+    t.equal((await page.get(authorizeUrl(PAGES.appId, SHOP, '&codeChallenge=short', at))).json?.code, 40001, 'a challenge is 43 base64url characters (S256)')
     t.equal((await page.post(at + '/auth/login', { ticket: good, codeVerifier: 'x' })).json?.code, 40001, 'a verifier is 43–128 characters of RFC 7636')
     t.equal((await page.post(at + '/auth/login', { code: 'u-a-1', codeVerifier: mine.verifier })).json?.code, 40001, 'a verifier only goes with a ticket')
     for (const secret of [mine.verifier, theirs.verifier, good, forwarded]) t.notMatch(started.logs.text(), secret, 'verifiers and tickets are never logged')
@@ -419,4 +436,29 @@ t.test('cookie tossing: a browser sending two different login cookies (one plant
   clean.cookies.push({ ...cleanOwn, path: '/auth/login', value: tossed })
   t.equal((await clean.post(base + '/auth/login', { ticket })).json?.code, 10012, 'two different login cookies at the exchange')
   t.match(gw.logs.text(), /"reason":"two different login cookies[^"]*","msg":"browser login: ticket presented by another browser, refused and spent"/, 'the operator sees why')
+})
+
+t.test('a login cookie the browser already has is never adopted: every authorize sets a new one', async (t) => {
+  const browser = new Browser(clock.now)
+  const first = await browser.get(authorizeUrl(H5.appId, SHOP))
+  const second = await browser.get(authorizeUrl(H5.appId, SHOP))
+  const valueOf = (setCookie: string[]) => setCookie[0].split(';')[0].split('=')[1]
+  t.not(valueOf(second.setCookie), valueOf(first.setCookie), 'a planted value (sibling site) never becomes the binding of this browser\'s login')
+  // the first start's state is bound to the first cookie: that login starts again
+  const page = await browser.get(withQuery(first.location!, { user: 'alice' }))
+  t.equal((await browser.get(page.location!)).json?.code, 10010)
+})
+
+t.test('a ticket or error written into the redirect by whoever made the link never reaches the page', async (t) => {
+  const attacker = new Browser(clock.now)
+  const theirs = await ticketFor(attacker, 'mallory')
+  const link = SHOP + `?ticket=${theirs}&error=x&errorCode=1&item=7`
+  const victim = new Browser(clock.now)
+  const declined = new URL((await browserLogin(victim, H5.appId, link, { refuse: '1' })).callback.location!)
+  t.same([...declined.searchParams.entries()], [['item', '7'], ['error', 'access_denied']], 'the user declined: no ticket at all')
+  const done = new URL((await browserLogin(victim, H5.appId, link, { user: 'victor' })).callback.location!)
+  t.same(done.searchParams.getAll('ticket').length, 1)
+  t.not(done.searchParams.get('ticket'), theirs)
+  t.equal(done.searchParams.get('error'), null)
+  t.equal((await ticketLogin(victim, done.searchParams.get('ticket')!)).openid, openidOf(H5.appId, 'victor'))
 })

@@ -43,6 +43,9 @@ t.test('regression: wegate rollout status|pause|resume|abort against a workers: 
   const noToken = await request(`${gw.adminUrl}/rollouts`)
   t.equal(noToken.statusCode, 401, 'the primary asks for admin.apiToken like a single gateway')
   t.equal(((await noToken.body.json()) as { code: number }).code, 20013)
+  const described = await request(`${gw.adminUrl}/openapi.json`)
+  t.equal(described.statusCode, 200, 'the OpenAPI document, from a worker (the primary has no public routes)')
+  t.ok('/auth/login' in ((await described.body.json()) as { paths: object }).paths)
 
   const status = await cli(['status', ...admin], env)
   t.equal(status.code, 0, status.stderr)

@@ -12,7 +12,7 @@ import type { Metrics } from '../metrics/index.js'
 import type { Store } from '../store/index.js'
 import { pickApp } from './channels.js'
 import { createLoginCoordinator, type LoginResult } from './login.js'
-import { loginSchema, logoutSchema, refreshSchema } from './schemas.js'
+import { jwksSchema, loginSchema, logoutSchema, refreshSchema } from './schemas.js'
 import { createSessions, pairOf } from './sessions.js'
 import type { AuthSnapshot } from './snapshot.js'
 import { registerWebLogin } from './web-login.js'
@@ -120,7 +120,7 @@ export async function authPlugin (app: FastifyInstance, opts: AuthOptions): Prom
     return ok(null)
   })
 
-  app.get('/.well-known/jwks.json', async (_request, reply) => {
+  app.get('/.well-known/jwks.json', { schema: jwksSchema }, async (_request, reply) => {
     const jwks = snapshot().tokens.jwks()
     if (jwks === null) throw new GatewayError('NO_JWKS')
     reply.header('cache-control', 'public, max-age=300')

@@ -8,12 +8,14 @@
  * `redirect` must start with one of the app's `redirects` at a path boundary
  * (never an open redirect). The state is 256 random bits, kept in the store under
  * its hash for 10 minutes, taken once, and bound to the browser that started the
- * login by an HttpOnly cookie (Path=/auth) holding another secret. The ticket is
- * 256 random bits too, kept under its hash for 60 s, taken once, bound to the app
- * and to the browser: by default to the same cookie (the page posts the ticket
- * with it), or, when the page sent a `codeChallenge` (S256, as in PKCE) to
- * authorize, to the `codeVerifier` only that page holds — for a page on another
- * origin, which the cookie does not reach. Digests are compared in constant time.
+ * login by an HttpOnly cookie (Path=/auth) holding another secret, new at every
+ * authorize. The ticket is 256 random bits too, kept under its hash for 60 s,
+ * taken once, bound to the app and to the browser, as the app's `loginBinding`
+ * says: to the same cookie (default: the page posts the ticket with it), or to the
+ * `codeVerifier` only the page holds whose `codeChallenge` (S256, as in PKCE)
+ * started the login — for a page on another origin, which the cookie does not
+ * reach. One way per app: a page cannot be made to accept the other kind of
+ * ticket (docs/channels.md). Digests are compared in constant time.
  * The ticket carries no token: tokens never travel in a URL. WeChat's
  * access_token and refresh_token stay in the store, like session_key.
  */
@@ -110,6 +112,18 @@ function scopeOf (app: WeChatApp, scope: string | undefined): string {
   return scope
 }
 
+/** The page's code challenge, required or refused as the app's loginBinding says. */
+function challengeOf (app: WeChatApp, challenge: string | undefined): string | undefined {
+  const byChallenge = app.loginBinding === 'codeChallenge'
+  if (byChallenge && challenge === undefined) {
+    throw new GatewayError('VALIDATION_FAILED', { message: `codeChallenge: required by app ${app.appId} (loginBinding: codeChallenge)` })
+  }
+  if (!byChallenge && challenge !== undefined) {
+    throw new GatewayError('VALIDATION_FAILED', { message: `codeChallenge: app ${app.appId} binds its logins to the login cookie (loginBinding: cookie)` })
+  }
+  return challenge
+}
+
 /**
  * The login cookie's value, when the browser sent one this module could have set;
  * 'conflict' when it sent two different ones — one of them set for the parent domain
@@ -163,12 +177,13 @@ function authorize (opts: WebLoginOptions) {
     const wxApp = pickApp(snap.apps, request.query.appId, 'redirect')
     const redirect = allowedRedirect(wxApp, request.query.redirect)
     const scope = scopeOf(wxApp, request.query.scope)
-    // One browser secret for every login the browser starts (two tabs both finish).
-    const sent = browserSecret(request)
-    const browser = sent === undefined || sent === 'conflict' ? newSecret() : sent
+    const challenge = challengeOf(wxApp, request.query.codeChallenge)
+    // A new browser secret at every start, never the one the browser sent: that one may have
+    // been planted by a sibling site (docs/channels.md); a login of another tab started before
+    // this one must start again.
+    const browser = newSecret()
     const state = newSecret()
     const record: StateRecord = { appid: wxApp.appId, redirect, browser: digest(browser), expiresAt: opts.now() + STATE_TTL_MS }
-    const challenge = request.query.codeChallenge
     if (challenge !== undefined) record.challenge = challenge
     await opts.store.putOnce('state', digest(state), JSON.stringify(record), STATE_TTL_MS)
     const callback = `${(snap.config.publicUrl ?? '').replace(/\/+$/, '')}/auth/wechat/callback`
@@ -204,6 +219,8 @@ function callback (opts: WebLoginOptions) {
     const wxApp = snap.apps.get(record.appid)
     if (wxApp === undefined) throw new GatewayError('UNKNOWN_APP', { detail: `app ${record.appid} is no longer configured` })
     const back = new URL(allowedRedirect(wxApp, record.redirect))
+    // The outcome is the gateway's to say: a ticket or error already in the redirect was put there by whoever wrote the link.
+    for (const name of ['ticket', 'error', 'errorCode']) back.searchParams.delete(name)
     const code = request.query.code
     if (code === undefined || code === '') {
       metrics.logins.inc({ app: wxApp.appId, result: 'failure', errcode: 'none' })

@@ -18,6 +18,8 @@ export interface WeChatApp {
   type?: AppType
   /** officialAccount / website: the URL prefixes a browser login may return to. */
   redirects?: readonly string[]
+  /** officialAccount / website: what binds a ticket to its browser (default cookie; web-login.ts). */
+  loginBinding?: 'cookie' | 'codeChallenge'
 }
 
 export interface WeChatSession {

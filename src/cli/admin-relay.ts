@@ -1,7 +1,7 @@
 /**
  * `workers: N`: the admin endpoints that belong to the gateway itself rather than to
- * the process group — today the automatic ramps (GET /rollouts, POST
- * /rollouts/<route>/<command>) — are relayed by the primary to one ready worker
+ * the process group — the automatic ramps (GET /rollouts, POST
+ * /rollouts/<route>/<command>) and the OpenAPI document (GET /openapi.json) — are relayed by the primary to one ready worker
  * over the cluster's IPC channel. The worker answers them with its own admin
  * instance (`inject`, never listening), so the token guard, the schema, the errors
  * and the ramp control are the single-process ones, and the worker's config

@@ -170,7 +170,7 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
     })
     return up.length === 0 ? undefined : up[turn++ % up.length]
   }
-  const admin = served.admin = createAdminServer(logger, {
+  const admin = served.admin = await createAdminServer(logger, {
     health: () => ({ status: 'ok', workers: workers().length }),
     readiness: () => ({
       ready: ready(),
@@ -181,7 +181,8 @@ export async function servePrimary (loaded: LoadedConfig, count: number, logger:
   // The shared access_token for backends (admin.apiToken), from the same Redis as the workers.
   const tokenAdmin = served.tokens = serveTokenAdmin(admin, current.config, logger)
   admin.addHook('onClose', async () => { await tokenAdmin?.close() })
-  served.relay = relayAdmin(admin, ['/rollouts', '/rollouts/*'], readyWorker, logger)
+  // The OpenAPI document needs the public routes too: a worker has them.
+  served.relay = relayAdmin(admin, ['/rollouts', '/rollouts/*', '/openapi.json'], readyWorker, logger)
   const adminUrl = await admin.listen({ host: config.admin.host, port: config.admin.port })
   logger.info({ publicUrl, adminUrl, workers: count, config: loaded.file, hash: loaded.hash }, 'wegate listening')
 }

@@ -97,11 +97,12 @@ const RULES: readonly Rule[] = [{
     }
   }
 }, {
-  reads: ['wechat.apps[*].type', 'wechat.apps[*].redirects'],
+  reads: ['wechat.apps[*].type', 'wechat.apps[*].redirects', 'wechat.apps[*].loginBinding'],
   check: ({ wechat }, report) => wechat.apps.forEach((a, i) => {
     const at = `wechat.apps[${i}].redirects`
     if (!REDIRECT_APP_TYPES.includes(a.type)) {
       if (a.redirects.length > 0) report(at, `only officialAccount and website apps redirect (this app is ${a.type})`)
+      if (a.loginBinding !== undefined) report(`wechat.apps[${i}].loginBinding`, `only officialAccount and website apps have browser logins (this app is ${a.type})`)
       return
     }
     if (a.redirects.length === 0) report(at, `is required with type ${a.type}: the URL prefixes a login may return to, e.g. https://h5.example.com/`)

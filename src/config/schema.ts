@@ -159,7 +159,8 @@ export const GatewayConfigSchema = Type.Object({
       type: Type.Union(APP_TYPES.map((t) => Type.Literal(t)), { default: 'miniprogram', description: 'The channel: miniprogram (wx.login code), officialAccount (H5 inside WeChat, browser redirect), website (QR login, browser redirect), mobileApp (WeChat SDK code in a native App); see docs/channels.md' }),
       appId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'The app\'s AppID' }),
       secret: Type.String({ minLength: 1, description: 'The app\'s AppSecret (use ${VAR})' }),
-      redirects: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'officialAccount and website apps (required there, refused elsewhere): URL prefixes a browser login may return to, e.g. https://h5.example.com/ (absolute http(s), a path or a trailing /, no wildcards); any other redirect is refused' })
+      redirects: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'officialAccount and website apps (required there, refused elsewhere): URL prefixes a browser login may return to, e.g. https://h5.example.com/ (absolute http(s), a path or a trailing /, no wildcards); any other redirect is refused' }),
+      loginBinding: Type.Optional(Type.Union([Type.Literal('cookie'), Type.Literal('codeChallenge')], { description: 'officialAccount and website apps: what binds a login\'s ticket to the browser that started it. cookie (default): the login cookie, sent with POST /auth/login (the page on the gateway\'s origin, or same site with credentials); codeChallenge: every login starts with a PKCE-style codeChallenge and the page sends its codeVerifier (a page on any origin). See docs/channels.md' }))
     }, 'A WeChat app', false), { minItems: 1, description: 'WeChat apps served: mini programs, official accounts, websites and mobile Apps' })
   }, 'WeChat server API', false),
   tokens: Strict({

@@ -5,8 +5,10 @@
  * session), GET /auth/session (is the stored session_key still WeChat's?).
  * Identity and session_key come through narrow functions the app passes in.
  */
+import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { GatewayError, ok, type ErrorName } from '../errors.js'
+import { BODY_ERRORS, COMMON_ERRORS, TOKEN_ERRORS, envelope, errorResponses } from '../http/schemas.js'
 import type { Metrics } from '../metrics/index.js'
 import { decryptOpenData, type DecryptInput } from './decrypt.js'
 import type { WeChatHub } from './hub.js'
@@ -32,22 +34,67 @@ export interface WeChatRoutesOptions {
   now: () => number
 }
 
+/** Tag of the credential hub's endpoints (gateway/openapi.ts describes it). */
+export const TAG_WECHAT = 'WeChat services'
+const ACCESS_TOKEN = [{ accessToken: [] }]
+/** What WeChat's server API can answer a hub call with (api-errors.ts, http.ts). */
+const WECHAT_API_ERRORS = ['WECHAT_UNAVAILABLE', 'WECHAT_API_QUOTA', 'WECHAT_BAD_RESPONSE', 'WECHAT_SERVICE_MISCONFIGURED', 'WECHAT_TOKEN_REJECTED', 'WECHAT_TIMEOUT'] as const
+
 // base64 of WeChat's open data: a month of wx.getWeRunData is ~2 KB; 64 KiB is generous.
 const MAX_DATA = 65_536
 const decryptSchema = {
+  tags: [TAG_WECHAT],
+  operationId: 'decrypt',
+  summary: 'Decrypt open data (wx.getWeRunData, getGroupEnterInfo, …) with the stored session_key',
+  description: 'With `rawData` and `signature` (wx.getUserInfo) the signature is checked too. The watermark must name the ' +
+    'token\'s app, and be younger than `wechat.decryptMaxAge` when that is set. A 10004/10005 means the session_key is ' +
+    'gone or stale: call wx.login, log in again, then fetch the data again. Limited per user by `rateLimits.decrypt`.',
+  security: ACCESS_TOKEN,
   body: {
     type: 'object',
     required: ['encryptedData', 'iv'],
     properties: {
-      encryptedData: { type: 'string', minLength: 1, maxLength: MAX_DATA },
-      iv: { type: 'string', minLength: 1, maxLength: 64 },
+      encryptedData: { type: 'string', minLength: 1, maxLength: MAX_DATA, description: 'base64, as the mini program API gave it' },
+      iv: { type: 'string', minLength: 1, maxLength: 64, description: 'base64 of 16 bytes' },
       rawData: { type: 'string', maxLength: MAX_DATA },
-      signature: { type: 'string', maxLength: 128 }
+      signature: { type: 'string', maxLength: 128, description: 'sha1(rawData + session_key), hex' }
     }
+  },
+  response: {
+    200: envelope(Type.Object({}, { additionalProperties: true, description: 'The decrypted object as WeChat encrypted it, `watermark` included' }), 'The decrypted data'),
+    ...errorResponses('WECHAT_SESSION_MISSING', 'DECRYPT_FAILED', 'DECRYPT_WRONG_APP', 'DECRYPT_TOO_OLD', 'SIGNATURE_MISMATCH', 'ENCRYPTED_DATA_MALFORMED', 'RATE_LIMITED', TOKEN_ERRORS, BODY_ERRORS, COMMON_ERRORS)
   }
 } as const
 // The phone button's code, like wx.login's, is 32 characters today.
-const phoneSchema = { body: { type: 'object', required: ['code'], properties: { code: { type: 'string', minLength: 1, maxLength: 128 } } } } as const
+const phoneSchema = {
+  tags: [TAG_WECHAT],
+  operationId: 'phone',
+  summary: 'Verify the user\'s phone number from the phone button\'s code',
+  description: '`<button open-type="getPhoneNumber">` gives a code; WeChat\'s getuserphonenumber turns it into the number, which is ' +
+    'kept with the session: routes with `injectPhone: true` receive it as `X-Phone-Number`. Limited per user by `rateLimits.phone`.',
+  security: ACCESS_TOKEN,
+  body: { type: 'object', required: ['code'], properties: { code: { type: 'string', minLength: 1, maxLength: 128, description: 'The phone button\'s code (single use, 5 min)' } } },
+  response: {
+    200: envelope(Type.Object({
+      phoneNumber: Type.String({ description: 'With the country code for numbers outside mainland China, as WeChat gives it' }),
+      purePhoneNumber: Type.String(),
+      countryCode: Type.String()
+    }), 'The verified number'),
+    ...errorResponses('PHONE_CODE_INVALID', WECHAT_API_ERRORS, 'UNKNOWN_APP', 'RATE_LIMITED', TOKEN_ERRORS, BODY_ERRORS, COMMON_ERRORS)
+  }
+} as const
+const sessionSchema = {
+  tags: [TAG_WECHAT],
+  operationId: 'session',
+  summary: 'Is the stored session_key still WeChat\'s? (checksession)',
+  description: 'False when none is stored or WeChat no longer accepts it (the mini program called wx.login since): log in again ' +
+    'before calling POST /auth/decrypt.',
+  security: ACCESS_TOKEN,
+  response: {
+    200: envelope(Type.Object({ sessionKeyValid: Type.Boolean() }), 'Whether the session_key is valid'),
+    ...errorResponses(WECHAT_API_ERRORS, 'UNKNOWN_APP', TOKEN_ERRORS, COMMON_ERRORS)
+  }
+} as const
 
 const DECRYPT_RESULTS: Partial<Record<ErrorName, string>> = {
   WECHAT_SESSION_MISSING: 'no_session',
@@ -99,7 +146,7 @@ export async function wechatRoutes (app: FastifyInstance, opts: WeChatRoutesOpti
     }
   })
 
-  app.get('/auth/session', async (request) => {
+  app.get('/auth/session', { schema: sessionSchema }, async (request) => {
     request.routeName = 'auth_session'
     const caller = opts.authenticate(request.headers.authorization)
     const sessionKey = await opts.sessionKey(caller.appid, caller.openid)
