@@ -21,6 +21,7 @@ const PAGES = { type: 'officialAccount', appId: 'wxh5pages000000001', secret: 'p
 const WEB = { type: 'website', appId: 'wxweb0000000000001', secret: 'web-secret', redirects: ['https://www.example.com/'] }
 const APP = { type: 'mobileApp', appId: 'wxapp0000000000001', secret: 'app-secret' }
 const SHOP = 'https://h5.example.com/shop/'
+const LOGIN_COOKIE = '__Host-wegate_wx_login'
 
 const redis = await redisFor(t)
 const emulator = createWeChatEmulator({ apps: [MP, H5, PAGES, WEB, APP] })
@@ -111,7 +112,7 @@ t.test('H5 in WeChat: authorize → WeChat page → callback → ticket → toke
   t.equal(to.searchParams.get('scope'), 'snsapi_userinfo')
   t.match(to.searchParams.get('state'), /^[A-Za-z0-9_-]{43}$/)
   t.equal(start.setCookie.length, 1)
-  t.match(start.setCookie[0], /^wegate_wx_login=[A-Za-z0-9_-]{43}; Max-Age=600; Path=\/auth; HttpOnly; Secure; SameSite=Lax$/)
+  t.match(start.setCookie[0], /^__Host-wegate_wx_login=[A-Za-z0-9_-]{43}; Max-Age=600; Path=\/; HttpOnly; Secure; SameSite=Lax$/)
 
   const page = await browser.get(withQuery(start.location!, { user: 'alice' }))
   const callback = await browser.get(page.location!)
@@ -124,13 +125,13 @@ t.test('H5 in WeChat: authorize → WeChat page → callback → ticket → toke
   t.same([...back.searchParams.keys()].sort(), ['item', 'ticket'], 'no token, code or error in the URL')
 
   const code = new URL(page.location!).searchParams.get('code')!
-  const cookie = browser.cookie(base + '/auth/login', 'wegate_wx_login')!
-  t.ok(cookie, 'the login cookie goes to /auth/login (Path=/auth)')
-  t.equal(browser.cookie(base + '/api/x', 'wegate_wx_login'), undefined, 'and to no proxied path')
+  const cookie = browser.cookie(base + '/auth/login', LOGIN_COOKIE)!
+  t.ok(cookie, 'the login cookie goes to /auth/login')
+  t.equal(browser.cookie(base + '/api/x', LOGIN_COOKIE), cookie, 'and, Path=/ (__Host-), to proxied paths: the gateway strips it (channels-cookie.test.ts)')
   const exchange = await browser.post(base + '/auth/login', { ticket })
   t.equal(exchange.status, 200)
-  t.same(exchange.setCookie, ['wegate_wx_login=; Max-Age=0; Path=/auth; HttpOnly; Secure; SameSite=Lax'], 'the login cookie is cleared once used')
-  t.equal(browser.cookie(base + '/auth/login', 'wegate_wx_login'), undefined)
+  t.same(exchange.setCookie, ['__Host-wegate_wx_login=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Lax'], 'the login cookie is cleared once used')
+  t.equal(browser.cookie(base + '/auth/login', LOGIN_COOKIE), undefined)
   const pair = exchange.json!.data as Pair
   t.match(pair, { tokenType: 'Bearer', expiresIn: 900, accessToken: /.+/, refreshToken: /.+/, openid: /^o/, unionid: /^o/ })
   const h = await identity(pair)
@@ -347,10 +348,10 @@ for (const [store, started] of stores) {
     // 3. a victim in the middle of a login of their own (their own cookie): refused too
     const victim = new Browser(clock.now)
     await victim.get(authorizeUrl(H5.appId, SHOP, '', at))
-    t.ok(victim.cookie(at + '/auth/login', 'wegate_wx_login'), 'the victim has a login cookie of their own')
+    t.ok(victim.cookie(at + '/auth/login', LOGIN_COOKIE), 'the victim has a login cookie of their own')
     const second = await ticketFor(attacker, 'mallory', at)
     t.equal((await victim.post(at + '/auth/login', { ticket: second })).json?.code, 10012, 'another browser\'s cookie')
-    // a cookie the attacker copies in from their own browser would match: that is what cookie tossing needs (docs/channels.md)
+    // a cookie the attacker copied in from their own browser would match: what a __Host- cookie keeps siblings from planting (docs/channels.md)
 
     // 4. the attacker's own browser: once
     const own = await ticketFor(attacker, 'mallory', at)
@@ -404,10 +405,10 @@ for (const [store, started] of stores) {
     t.same(planted.setCookie, [])
     t.match((await page.get(authorizeUrl(PAGES.appId, SHOP, '', at))).json, { code: 40001, message: /codeChallenge: required/ })
     // no downgrade: a cookie-bound ticket is refused to a page that sends a verifier, even if the
-    // attacker's login cookie was planted in the victim's browser (cookie tossing from a sibling site)
+    // attacker's login cookie got into the victim's browser (copied straight into the jar: no site can plant a __Host- one)
     const cookieBound = await ticketFor(attacker, 'mallory', at)
     const victim = new Browser(clock.now)
-    victim.cookies.push({ ...attacker.cookies.find((c) => c.name === 'wegate_wx_login')! })
+    victim.cookies.push({ ...attacker.cookies.find((c) => c.name === LOGIN_COOKIE)! })
     t.equal((await victim.post(at + '/auth/login', { ticket: cookieBound, codeVerifier: mine.verifier })).json?.code, 10012, 'verifier sent, ticket not bound to one')
 
     t.equal((await page.get(authorizeUrl(PAGES.appId, SHOP, '&codeChallenge=short', at))).json?.code, 40001, 'a challenge is 43 base64url characters (S256)')
@@ -417,24 +418,22 @@ for (const [store, started] of stores) {
   })
 }
 
-t.test('cookie tossing: a browser sending two different login cookies (one planted for the parent domain) is refused at the callback and the exchange', async (t) => {
+t.test('two different login cookies in one request (no browser holds two __Host- ones; a client that sends them) are refused at the callback and the exchange', async (t) => {
   const attacker = new Browser(clock.now)
   const planted = await attacker.get(authorizeUrl(H5.appId, SHOP))
   const tossed = planted.setCookie[0].split(';')[0].split('=')[1]
-  // the victim's own login, with the attacker's cookie planted under a longer path (sent first by browsers)
   const victim = new Browser(clock.now)
   const start = await victim.get(authorizeUrl(H5.appId, SHOP))
   const wechat = await victim.get(withQuery(start.location!, { user: 'victor' }))
-  const own = victim.cookies.find((c) => c.name === 'wegate_wx_login')!
-  victim.cookies.push({ ...own, path: '/auth/wechat/callback', value: tossed })
-  const callback = await victim.get(wechat.location!)
+  const own = victim.cookie(base + '/', LOGIN_COOKIE)!
+  const callback = await get(wechat.location!, { cookie: `${LOGIN_COOKIE}=${tossed}; ${LOGIN_COOKIE}=${own}` })
   t.equal(callback.json?.code, 10010, 'two different login cookies at the callback')
 
   const clean = new Browser(clock.now)
   const ticket = await ticketFor(clean, 'victor')
-  const cleanOwn = clean.cookies.find((c) => c.name === 'wegate_wx_login')!
-  clean.cookies.push({ ...cleanOwn, path: '/auth/login', value: tossed })
-  t.equal((await clean.post(base + '/auth/login', { ticket })).json?.code, 10012, 'two different login cookies at the exchange')
+  const cleanOwn = clean.cookie(base + '/', LOGIN_COOKIE)!
+  const refused = await post(base + '/auth/login', { ticket }, { cookie: `${LOGIN_COOKIE}=${tossed}; ${LOGIN_COOKIE}=${cleanOwn}` })
+  t.equal(refused.json?.code, 10012, 'two different login cookies at the exchange')
   t.match(gw.logs.text(), /"reason":"two different login cookies[^"]*","msg":"browser login: ticket presented by another browser, refused and spent"/, 'the operator sees why')
 })
 

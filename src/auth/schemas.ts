@@ -82,7 +82,7 @@ export const authorizeSchema = {
     }
   },
   response: {
-    302: { type: 'null', description: 'To WeChat\'s authorization page (or QR page)', headers: { ...redirectHeaders('WeChat\'s /connect/oauth2/authorize or /connect/qrconnect with this login\'s state'), 'Set-Cookie': { type: 'string', description: 'wegate_wx_login: binds the login to this browser' } } },
+    302: { type: 'null', description: 'To WeChat\'s authorization page (or QR page)', headers: { ...redirectHeaders('WeChat\'s /connect/oauth2/authorize or /connect/qrconnect with this login\'s state'), 'Set-Cookie': { type: 'string', description: '__Host-wegate_wx_login: binds the login to this browser' } } },
     ...errorResponses('UNKNOWN_APP', 'WRONG_LOGIN_FLOW', 'REDIRECT_NOT_ALLOWED', 'VALIDATION_FAILED', 'RATE_LIMITED', 'STORE_UNAVAILABLE', COMMON_ERRORS)
   }
 } as const

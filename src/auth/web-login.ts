@@ -8,8 +8,9 @@
  * `redirect` must start with one of the app's `redirects` at a path boundary
  * (never an open redirect). The state is 256 random bits, kept in the store under
  * its hash for 10 minutes, taken once, and bound to the browser that started the
- * login by an HttpOnly cookie (Path=/auth) holding another secret, new at every
- * authorize. The ticket is 256 random bits too, kept under its hash for 60 s,
+ * login by an HttpOnly `__Host-` cookie holding another secret, new at every
+ * authorize (the prefix keeps sibling subdomains and plain-http responses from
+ * planting it; the proxy strips it from what goes upstream). The ticket is 256 random bits too, kept under its hash for 60 s,
  * taken once, bound to the app and to the browser, as the app's `loginBinding`
  * says: to the same cookie (default: the page posts the ticket with it), or to the
  * `codeVerifier` only the page holds whose `codeChallenge` (S256, as in PKCE)
@@ -22,6 +23,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { GatewayError } from '../errors.js'
+import { LOGIN_COOKIE } from '../proxy/headers.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Store } from '../store/index.js'
 import { pickApp } from './channels.js'
@@ -32,10 +34,10 @@ import { WeChatError, type WeChatApp } from './wechat.js'
 
 const STATE_TTL_MS = 10 * 60_000
 const TICKET_TTL_MS = 60_000
-const COOKIE = 'wegate_wx_login'
-// The callback (/auth/wechat/callback) and the exchange (/auth/login) need it; nothing proxied sees it.
-const COOKIE_PATH = '/auth'
-const COOKIE_ATTRIBUTES = `Path=${COOKIE_PATH}; HttpOnly; Secure; SameSite=Lax`
+const COOKIE = LOGIN_COOKIE
+// `__Host-` requires Path=/, Secure and no Domain. The callback and the exchange read it; the
+// proxy removes it from the Cookie header it forwards (proxy/headers.ts), so no backend sees it.
+const COOKIE_ATTRIBUTES = 'Path=/; HttpOnly; Secure; SameSite=Lax'
 /** A secret as this module makes them (32 random bytes, base64url); also the shape of an S256 code challenge. */
 const SECRET = /^[A-Za-z0-9_-]{43}$/
 

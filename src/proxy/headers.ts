@@ -8,6 +8,30 @@ import type { IncomingHttpHeaders } from 'node:http'
 
 export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid'] as const
 
+/**
+ * The browser-login cookie (auth/web-login.ts). `__Host-`: a browser takes it only from
+ * this host, over https (or localhost), with `Path=/` and no `Domain` — a sibling
+ * subdomain or a plain-http response cannot plant it. `Path=/` sends it with every
+ * request, so it is removed from the Cookie header before anything goes upstream.
+ */
+export const LOGIN_COOKIE = '__Host-wegate_wx_login'
+
+/**
+ * `cookie` without the login cookie's pairs; undefined when nothing else is left. Near
+ * free for the usual request: a header that does not contain the name is returned as is.
+ */
+export function withoutLoginCookie (cookie: string): string | undefined {
+  if (cookie.indexOf(LOGIN_COOKIE) === -1) return cookie
+  const kept: string[] = []
+  for (const part of cookie.split(';')) {
+    const eq = part.indexOf('=')
+    const name = (eq === -1 ? part : part.slice(0, eq)).trim()
+    if (name === LOGIN_COOKIE || part.trim() === '') continue
+    kept.push(part.trim())
+  }
+  return kept.length === 0 ? undefined : kept.join('; ')
+}
+
 /** RFC 9110 §7.6.1 connection-specific fields, plus the proxy-* ones. */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
@@ -175,6 +199,12 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
     if (fwd !== FWD_NONE && (fwd === FWD_ALWAYS || name.indexOf('_') !== -1 || (fwd === FWD_PROXY && !ctx.remoteTrusted))) continue
     if (name === 'authorization' && !ctx.forwardAuthorization) continue
     if (listed !== undefined && listed.has(name)) continue
+    if (name === 'cookie') {
+      // Node joins several Cookie lines with '; ' (HTTP/1.1 and HTTP/2 alike): a string here.
+      const rest = withoutLoginCookie(Array.isArray(value) ? value.join('; ') : value)
+      if (rest !== undefined) out.cookie = rest
+      continue
+    }
     out[name] = value
   }
   // HTTP/2 names the host in :authority (Host is allowed there too, and wins when both are sent).
