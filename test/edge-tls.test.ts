@@ -199,11 +199,15 @@ t.test('HTTP/2: the rate limit answers 429 with Retry-After', async (t) => {
   t.ok(Number(last?.headers['retry-after']) > 0)
 })
 
-t.test('HTTP/2 refusals before routing: a bad Expect gets the envelope on its stream only', async (t) => {
+t.test('HTTP/2 refusals before routing: a bad Expect and oversized headers get the envelope on their stream only', async (t) => {
   const session = await h2session(t)
   const expect = await h2(session, 'GET', '/api/me', { expect: 'something' })
   t.equal(expect.status, 417)
   t.equal(expect.json.code, 30034)
+  const big = await h2(session, 'GET', '/api/me', { 'x-big': 'a'.repeat(20_000) })
+  t.equal(big.status, 431, 'limits.headerSize holds on h2 too')
+  t.equal(big.json.code, 30031)
+  t.ok(await metric(adminUrl, 'wegate_http_parser_errors_total', { reason: 'h2_header_overflow' }) >= 1)
   const ok = await h2(session, 'GET', '/nowhere')
   t.equal(ok.status, 404, 'the session still serves')
 })
