@@ -19,7 +19,7 @@ import { buildGateway } from '../src/app.js'
 import { loadConfigFile } from '../src/config/load.js'
 import { expiryWarning, loadTlsMaterial } from '../src/config/tls.js'
 import { createLogger } from '../src/log.js'
-import { metric } from './helpers/auth.js'
+import { metric, redisFor } from './helpers/auth.js'
 import { baseConfig, LogCapture, merge, type TestContext } from './helpers/gateway.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { createTestCa, replaceByRename, type TestCa } from './helpers/tls.js'
@@ -40,7 +40,7 @@ const ca = await createTestCa(t)
 const echo = await startEcho(t, 'stable')
 
 /** A gateway.yaml serving TLS from `live.pem` / `live.key` (copies of `cert`) in a fresh directory. */
-async function tlsConfig (t: TestContext, cert: { certFile: string, keyFile: string }): Promise<{ file: string, certFile: string, keyFile: string }> {
+async function tlsConfig (t: TestContext, cert: { certFile: string, keyFile: string }, patch: Record<string, unknown> = {}): Promise<{ file: string, certFile: string, keyFile: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'wegate-tls-live-'))
   t.teardown(async () => await rm(dir, { recursive: true, force: true }))
   const certFile = join(dir, 'live.pem')
@@ -50,7 +50,8 @@ async function tlsConfig (t: TestContext, cert: { certFile: string, keyFile: str
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, stringify(merge(baseConfig(), {
     listen: { host: '127.0.0.1', port: 0, tls: { certFile, keyFile } },
-    routes: [{ name: 'pub', prefix: '/pub', auth: 'public', upstreams: [{ name: 'stable', url: echo.url, weight: 1 }] }]
+    routes: [{ name: 'pub', prefix: '/pub', auth: 'public', upstreams: [{ name: 'stable', url: echo.url, weight: 1 }] }],
+    ...patch
   })))
   return { file, certFile, keyFile }
 }
@@ -252,4 +253,28 @@ t.test('a certificate past its notAfter is refused; the expiry warning counts wh
   const refusal = async (now: number): Promise<unknown> => await loadTlsMaterial(tls, 'gateway.yaml', now).then(() => 'accepted', (err: unknown) => err)
   t.match(await refusal(cert.notAfter + 1000), { problems: [{ path: 'listen.tls.certFile', message: new RegExp(`^${cert.certFile}: certificate expired at `) }] })
   t.match(await refusal(material.notBefore - 60_000), { problems: [{ path: 'listen.tls.certFile', message: /certificate is not valid before/ }] })
+})
+
+t.test('workers: 2 — both workers serve HTTPS and HTTP/2, and both apply a rotated certificate', async (t) => {
+  const redis = await redisFor(t)
+  const first = await ca.issue('workers-first')
+  const second = await ca.issue('workers-second')
+  const live = await tlsConfig(t, first, { workers: 2, store: { type: 'redis', url: redis.url } })
+  const gw = await startGatewayProcess(t, live.file)
+  t.teardown(() => gw.stop())
+  await gw.waitLog((l) => l.msg === 'worker listening' && gw.lines.filter((x) => x.msg === 'worker listening').length === 2)
+  t.match(gw.url, /^https:/)
+  const session = h2connect(gw.url.replace('0.0.0.0', '127.0.0.1'), { ca: ca.ca })
+  t.teardown(() => session.destroy())
+  t.equal(await h2get(session, '/pub/x'), 200, 'HTTP/2 in a worker')
+
+  await replaceByRename(second.keyFile, live.keyFile)
+  await replaceByRename(second.certFile, live.certFile)
+  // Connections are spread over the workers: ten new ones in a row all get the new certificate.
+  await waitUntil(async () => {
+    for (let i = 0; i < 10; i++) if ((await freshRequest(gw.url, ca)).serial !== second.serial) return false
+    return true
+  }, 15_000, 50)
+  t.equal(gw.lines.filter((l) => l.msg === 'TLS certificate replaced; new connections get it' && l.serial === second.serial).length, 2, 'applied by each worker')
+  t.equal(await metric(gw.adminUrl, 'wegate_tls_certificate_expiry_seconds', { serial: second.serial }), Math.floor(second.notAfter / 1000), 'the primary\'s summed metrics: the notAfter, not twice it')
 })

@@ -156,7 +156,11 @@ export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: H
   const h2 = createH2Server({
     // nghttp2 resets a stream whose header list exceeds this (no HTTP answer): twice the limit,
     // so a client over it by up to as much again gets the 431 envelope below, as on HTTP/1.1.
-    settings: { maxHeaderListSize: 2 * limits.headerSize }
+    settings: {
+      maxHeaderListSize: 2 * limits.headerSize,
+      // Node's default is unbounded; 100 is what browsers and other servers (nginx 128) expect.
+      maxConcurrentStreams: 100
+    }
   })
   h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
     // limits.headerSize, as HTTP/1.1's parser enforces it (nghttp2 only advertises the setting).
