@@ -61,7 +61,7 @@ interface H2Answer { status: number, headers: IncomingHttpHeaders, text: string,
 /** One request on an HTTP/2 session. */
 async function h2 (session: ClientHttp2Session, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<H2Answer> {
   return await new Promise((resolve, reject) => {
-    const stream = session.request({ ':method': method, ':path': path, ...headers }, { endStream: body === undefined })
+    const stream = session.request({ ':method': method, ...(method === 'CONNECT' ? {} : { ':path': path }), ...headers }, { endStream: body === undefined && method !== 'CONNECT' })
     let got: IncomingHttpHeaders = {}
     const chunks: Buffer[] = []
     stream.on('response', (h) => { got = h })
@@ -199,11 +199,18 @@ t.test('HTTP/2: the rate limit answers 429 with Retry-After', async (t) => {
   t.ok(Number(last?.headers['retry-after']) > 0)
 })
 
-t.test('HTTP/2 refusals before routing: a bad Expect gets the envelope on its stream only', async (t) => {
+t.test('HTTP/2 refusals before routing: a bad Expect and oversized headers get the envelope on their stream only', async (t) => {
   const session = await h2session(t)
   const expect = await h2(session, 'GET', '/api/me', { expect: 'something' })
   t.equal(expect.status, 417)
   t.equal(expect.json.code, 30034)
+  const connect = await h2(session, 'CONNECT', '', { ':authority': 'example.com:443' })
+  t.equal(connect.status, 405, 'CONNECT: not a forward proxy')
+  t.equal(connect.json.code, 30005)
+  const big = await h2(session, 'GET', '/api/me', { 'x-big': 'a'.repeat(20_000) })
+  t.equal(big.status, 431, 'limits.headerSize holds on h2 too')
+  t.equal(big.json.code, 30031)
+  t.ok(await metric(adminUrl, 'wegate_http_parser_errors_total', { reason: 'h2_header_overflow' }) >= 1)
   const ok = await h2(session, 'GET', '/nowhere')
   t.equal(ok.status, 404, 'the session still serves')
 })

@@ -7,7 +7,7 @@
  * pair at reload, still serving the last good certificate.
  */
 import { connect as h2connect, type ClientHttp2Session } from 'node:http2'
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { execFile } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,8 +15,12 @@ import { connect as tlsConnect } from 'node:tls'
 import t from 'tap'
 import { Agent, request } from 'undici'
 import { stringify } from 'yaml'
-import { metric } from './helpers/auth.js'
-import { baseConfig, merge, type TestContext } from './helpers/gateway.js'
+import { buildGateway } from '../src/app.js'
+import { loadConfigFile } from '../src/config/load.js'
+import { expiryWarning, loadTlsMaterial } from '../src/config/tls.js'
+import { createLogger } from '../src/log.js'
+import { metric, redisFor } from './helpers/auth.js'
+import { baseConfig, LogCapture, merge, type TestContext } from './helpers/gateway.js'
 import { startGatewayProcess } from './helpers/process.js'
 import { createTestCa, replaceByRename, type TestCa } from './helpers/tls.js'
 import { startEcho } from './helpers/upstream.js'
@@ -36,7 +40,7 @@ const ca = await createTestCa(t)
 const echo = await startEcho(t, 'stable')
 
 /** A gateway.yaml serving TLS from `live.pem` / `live.key` (copies of `cert`) in a fresh directory. */
-async function tlsConfig (t: TestContext, cert: { certFile: string, keyFile: string }): Promise<{ file: string, certFile: string, keyFile: string }> {
+async function tlsConfig (t: TestContext, cert: { certFile: string, keyFile: string }, patch: Record<string, unknown> = {}): Promise<{ file: string, certFile: string, keyFile: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'wegate-tls-live-'))
   t.teardown(async () => await rm(dir, { recursive: true, force: true }))
   const certFile = join(dir, 'live.pem')
@@ -46,7 +50,8 @@ async function tlsConfig (t: TestContext, cert: { certFile: string, keyFile: str
   const file = join(dir, 'gateway.yaml')
   await writeFile(file, stringify(merge(baseConfig(), {
     listen: { host: '127.0.0.1', port: 0, tls: { certFile, keyFile } },
-    routes: [{ name: 'pub', prefix: '/pub', auth: 'public', upstreams: [{ name: 'stable', url: echo.url, weight: 1 }] }]
+    routes: [{ name: 'pub', prefix: '/pub', auth: 'public', upstreams: [{ name: 'stable', url: echo.url, weight: 1 }] }],
+    ...patch
   })))
   return { file, certFile, keyFile }
 }
@@ -212,4 +217,64 @@ t.test('a mismatched pair at reload is refused and counted; the last good certif
   await replaceByRename(other.keyFile, live.keyFile)
   await waitUntil(async () => (await freshRequest(gw.url, ca)).serial === other.serial, 10_000, 50)
   t.pass('the completed pair is applied')
+})
+
+t.test('reload: other cert/key paths are applied; turning TLS off is restart-only (TLS keeps serving)', async (t) => {
+  const first = await ca.issue('paths-first')
+  const second = await ca.issue('paths-second')
+  const live = await tlsConfig(t, first)
+  const logs = new LogCapture()
+  const gateway = await buildGateway(await loadConfigFile(live.file), { logger: createLogger({ level: 'info', destination: logs }) })
+  const { publicUrl } = await gateway.listen()
+  t.teardown(async () => await gateway.shutdown())
+  t.equal((await freshRequest(publicUrl, ca)).serial, first.serial)
+
+  const yaml = await readFile(live.file, 'utf8')
+  await writeFile(live.file, yaml.replace(live.certFile, second.certFile).replace(live.keyFile, second.keyFile))
+  const moved = await gateway.reload()
+  t.match(moved, { status: 'applied', restartRequired: [] }, 'new paths: a reload, not a restart')
+  t.equal((await freshRequest(publicUrl, ca)).serial, second.serial)
+
+  await writeFile(live.file, stringify(merge(baseConfig(), { listen: { host: '127.0.0.1', port: 0 } })))
+  const off = await gateway.reload()
+  t.match(off, { status: 'applied', restartRequired: ['listen'] })
+  t.ok(logs.lines.some((l) => l.msg === 'these settings only change on restart; the running values stay until then'))
+  t.same(await freshRequest(publicUrl, ca), { status: 404, serial: second.serial }, 'still HTTPS with the last certificate until a restart')
+})
+
+t.test('a certificate past its notAfter is refused; the expiry warning counts whole days', async (t) => {
+  const cert = await ca.issue('expiry', { days: 10 })
+  const tls = { certFile: cert.certFile, keyFile: cert.keyFile }
+  const material = await loadTlsMaterial(tls, 'gateway.yaml')
+  t.equal(material.serial, cert.serial)
+  t.equal(material.notAfter, cert.notAfter)
+  t.equal(expiryWarning(tls, material, cert.notAfter - 20 * 86_400_000), undefined, '20 days left: quiet')
+  t.match(expiryWarning(tls, material, cert.notAfter - 13.5 * 86_400_000), { path: 'listen.tls.certFile', message: `${cert.certFile}: certificate expires in 13 days (` })
+  const refusal = async (now: number): Promise<unknown> => await loadTlsMaterial(tls, 'gateway.yaml', now).then(() => 'accepted', (err: unknown) => err)
+  t.match(await refusal(cert.notAfter + 1000), { problems: [{ path: 'listen.tls.certFile', message: new RegExp(`^${cert.certFile}: certificate expired at `) }] })
+  t.match(await refusal(material.notBefore - 60_000), { problems: [{ path: 'listen.tls.certFile', message: /certificate is not valid before/ }] })
+})
+
+t.test('workers: 2 — both workers serve HTTPS and HTTP/2, and both apply a rotated certificate', async (t) => {
+  const redis = await redisFor(t)
+  const first = await ca.issue('workers-first')
+  const second = await ca.issue('workers-second')
+  const live = await tlsConfig(t, first, { workers: 2, store: { type: 'redis', url: redis.url } })
+  const gw = await startGatewayProcess(t, live.file)
+  t.teardown(() => gw.stop())
+  await gw.waitLog((l) => l.msg === 'worker listening' && gw.lines.filter((x) => x.msg === 'worker listening').length === 2)
+  t.match(gw.url, /^https:/)
+  const session = h2connect(gw.url.replace('0.0.0.0', '127.0.0.1'), { ca: ca.ca })
+  t.teardown(() => session.destroy())
+  t.equal(await h2get(session, '/pub/x'), 200, 'HTTP/2 in a worker')
+
+  await replaceByRename(second.keyFile, live.keyFile)
+  await replaceByRename(second.certFile, live.certFile)
+  // Connections are spread over the workers: ten new ones in a row all get the new certificate.
+  await waitUntil(async () => {
+    for (let i = 0; i < 10; i++) if ((await freshRequest(gw.url, ca)).serial !== second.serial) return false
+    return true
+  }, 15_000, 50)
+  t.equal(gw.lines.filter((l) => l.msg === 'TLS certificate replaced; new connections get it' && l.serial === second.serial).length, 2, 'applied by each worker')
+  t.equal(await metric(gw.adminUrl, 'wegate_tls_certificate_expiry_seconds', { serial: second.serial }), Math.floor(second.notAfter / 1000), 'the primary\'s summed metrics: the notAfter, not twice it')
 })

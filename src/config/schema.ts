@@ -197,7 +197,8 @@ export const GatewayConfigSchema = Type.Object({
   rateLimits: Strict({
     login: RateLimitRule(5, '1m', 'ip', 'Limit on /auth/login (the seed: 5 per minute per IP)', true),
     phone: RateLimitRule(5, '1m', 'openid', 'Limit on /auth/phone per caller: each call spends a WeChat API call on the app\'s shared access_token quota', true),
-    decrypt: RateLimitRule(30, '1m', 'openid', 'Limit on /auth/decrypt per caller', true)
+    decrypt: RateLimitRule(30, '1m', 'openid', 'Limit on /auth/decrypt per caller', true),
+    session: RateLimitRule(30, '1m', 'openid', 'Limit on /auth/session per caller: each call with a stored session_key spends a WeChat checksession call', true)
   }, 'Gateway-wide rate limits'),
   limits: Strict({
     headerSize: Bytes('16kb', 'Largest request header block (431 beyond)'),

@@ -116,6 +116,13 @@ function onExpectation (log: RefusalLog): (req: Request, res: Response) => void 
   }
 }
 
+/** An HTTP/2 header list's size as RFC 9113 §6.5.2 counts it: names and values, plus 32 bytes a field. */
+function headerListSize (raw: string[]): number {
+  let n = 0
+  for (let i = 0; i < raw.length; i++) n += raw[i].length
+  return n + 16 * raw.length
+}
+
 /** What the TLS listener adds to Node's server API: applying a new certificate to new connections. */
 export interface TlsServer extends Server {
   setSecureContext: (options: SecureContextOptions) => void
@@ -147,10 +154,21 @@ export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: H
   h1.on('clientError', clientErrorHandler(log))
 
   const h2 = createH2Server({
-    // The same bound as HTTP/1.1's header size (HPACK-decoded, 32 bytes per field on top).
-    settings: { maxHeaderListSize: limits.headerSize }
+    // nghttp2 resets a stream whose header list exceeds this (no HTTP answer): twice the limit,
+    // so a client over it by up to as much again gets the 431 envelope below, as on HTTP/1.1.
+    settings: {
+      maxHeaderListSize: 2 * limits.headerSize,
+      // Node's default is unbounded; 100 is what browsers and other servers (nginx 128) expect.
+      maxConcurrentStreams: 100
+    }
   })
   h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    // limits.headerSize, as HTTP/1.1's parser enforces it (nghttp2 only advertises the setting).
+    if (headerListSize(req.rawHeaders) > limits.headerSize) {
+      refused(log, 'h2_header_overflow', 431, req.socket.remoteAddress)
+      answer(res, 'HEADERS_TOO_LARGE')
+      return
+    }
     // HTTP/2 carries the host in :authority (or Host).
     if (req.headers[':authority'] === undefined && req.headers.host === undefined) {
       refused(log, 'missing_host', 400, req.socket.remoteAddress)
