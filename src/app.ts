@@ -12,6 +12,7 @@ import type { LoadedConfig } from './config/load.js'
 import type { GatewayConfig } from './config/schema.js'
 import { loadTlsMaterial, type TlsMaterial } from './config/tls.js'
 import { registerCors } from './http/cors.js'
+import { registerHsts } from './http/hsts.js'
 import { registerRateLimits } from './http/ratelimit.js'
 import { normalisePath } from './proxy/path.js'
 import { authPlugin } from './auth/routes.js'
@@ -185,6 +186,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     done(lifecycle.closing ? new GatewayError('SHUTTING_DOWN') : undefined)
   })
 
+  registerHsts(app, () => snapshot().config)
   // CORS preflights are answered here, before any token check or rate limit (http/cors.ts).
   registerCors(app, {
     config: () => snapshot().config,

@@ -129,7 +129,11 @@ const RedisAuth = (who: string, tlsAlso = '') => ({
 /** TLS on the public listener: PEM files, watched and reloaded like the token key files. */
 const ListenTls = Strict({
   certFile: Type.String({ minLength: 1, description: 'PEM certificate, followed by its intermediate CA certificates (the chain clients need), e.g. a Kubernetes Secret\'s tls.crt; relative to the working directory' }),
-  keyFile: Type.String({ minLength: 1, description: 'PEM private key of certFile (e.g. tls.key); relative to the working directory' })
+  keyFile: Type.String({ minLength: 1, description: 'PEM private key of certFile (e.g. tls.key); relative to the working directory' }),
+  hsts: Type.Optional(Strict({
+    maxAge: Duration('180d', 'max-age: how long browsers go straight to https for this host (and refuse certificate errors). Start short (5m) and raise it once every page works over https; 0s tells browsers to forget it'),
+    includeSubDomains: Type.Boolean({ default: false, description: 'includeSubDomains: every subdomain of this host too — only when all of them serve https' })
+  }, 'Strict-Transport-Security on every response over TLS (unset: none; an upstream\'s own passes then). Reloadable', false))
 }, 'Serve HTTPS on the public listener: TLS 1.2+ (ECDHE with AEAD ciphers on 1.2), HTTP/2 by ALPN (h2, falling back to http/1.1; WebSocket stays on HTTP/1.1). The files are watched: a replaced certificate/key pair is applied to new connections without dropping open ones; a pair that does not match is refused and the last good one kept. Turning TLS on or off, or changing the port, takes a restart', false)
 
 export const GatewayConfigSchema = Type.Object({
