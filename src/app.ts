@@ -11,7 +11,9 @@ import proxyAddr from '@fastify/proxy-addr'
 import type { LoadedConfig } from './config/load.js'
 import type { GatewayConfig } from './config/schema.js'
 import { loadTlsMaterial, type TlsMaterial } from './config/tls.js'
+import { registerCors } from './http/cors.js'
 import { registerRateLimits } from './http/ratelimit.js'
+import { normalisePath } from './proxy/path.js'
 import { authPlugin } from './auth/routes.js'
 import { proxyPlugin } from './proxy/forward.js'
 import { attachWebSocketProxy } from './proxy/websocket.js'
@@ -181,6 +183,15 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
   app.addHook('onRequest', (request, reply, done) => {
     track(request, reply)
     done(lifecycle.closing ? new GatewayError('SHUTTING_DOWN') : undefined)
+  })
+
+  // CORS preflights are answered here, before any token check or rate limit (http/cors.ts).
+  registerCors(app, {
+    config: () => snapshot().config,
+    route: (url) => {
+      const target = normalisePath(url)
+      return target.ok ? snapshot().routes.match(target.path)?.config : undefined
+    }
   })
 
   const limiters = await registerRateLimits(app, {

@@ -12,7 +12,7 @@
 import { isIP } from 'node:net'
 import type { ConfigProblem } from './errors.js'
 import { isReservedPath, normalisePrefix } from './paths.js'
-import { REDIRECT_APP_TYPES, type GatewayConfig, type RouteConfig } from './schema.js'
+import { REDIRECT_APP_TYPES, type CorsConfig, type GatewayConfig, type RouteConfig } from './schema.js'
 
 type Report = (path: string, message: string) => void
 interface Rule {
@@ -37,6 +37,9 @@ function unique (values: readonly string[], path: (i: number) => string, what: s
 }
 
 const RULES: readonly Rule[] = [{
+  reads: ['cors'],
+  check: ({ cors }, report) => corsProblems(cors, 'cors', report)
+}, {
   // One Redis topology at most (none: the default single server)
   reads: ['store.type'],
   check: ({ store }, report) => {
@@ -133,7 +136,25 @@ const RULES: readonly Rule[] = [{
   check: ({ routes }, report) => unique(routes.map((r) => normalisePrefix(r.prefix)), (i) => `routes[${i}].prefix`, 'prefix', report)
 }]
 
+/** What a CORS policy needs beyond the schema: origins as browsers send them, no `*` with credentials. */
+function corsProblems (cors: CorsConfig | false | undefined, at: string, report: Report): void {
+  if (cors === undefined || cors === false) return
+  cors.origins.forEach((o, i) => {
+    if (o === '*') {
+      if (cors.credentials) report(`${at}.origins[${i}]`, '`*` cannot go with credentials: true (browsers refuse it): list the origins')
+      return
+    }
+    let origin: string | undefined
+    try { origin = new URL(o).origin } catch {}
+    if (origin !== o) report(`${at}.origins[${i}]`, `must be an origin exactly as browsers send it${origin === undefined || origin === 'null' ? '' : ` ('${origin}')`}: scheme://host[:port], lower case, no path or trailing /`)
+  })
+  unique(cors.origins, (i) => `${at}.origins[${i}]`, 'origin', report)
+}
+
 const ROUTE_RULES: readonly RouteRule[] = [{
+  reads: ['cors'],
+  check: (r, at, report) => corsProblems(r.cors, `${at}.cors`, report)
+}, {
   reads: ['prefix'],
   check: (r, at, report) => {
     if (isReservedPath(normalisePrefix(r.prefix))) report(`${at}.prefix`, `'${r.prefix}' is reserved by the gateway`)

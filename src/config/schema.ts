@@ -63,6 +63,21 @@ const Canary = Strict({
   }, 'Automatic progressive delivery: the canary\'s share goes through `steps`, each judged on the gateway\'s own measurements', false))
 }, 'Grey release settings', false)
 
+/** Request headers the client libraries send: pages may send them cross-origin without listing anything. */
+export const CORS_DEFAULT_HEADERS = ['Authorization', 'Content-Type', 'X-Request-Id', 'traceparent', 'tracestate']
+/** Response headers a page may read: the request id, rate-limit state and Retry-After. */
+export const CORS_DEFAULT_EXPOSE = ['X-Request-Id', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset']
+const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' })
+
+const Cors = (description: string) => Strict({
+  origins: Type.Array(Type.String({ pattern: '^(\\*|https?://\\S+)$' }), { minItems: 1, description: 'Origins whose pages may call the gateway, exactly as browsers send them (scheme://host[:port], lower case, no path or trailing /, e.g. https://h5.example.com); `*` for any origin, only without credentials. A request from any other origin gets no CORS headers' }),
+  credentials: Type.Boolean({ default: false, description: 'Access-Control-Allow-Credentials: true — pages may send cookies (the browser-login cookie to /auth/login) with fetch(…, {credentials: \'include\'}); never with `*`' }),
+  methods: Type.Array(Type.String({ pattern: '^[A-Z]+$' }), { default: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], description: 'Access-Control-Allow-Methods of a preflight' }),
+  headers: Type.Array(HeaderName, { default: CORS_DEFAULT_HEADERS, description: 'Access-Control-Allow-Headers of a preflight: request headers a page may send' }),
+  exposeHeaders: Type.Array(HeaderName, { default: CORS_DEFAULT_EXPOSE, description: 'Access-Control-Expose-Headers: response headers a page may read' }),
+  maxAge: Duration('10m', 'Access-Control-Max-Age: how long a browser may reuse a preflight (browsers cap it: Chromium at 2h)')
+}, description, false)
+
 const Route = Strict({
   name: Name('Route name; used in logs and metric labels'),
   prefix: Type.String({ pattern: '^/', description: 'Path prefix, matched on segment boundaries; the longest prefix wins' }),
@@ -77,7 +92,11 @@ const Route = Strict({
     idleTimeout: Duration('60s', 'Close a tunnel with no frame either way for this long (close code 1001); 0s: never')
   }, 'WebSocket tunnels opened on this route'),
   upstreams: Type.Array(Upstream, { minItems: 1, description: 'Weighted upstream versions (grey release)' }),
-  canary: Type.Optional(Canary)
+  canary: Type.Optional(Canary),
+  cors: Type.Optional(Type.Union([
+    Cors('This route\'s CORS policy, in place of the top-level `cors` (same fields)'),
+    Type.Literal(false)
+  ], { description: 'CORS for this route: a policy with the fields of the top-level `cors`, replacing it; false: none (preflights are forwarded, the upstream\'s CORS headers pass); unset: the top-level `cors`' }))
 }, 'A route', false)
 
 const KeyEntry = Strict({
@@ -178,7 +197,8 @@ export const GatewayConfigSchema = Type.Object({
   rateLimits: Strict({
     login: RateLimitRule(5, '1m', 'ip', 'Limit on /auth/login (the seed: 5 per minute per IP)', true),
     phone: RateLimitRule(5, '1m', 'openid', 'Limit on /auth/phone per caller: each call spends a WeChat API call on the app\'s shared access_token quota', true),
-    decrypt: RateLimitRule(30, '1m', 'openid', 'Limit on /auth/decrypt per caller', true)
+    decrypt: RateLimitRule(30, '1m', 'openid', 'Limit on /auth/decrypt per caller', true),
+    session: RateLimitRule(30, '1m', 'openid', 'Limit on /auth/session per caller: each call with a stored session_key spends a WeChat checksession call', true)
   }, 'Gateway-wide rate limits'),
   limits: Strict({
     headerSize: Bytes('16kb', 'Largest request header block (431 beyond)'),
@@ -195,6 +215,7 @@ export const GatewayConfigSchema = Type.Object({
     delay: Duration('0s', 'After SIGTERM, keep serving (not ready) this long so load balancers stop sending'),
     timeout: Duration('20s', 'Longest wait for in-flight requests before exiting')
   }, 'Graceful shutdown'),
+  cors: Type.Optional(Cors('Cross-origin calls from browser pages (H5, website): the gateway answers preflights itself (204, never forwarded, no token needed, not rate limited) and adds the CORS headers to /auth/* and proxied responses, replacing an upstream\'s. Reloadable. Unset: no CORS headers; proxied preflights go to the upstreams. See docs/routing.md')),
   logging: Strict({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level' })
   }, 'Logging'),
@@ -210,6 +231,7 @@ export type RateLimitConfig = GatewayConfig['rateLimits']['login']
 export type TokensConfig = GatewayConfig['tokens']
 export type StoreConfig = GatewayConfig['store']
 export type AppConfig = GatewayConfig['wechat']['apps'][number]
+export type CorsConfig = NonNullable<GatewayConfig['cors']>
 
 /** Helper for sub-schemas callers may want (e.g. tests). */
 export type Schema = TSchema

@@ -95,7 +95,9 @@ export async function registerRateLimits (app: FastifyInstance, opts: {
     max: () => opts.loginRule().max,
     timeWindow: () => opts.loginRule().window,
     // No identity before login: always per client IP (the real one, per trustProxy).
-    keyGenerator: (request) => `login:ip:${request.ip}`,
+    // Keyed by the path, as /auth/phone's are: a route name cannot start with '/', so a
+    // route named `login` never shares this counter.
+    keyGenerator: (request) => `/auth/login:ip:${request.ip}`,
     onExceeded: () => { metrics.rateLimited.inc({ route: 'auth_login' }) }
   }) as LimitHook
   return { login, routeLimit }

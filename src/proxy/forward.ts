@@ -15,6 +15,7 @@ import { Transform, type TransformCallback } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { errors as undiciErrors, type Dispatcher } from 'undici'
 import { GatewayError } from '../errors.js'
+import { dropUpstreamCors, mergeVary } from '../http/cors.js'
 import type { RouteLimiter } from '../http/ratelimit.js'
 import type { Metrics } from '../metrics/index.js'
 import { clientResponseHeaders } from './headers.js'
@@ -152,11 +153,17 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.headersMs = performance.now() - this.started
     this.env.metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, this.headersMs / 1000)
     const out = clientResponseHeaders(headers)
-    // What the gateway set on the reply (X-Request-Id, RateLimit-*, Connection: close while draining) wins.
+    // Under a CORS policy the gateway's Access-Control-* headers are the only ones (http/cors.ts).
+    if (reply.request.corsApplied) dropUpstreamCors(out)
+    // What the gateway set on the reply (X-Request-Id, RateLimit-*, CORS, Connection: close while draining) wins;
+    // Vary is merged (the upstream's Accept-Encoding and the gateway's Origin both matter to caches).
     const own = reply.getHeaders()
     for (const name in own) {
       const v = own[name]
-      if (v !== undefined) out[name] = typeof v === 'number' ? String(v) : v
+      if (v === undefined) continue
+      const value = typeof v === 'number' ? String(v) : v
+      const theirs = out[name]
+      out[name] = name === 'vary' && theirs !== undefined && typeof value === 'string' ? mergeVary(theirs, value) : value
     }
     reply.hijack()
     try {

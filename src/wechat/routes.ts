@@ -29,7 +29,7 @@ export interface WeChatRoutesOptions {
    * Count one call of the verified caller (`rateLimits.phone` / `.decrypt`): returns the
    * RateLimit-* headers, or throws RATE_LIMITED (429, Retry-After) past the limit.
    */
-  rateLimit: (endpoint: 'phone' | 'decrypt', openid: string, ip: string) => Promise<Record<string, string>>
+  rateLimit: (endpoint: 'phone' | 'decrypt' | 'session', openid: string, ip: string) => Promise<Record<string, string>>
   metrics: Metrics
   now: () => number
 }
@@ -88,11 +88,11 @@ const sessionSchema = {
   operationId: 'session',
   summary: 'Is the stored session_key still WeChat\'s? (checksession)',
   description: 'False when none is stored or WeChat no longer accepts it (the mini program called wx.login since): log in again ' +
-    'before calling POST /auth/decrypt.',
+    'before calling POST /auth/decrypt. Limited per user by `rateLimits.session`.',
   security: ACCESS_TOKEN,
   response: {
     200: envelope(Type.Object({ sessionKeyValid: Type.Boolean() }), 'Whether the session_key is valid'),
-    ...errorResponses(WECHAT_API_ERRORS, 'UNKNOWN_APP', TOKEN_ERRORS, COMMON_ERRORS)
+    ...errorResponses(WECHAT_API_ERRORS, 'UNKNOWN_APP', 'RATE_LIMITED', TOKEN_ERRORS, COMMON_ERRORS)
   }
 } as const
 
@@ -146,9 +146,10 @@ export async function wechatRoutes (app: FastifyInstance, opts: WeChatRoutesOpti
     }
   })
 
-  app.get('/auth/session', { schema: sessionSchema }, async (request) => {
+  app.get('/auth/session', { schema: sessionSchema }, async (request, reply) => {
     request.routeName = 'auth_session'
     const caller = opts.authenticate(request.headers.authorization)
+    reply.headers(await opts.rateLimit('session', caller.openid, request.ip))
     const sessionKey = await opts.sessionKey(caller.appid, caller.openid)
     // Nothing stored: not valid, and no need to ask WeChat.
     const valid = sessionKey !== null && await checkSessionKey(deps, caller.appid, caller.openid, sessionKey)

@@ -42,7 +42,7 @@ export function hubConfig (opts: HubConfigOptions): Record<string, unknown> {
   const patch: Record<string, unknown> = {
     wechat: { baseUrl: opts.wechatUrl, timeout: '15s', retries: 1, apps: [APP_A, SAMPLE_APP], ...(opts.decryptMaxAge !== undefined ? { decryptMaxAge: opts.decryptMaxAge } : {}) },
     // Generous: the hub's tests call /auth/phone and /auth/decrypt in bursts (hub-ratelimit.test.ts tests the limits).
-    rateLimits: { login: { max: 100000, window: '1m', by: 'ip' }, phone: { max: 100000 }, decrypt: { max: 100000 } },
+    rateLimits: { login: { max: 100000, window: '1m', by: 'ip' }, phone: { max: 100000 }, decrypt: { max: 100000 }, session: { max: 100000 } },
     routes: [
       { name: 'phone', prefix: '/api/phone', auth: 'required', injectPhone: true, upstreams: [{ name: 'v1', url: opts.echoUrl, weight: 1 }] },
       { name: 'plain', prefix: '/api/plain', auth: 'optional', upstreams: [{ name: 'v1', url: opts.echoUrl, weight: 1 }] }
