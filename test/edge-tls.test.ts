@@ -260,6 +260,24 @@ t.test('HTTP/1.1 over TLS keeps the plain listener\'s refusals and pipelining', 
   t.equal(pipelined.match(/HTTP\/1\.1 404 /g)?.length, 2, 'two answers, in order')
 })
 
+t.test('HTTP/1.1 over TLS: headers not finished within limits.headersTimeout get the 408 envelope', async (t) => {
+  const slow = await startGateway(t, { listen: { host: '127.0.0.1', port: 0, tls }, limits: { headersTimeout: '300ms', requestTimeout: '600ms' } })
+  const started = performance.now()
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: Number(new URL(slow.url).port), ca: ca.ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] }, () => {
+      socket.write('GET /nowhere HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n') // and never the blank line
+    })
+    let got = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (d: string) => { got += d })
+    socket.on('close', () => resolve(got))
+    socket.on('error', reject)
+  })
+  t.match(answer, /^HTTP\/1\.1 408 /)
+  t.match(answer, /"code":30008/)
+  t.ok(performance.now() - started < 3000, 'within the configured timeout, not Node\'s defaults')
+})
+
 t.test('wss://: WebSocket over TLS (HTTP/1.1) through the gateway', async (t) => {
   const ws = new WebSocket(`${url.replace('https:', 'wss:')}/chat/room`, { ca: ca.ca })
   await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })

@@ -8,7 +8,10 @@
  *   Node's fixed reason, never the bytes the client sent;
  * - pipelined requests run one at a time, in order: a request waits until the
  *   response before it is finished, and a request behind a response that
- *   closes the connection never runs (nothing it asks reaches an upstream).
+ *   closes the connection never runs (nothing it asks reaches an upstream);
+ * - with `listen.tls`, a TLS listener in front (createTlsHttpServer) hands each
+ *   connection by ALPN to that same HTTP/1.1 server or to an HTTP/2 server with
+ *   the same refusals, answered on the stream.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createH2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2'
