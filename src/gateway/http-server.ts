@@ -14,9 +14,9 @@
  *   the same refusals, answered on the stream.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createH2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2'
+import { constants as h2constants, createServer as createH2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2'
 import type { Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
+import { Readable, type Duplex } from 'node:stream'
 import { createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
 import { TLS12_CIPHERS, type TlsMaterial } from '../config/tls.js'
 import type { Logger } from 'pino'
@@ -126,6 +126,38 @@ function headerListSize (raw: string[]): number {
   return n + 16 * raw.length
 }
 
+/**
+ * limits.requestTimeout for one HTTP/2 stream, as Node enforces it on an HTTP/1.1
+ * connection: the whole request (headers and body) must have arrived within it,
+ * from the stream's start. A stream whose body is still coming when it fires gets
+ * the 408 envelope if no response has started (then RST_STREAM NO_ERROR: stop
+ * sending, RFC 9113 §8.1), else RST_STREAM CANCEL; either way the request ends
+ * for the route, and a proxied request releases its upstream connection.
+ */
+function requestDeadline (req: Http2ServerRequest, res: Http2ServerResponse, ms: number, log: RefusalLog): void {
+  const stream = res.stream
+  if (stream.endAfterHeaders) return
+  const timer = setTimeout(() => {
+    // The peer's END_STREAM arrived (the route may not have read the body yet): complete.
+    if (stream.destroyed || stream.closed || stream.state.remoteClose === 1) return
+    refused(log, 'err_http_request_timeout', 408, req.socket.remoteAddress)
+    if (res.headersSent) {
+      Readable.prototype.destroy.call(req)
+      stream.close(h2constants.NGHTTP2_CANCEL)
+      return
+    }
+    // The request ends here for the route: destroyed, not ended (Node would end it as if whole when
+    // the stream closes), so a proxied body is aborted upstream, never forwarded truncated.
+    Readable.prototype.destroy.call(req)
+    answer(res, 'REQUEST_TIMEOUT')
+    // Sent once the response is flushed.
+    stream.close(h2constants.NGHTTP2_NO_ERROR)
+  }, ms)
+  timer.unref()
+  req.once('end', () => clearTimeout(timer))
+  stream.once('close', () => clearTimeout(timer))
+}
+
 /** What the TLS listener adds to Node's server API: applying a new certificate to new connections. */
 export interface TlsServer extends Server {
   setSecureContext: (options: SecureContextOptions) => void
@@ -178,6 +210,7 @@ export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: H
       answer(res, 'BAD_REQUEST')
       return
     }
+    requestDeadline(req, res, limits.requestTimeout, log)
     // Fastify treats both request types alike (it checks httpVersionMajor where they differ).
     handler(req as unknown as IncomingMessage, res as unknown as ServerResponse)
   })

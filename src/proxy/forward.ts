@@ -211,6 +211,11 @@ class Forwarding implements Dispatcher.DispatchHandler {
     env.metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind })
     // A client that went away says nothing about the upstream: not a rollback signal.
     if (kind !== 'client_abort') env.onOutcome?.(route, upstream, 'error', performance.now() - this.started)
+    if (this.status === 0 && this.res.headersSent) {
+      // The gateway answered the client itself meanwhile (an HTTP/2 request timeout's 408).
+      this.resolve()
+      return
+    }
     if (this.status !== 0) {
       // Mid-body: the client must not take a truncated answer for a whole one.
       this.res.destroy()
@@ -236,9 +241,11 @@ class Forwarding implements Dispatcher.DispatchHandler {
  */
 function limitedBody (raw: IncomingMessage, limit: number): BodyLimit {
   const limiter = new BodyLimit(limit)
-  raw.once('close', () => {
-    if (!raw.complete) limiter.destroy(Object.assign(new Error('client aborted the request body'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
-  })
+  const cut = (): void => { limiter.destroy(Object.assign(new Error('client aborted the request body'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })) }
+  // HTTP/2 (Node's compatibility API) ends a request whose stream was reset as if its body
+  // were complete, and sets `complete`: a reset before our response is 'aborted'.
+  raw.once('aborted', cut)
+  raw.once('close', () => { if (!raw.readableEnded) cut() })
   return raw.pipe(limiter)
 }
 
