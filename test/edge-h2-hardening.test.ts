@@ -145,3 +145,30 @@ t.test('a complete request whose upstream answers after limits.requestTimeout is
   stream.resume()
   t.equal(status, 200)
 })
+
+t.test('an idle h2 session: GOAWAY after limits.keepAliveTimeout, and closed limits.requestTimeout later if a stream is still open', async (t) => {
+  let arrived = 0
+  const idle = await startGateway(t, {
+    listen: { host: '127.0.0.1', port: 0, tls },
+    limits: { headersTimeout: '300ms', requestTimeout: '300ms', keepAliveTimeout: '300ms' }
+  }, {
+    before: (g) => { g.public.get('/silent', async () => { arrived++; await new Promise(() => {}) }) }
+  })
+  const s = h2connect(idle.url, { ca: ca.ca })
+  t.teardown(() => s.destroy())
+  await new Promise<void>((resolve, reject) => { s.once('connect', () => resolve()); s.once('error', reject) })
+  let goaway = 0
+  s.on('goaway', () => { goaway = performance.now() })
+  s.on('error', () => {})
+  const started = performance.now()
+  const streams = Array.from({ length: 5 }, () => {
+    const st = s.request({ ':method': 'GET', ':path': '/silent' })
+    st.on('error', () => {})
+    return new Promise<void>((resolve) => st.once('close', () => resolve()))
+  })
+  await waitUntil(() => arrived === 5)
+  await Promise.race([Promise.all(streams), new Promise((resolve) => setTimeout(resolve, 4000).unref())])
+  await waitUntil(() => s.destroyed || s.closed, 1000)
+  t.ok(goaway > 0, 'GOAWAY first')
+  t.ok(performance.now() - started < 4000, `the connection is closed (${Math.round(performance.now() - started)} ms), not held`)
+})

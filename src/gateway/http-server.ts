@@ -223,8 +223,16 @@ export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: H
   h2.on('session', (session: ServerHttp2Session) => {
     sessions.add(session)
     session.once('close', () => sessions.delete(session))
-    // Idle like an HTTP/1.1 keep-alive connection: GOAWAY, open streams (none) finish.
-    session.setTimeout(limits.keepAliveTimeout, () => session.close())
+    // Idle (no frame either way) like an HTTP/1.1 keep-alive connection: GOAWAY, open streams
+    // finish. A stream still open then has limits.requestTimeout more before the connection is
+    // closed: a session with silent streams is not held forever.
+    session.setTimeout(limits.keepAliveTimeout, () => {
+      session.close()
+      if (!session.destroyed) {
+        const grace = setTimeout(() => session.destroy(), limits.requestTimeout).unref()
+        session.once('close', () => clearTimeout(grace))
+      }
+    })
   })
 
   const front = createTlsServer({
