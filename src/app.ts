@@ -59,6 +59,8 @@ export interface GatewayDeps {
   demo?: boolean
   /** Real-time period of the automatic ramps' background tick (ms; default 1000); 0: none (tests drive `rollouts.tick()`). */
   rolloutTickMs?: number
+  /** Connections per upstream origin (default 256); tests saturate a small pool. */
+  upstreamConnections?: number
 }
 
 export type { Snapshot } from './runtime.js'
@@ -108,7 +110,7 @@ export async function buildGateway (loaded: LoadedConfig, deps: GatewayDeps = {}
     await app.register(storePlugin, { config: config.store, logger, metrics, now, store: deps.store })
     await app.register(canaryPlugin, { metrics, logger })
     await app.register(rolloutsPlugin, { metrics, logger, now, tickMs: deps.rolloutTickMs })
-    await app.register(upstreamsPlugin)
+    await app.register(upstreamsPlugin, { connections: deps.upstreamConnections })
     await app.register(configPlugin, { loaded, metrics, logger, now, demo })
     await app.register(lifecyclePlugin, { logger })
     await app.register(adminPlugin, { metrics, logger })

@@ -21,8 +21,9 @@ const POOL_OPTIONS: Pool.Options = {
   connect: { timeout: 5_000 }
 }
 
-export const upstreamsPlugin = fp(async (app) => {
-  const agent = new Agent({ factory: (origin, opts) => new Pool(origin, { ...opts, ...POOL_OPTIONS }) })
+export const upstreamsPlugin = fp<{ connections?: number | undefined }>(async (app, opts) => {
+  const pool = { ...POOL_OPTIONS, connections: opts.connections ?? POOL_OPTIONS.connections }
+  const agent = new Agent({ factory: (origin, o) => new Pool(origin, { ...o, ...pool }) })
   app.decorate('upstreams', agent)
   app.addHook('onClose', async () => { await agent.close() })
 }, { name: 'wegate-upstreams', fastify: '5.x' })

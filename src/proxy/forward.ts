@@ -118,6 +118,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
   /** Time to the upstream's response headers (ms), for the ramp's latency analysis. */
   private headersMs = 0
   private gone = false
+  /** The route's timeout passed while the request still waited for a pooled connection: answered 504. */
+  private queuedOut = false
+  private readonly deadline: NodeJS.Timeout
   private readonly res: ClientResponse
 
   constructor (
@@ -134,6 +137,24 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // Gone already (during the rate-limit round trip, or a pipelined request on a closed
     // socket): 'close' will not fire again, so do not start the upstream request at all.
     if (this.res.destroyed || reply.request.raw.socket.destroyed) this.gone = true
+    // undici's headersTimeout starts when the request is written to a connection, not while it
+    // waits in the pool's queue: the route's timeout counts from here, queueing included.
+    this.deadline = setTimeout(() => this.timedOut(), route.config.timeout).unref()
+  }
+
+  private timedOut (): void {
+    if (this.status !== 0 || this.gone) return
+    if (this.controller !== undefined) {
+      this.controller.abort(new undiciErrors.HeadersTimeoutError())
+      return
+    }
+    // Still queued (every connection to the origin busy): answer now; when a connection frees
+    // up, onRequestStart aborts the request before anything is written.
+    this.queuedOut = true
+    const { route, upstream, env } = this
+    env.metrics.upstreamErrors.inc({ route: route.name, upstream: upstream.name, kind: 'timeout' })
+    env.onOutcome?.(route, upstream, 'error', performance.now() - this.started)
+    this.reject(new GatewayError('UPSTREAM_TIMEOUT', { detail: `upstream ${route.name}/${upstream.name} timeout waiting for a connection` }))
   }
 
   /** The client went away: stop the upstream request too (its pooled connection is freed). */
@@ -144,11 +165,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
     this.controller = controller
-    if (this.gone) controller.abort(new undiciErrors.RequestAbortedError())
+    if (this.gone || this.queuedOut) controller.abort(new undiciErrors.RequestAbortedError())
   }
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return // 1xx informational: the final answer follows
+    clearTimeout(this.deadline)
     const { route, upstream, reply } = this
     this.headersMs = performance.now() - this.started
     this.env.metrics.upstreamDuration.observe({ route: route.name, upstream: upstream.name }, this.headersMs / 1000)
@@ -200,6 +222,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    clearTimeout(this.deadline)
+    if (this.queuedOut) return // answered (504) and counted when the deadline passed
     const { route, upstream, env } = this
     if (err instanceof BodyTooLarge || (err as { cause?: unknown }).cause instanceof BodyTooLarge) {
       // The client's oversized upload: never an upstream failure, whenever it is noticed.
