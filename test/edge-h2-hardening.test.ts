@@ -172,3 +172,26 @@ t.test('an idle h2 session: GOAWAY after limits.keepAliveTimeout, and closed lim
   t.ok(goaway > 0, 'GOAWAY first')
   t.ok(performance.now() - started < 4000, `the connection is closed (${Math.round(performance.now() - started)} ms), not held`)
 })
+
+t.test('h2: :authority and Host naming different hosts is malformed (400 envelope, counted); the same host is fine', async (t) => {
+  const s = await session(t)
+  const before = await metric(gw.adminUrl, 'wegate_http_parser_errors_total', { reason: 'h2_authority_mismatch' })
+  const ask = async (headers: Record<string, string>): Promise<{ status: number, text: string }> => await new Promise((resolve, reject) => {
+    const st = s.request({ ':method': 'GET', ':path': '/nowhere', ...headers })
+    let status = 0
+    let text = ''
+    st.setEncoding('utf8')
+    st.on('response', (h) => { status = Number(h[':status']) })
+    st.on('data', (d: string) => { text += d })
+    st.on('end', () => resolve({ status, text }))
+    st.on('error', reject)
+  })
+  const port = new URL(gw.url).port
+  const mismatch = await ask({ ':authority': `127.0.0.1:${port}`, host: 'evil.example' })
+  t.equal(mismatch.status, 400)
+  t.equal(JSON.parse(mismatch.text).code, 40000)
+  t.equal(await metric(gw.adminUrl, 'wegate_http_parser_errors_total', { reason: 'h2_authority_mismatch' }), before + 1)
+  t.equal((await ask({ ':authority': `127.0.0.1:${port}`, host: `127.0.0.1:${port}` })).status, 404, 'the same host in both: served')
+  t.equal((await ask({ ':authority': `LOCALHOST:${port}`, host: `localhost:${port}` })).status, 404, 'host names compare case-insensitively')
+  t.equal((await ask({})).status, 404, ':authority alone: served')
+})

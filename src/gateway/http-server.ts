@@ -205,8 +205,17 @@ export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: H
       return
     }
     // HTTP/2 carries the host in :authority (or Host).
-    if (req.headers[':authority'] === undefined && req.headers.host === undefined) {
+    const authority = req.headers[':authority']
+    const host = req.headers.host
+    if (authority === undefined && host === undefined) {
       refused(log, 'missing_host', 400, req.socket.remoteAddress)
+      answer(res, 'BAD_REQUEST')
+      return
+    }
+    // Both, naming different hosts: malformed (RFC 9113 §8.3.1); which one X-Forwarded-Host,
+    // CORS or an upstream would believe is not a choice to leave to the client.
+    if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase()) {
+      refused(log, 'h2_authority_mismatch', 400, req.socket.remoteAddress)
       answer(res, 'BAD_REQUEST')
       return
     }
