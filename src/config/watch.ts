@@ -74,89 +74,172 @@ interface Target {
 
 /** Watch `file` (and its related files) and call `onChange` (debounced, never overlapping) when content may have changed. */
 export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
-  const log = opts.logger
-  const debounceMs = opts.debounceMs ?? 200
-  const pollMs = opts.pollMs ?? 2000
-  const useFsWatch = opts.fsWatch ?? true
+  const watcher = new Watcher(opts)
+  // A plain object, as before: its methods work detached (`const { close } = …`).
+  return { ready: watcher.start(), trigger: () => watcher.trigger(), close: () => watcher.close() }
+}
 
-  const newTarget = (path: string): Target => {
-    const file = resolve(path)
-    return { file, dir: dirname(file), names: new Set([basename(file), K8S_DATA_LINK]) }
+function newTarget (path: string): Target {
+  const file = resolve(path)
+  return { file, dir: dirname(file), names: new Set([basename(file), K8S_DATA_LINK]) }
+}
+
+/** realpath + inode + mtime + size, or undefined when the file cannot be read. */
+async function signature (path: string): Promise<string | undefined> {
+  try {
+    const real = await realpath(path)
+    const s = await stat(real)
+    return `${real}\u0000${s.ino}\u0000${s.mtimeMs}\u0000${s.size}`
+  } catch {
+    return undefined
   }
-  const config = newTarget(opts.file)
-  const file = config.file
+}
+
+/** A symlink into a sibling (ConfigMap's `..data/gateway.yaml`): that sibling's name matters too. */
+async function learnLinkName (target: Target): Promise<void> {
+  try {
+    const link = await readlink(target.file)
+    if (isAbsolute(link)) return
+    const first = link.split(sep)[0]
+    if (first !== '' && first !== '.' && first !== '..') target.names.add(first)
+  } catch {
+    // Not a symlink, or gone: nothing to learn.
+  }
+}
+
+/** The watches, the poll and the debounced, serialised reload of one config file and its related files. */
+class Watcher {
+  private readonly log: Logger
+  private readonly debounceMs: number
+  private readonly pollMs: number
+  private readonly useFsWatch: boolean
+  private readonly config: Target
+  private readonly file: string
   /** The config first, then the related files. */
-  let targets: Target[] = [config]
-  const dirWatchers = new Map<string, FSWatcher>()
-  let timer: NodeJS.Timeout | undefined
-  let pollTimer: NodeJS.Timeout | undefined
-  let running = false
-  let again = false
-  let closed = false
-  let polling = false
+  private targets: Target[]
+  private readonly dirWatchers = new Map<string, FSWatcher>()
+  private timer: NodeJS.Timeout | undefined
+  private pollTimer: NodeJS.Timeout | undefined
+  private running = false
+  private again = false
+  private closed = false
+  private polling = false
 
-  function schedule (why: string): void {
-    if (closed) return
-    log.debug({ file, why }, 'config file may have changed')
-    if (timer !== undefined) clearTimeout(timer)
-    timer = setTimeout(fire, debounceMs)
-    timer.unref()
+  constructor (private readonly opts: WatchConfigOptions) {
+    this.log = opts.logger
+    this.debounceMs = opts.debounceMs ?? 200
+    this.pollMs = opts.pollMs ?? 2000
+    this.useFsWatch = opts.fsWatch ?? true
+    this.config = newTarget(opts.file)
+    this.file = this.config.file
+    this.targets = [this.config]
   }
 
-  function fire (): void {
-    timer = undefined
-    if (closed) return
-    if (running) {
+  /** Arm the watches and start the poll; resolves (never rejects) once every file's identity is known. */
+  start (): Promise<void> {
+    const { config, file, log } = this
+    this.armDir(config.dir)
+    this.armFile(config)
+    // None rejects: each catches its own errors.
+    const ready = Promise.all([
+      learnLinkName(config).catch(() => {}),
+      signature(file).then((sig) => { config.signature ??= sig }, () => {}),
+      this.syncRelated().catch((err: unknown) => log.warn({ err, file }, 'cannot watch the files the config references'))
+    ]).then(() => {})
+    if (this.pollMs > 0) {
+      this.pollTimer = setInterval(() => {
+        this.poll().catch((err: unknown) => log.warn({ err, file }, 'config poll failed'))
+      }, this.pollMs)
+      this.pollTimer.unref()
+    }
+    return ready
+  }
+
+  /** A reload as if the file had changed (SIGHUP). */
+  trigger (): void {
+    this.schedule('trigger')
+  }
+
+  /** Stop watching; no `onChange` starts after this. */
+  close (): void {
+    this.closed = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    if (this.pollTimer !== undefined) clearInterval(this.pollTimer)
+    for (const w of this.dirWatchers.values()) w.close()
+    this.dirWatchers.clear()
+    for (const target of this.targets) {
+      target.fileWatcher?.close()
+      target.fileWatcher = undefined
+    }
+  }
+
+  /** Debounce: (re)start the quiet period before a reload. */
+  private schedule (why: string): void {
+    if (this.closed) return
+    this.log.debug({ file: this.file, why }, 'config file may have changed')
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.fire(), this.debounceMs)
+    this.timer.unref()
+  }
+
+  /** Serialise: run the reload now, or once more after the one running. */
+  private fire (): void {
+    const { file, log } = this
+    this.timer = undefined
+    if (this.closed) return
+    if (this.running) {
       log.debug({ file }, 'config reload running; will run again after it')
-      again = true
+      this.again = true
       return
     }
-    running = true
-    run().catch((err: unknown) => {
+    this.running = true
+    this.run().catch((err: unknown) => {
       log.error({ err, file }, 'config watcher failed')
     }).finally(() => {
-      running = false
-      if (again && !closed) {
-        again = false
-        schedule('changed during reload')
+      this.running = false
+      if (this.again && !this.closed) {
+        this.again = false
+        this.schedule('changed during reload')
       }
     })
   }
 
-  async function run (): Promise<void> {
-    for (const target of targets) {
+  /** Re-arm the file watches on the current inodes, call `onChange` unless the config is missing, then follow the related list. */
+  private async run (): Promise<void> {
+    const { config, file, log } = this
+    for (const target of this.targets) {
       target.signature = await signature(target.file)
       // The old inode (or ConfigMap dir) may be gone: watch whatever is there now.
-      armFile(target)
+      this.armFile(target)
       await learnLinkName(target)
     }
     if (config.signature === undefined) {
       log.warn({ file }, 'config file is missing; keeping the current config until it reappears')
       return
     }
-    if (closed) return
+    if (this.closed) return
     try {
-      await opts.onChange()
+      await this.opts.onChange()
     } catch (err) {
       log.error({ err, file }, 'config reload handler failed')
     }
-    await syncRelated()
-    log.debug({ file, files: targets.length }, 'watching the config files again')
+    await this.syncRelated()
+    log.debug({ file, files: this.targets.length }, 'watching the config files again')
   }
 
   /** Follow the related list: watch newly named files, stop watching dropped ones. */
-  async function syncRelated (): Promise<void> {
-    if (opts.related === undefined || closed) return
+  private async syncRelated (): Promise<void> {
+    if (this.opts.related === undefined || this.closed) return
     let wanted: Set<string>
     try {
-      wanted = new Set(opts.related().map((f) => resolve(f)))
+      wanted = new Set(this.opts.related().map((f) => resolve(f)))
     } catch (err) {
-      log.warn({ err, file }, 'cannot list the files the config references')
+      this.log.warn({ err, file: this.file }, 'cannot list the files the config references')
       return
     }
-    wanted.delete(file)
-    const kept: Target[] = [config]
-    for (const target of targets.slice(1)) {
+    wanted.delete(this.file)
+    const kept: Target[] = [this.config]
+    for (const target of this.targets.slice(1)) {
       if (wanted.delete(target.file)) kept.push(target)
       else target.fileWatcher?.close()
     }
@@ -165,50 +248,33 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
       target.signature = await signature(target.file)
       await learnLinkName(target)
       kept.push(target)
-      armDir(target.dir)
-      armFile(target)
+      this.armDir(target.dir)
+      this.armFile(target)
     }
-    targets = kept
-    // A directory none of the files lives in any more is not watched.
-    for (const [dir, w] of dirWatchers) {
-      if (!targets.some((x) => x.dir === dir)) {
+    this.targets = kept
+    this.unwatchUnusedDirs()
+  }
+
+  /** A directory none of the files lives in any more is not watched. */
+  private unwatchUnusedDirs (): void {
+    for (const [dir, w] of this.dirWatchers) {
+      if (!this.targets.some((x) => x.dir === dir)) {
         w.close()
-        dirWatchers.delete(dir)
+        this.dirWatchers.delete(dir)
       }
     }
   }
 
-  /** realpath + inode + mtime + size, or undefined when the file cannot be read. */
-  async function signature (path: string): Promise<string | undefined> {
-    try {
-      const real = await realpath(path)
-      const s = await stat(real)
-      return `${real}\u0000${s.ino}\u0000${s.mtimeMs}\u0000${s.size}`
-    } catch {
-      return undefined
-    }
-  }
-
-  /** A symlink into a sibling (ConfigMap's `..data/gateway.yaml`): that sibling's name matters too. */
-  async function learnLinkName (target: Target): Promise<void> {
-    try {
-      const link = await readlink(target.file)
-      if (isAbsolute(link)) return
-      const first = link.split(sep)[0]
-      if (first !== '' && first !== '.' && first !== '..') target.names.add(first)
-    } catch {
-      // Not a symlink, or gone: nothing to learn.
-    }
-  }
-
-  function armDir (dir: string): void {
-    if (!useFsWatch || closed || dirWatchers.has(dir)) return
+  /** Watch a directory for events naming one of its targets (rename, `..data` swap). */
+  private armDir (dir: string): void {
+    const { dirWatchers, log } = this
+    if (!this.useFsWatch || this.closed || dirWatchers.has(dir)) return
     try {
       // persistent: false — the watch alone must not keep the process alive.
       const w = watch(dir, { persistent: false }, (event, name) => {
         // No name (some platforms): assume it may be ours.
         const n = name?.toString()
-        if (n === undefined || targets.some((x) => x.dir === dir && x.names.has(n))) schedule(`${event} ${n ?? '(unnamed)'}`)
+        if (n === undefined || this.targets.some((x) => x.dir === dir && x.names.has(n))) this.schedule(`${event} ${n ?? '(unnamed)'}`)
         else log.trace({ dir, name: n, event }, 'directory event for another file')
       })
       w.on('error', (err) => {
@@ -222,13 +288,14 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
     }
   }
 
-  function armFile (target: Target): void {
-    if (!useFsWatch || closed) return
+  /** Watch the inode a target is read from now (replacing the watch on an older one). */
+  private armFile (target: Target): void {
+    if (!this.useFsWatch || this.closed) return
     target.fileWatcher?.close()
     target.fileWatcher = undefined
     try {
       // Follows symlinks: watches the inode the file is read from, wherever it lives.
-      const w = watch(target.file, { persistent: false }, (event) => schedule(`${event} (${basename(target.file)})`))
+      const w = watch(target.file, { persistent: false }, (event) => this.schedule(`${event} (${basename(target.file)})`))
       w.on('error', () => {
         // The inode went away (rename, ConfigMap dir deleted): re-armed at the next change.
         w.close()
@@ -240,55 +307,23 @@ export function watchConfig (opts: WatchConfigOptions): ConfigWatcher {
     }
   }
 
-  async function poll (): Promise<void> {
-    if (polling || closed) return
-    polling = true
+  /** The safety net: re-arm lost directory watches and schedule a reload for any file whose identity changed. */
+  private async poll (): Promise<void> {
+    if (this.polling || this.closed) return
+    this.polling = true
     try {
-      for (const target of targets) armDir(target.dir)
-      for (const target of targets) {
+      for (const target of this.targets) this.armDir(target.dir)
+      for (const target of this.targets) {
         const sig = await signature(target.file)
-        if (sig !== target.signature && !closed) {
-          if (target.fileWatcher === undefined && sig !== undefined) armFile(target)
+        if (sig !== target.signature && !this.closed) {
+          if (target.fileWatcher === undefined && sig !== undefined) this.armFile(target)
           target.signature = sig
-          schedule(`poll: identity of ${basename(target.file)} changed`)
+          this.schedule(`poll: identity of ${basename(target.file)} changed`)
         }
       }
-      log.trace({ file }, 'config files polled')
+      this.log.trace({ file: this.file }, 'config files polled')
     } finally {
-      polling = false
-    }
-  }
-
-  armDir(config.dir)
-  armFile(config)
-  // None rejects: each catches its own errors.
-  const ready = Promise.all([
-    learnLinkName(config).catch(() => {}),
-    signature(file).then((sig) => { config.signature ??= sig }, () => {}),
-    syncRelated().catch((err: unknown) => log.warn({ err, file }, 'cannot watch the files the config references'))
-  ]).then(() => {})
-  if (pollMs > 0) {
-    pollTimer = setInterval(() => {
-      poll().catch((err: unknown) => log.warn({ err, file }, 'config poll failed'))
-    }, pollMs)
-    pollTimer.unref()
-  }
-
-  return {
-    ready,
-    trigger (): void {
-      schedule('trigger')
-    },
-    close (): void {
-      closed = true
-      if (timer !== undefined) clearTimeout(timer)
-      if (pollTimer !== undefined) clearInterval(pollTimer)
-      for (const w of dirWatchers.values()) w.close()
-      dirWatchers.clear()
-      for (const target of targets) {
-        target.fileWatcher?.close()
-        target.fileWatcher = undefined
-      }
+      this.polling = false
     }
   }
 }
