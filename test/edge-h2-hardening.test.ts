@@ -6,6 +6,7 @@
  */
 import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import t from 'tap'
+import { Agent, request } from 'undici'
 import { metric } from './helpers/auth.js'
 import { startGateway } from './helpers/gateway.js'
 import { createTestCa } from './helpers/tls.js'
@@ -194,4 +195,18 @@ t.test('h2: :authority and Host naming different hosts is malformed (400 envelop
   t.equal((await ask({ ':authority': `127.0.0.1:${port}`, host: `127.0.0.1:${port}` })).status, 404, 'the same host in both: served')
   t.equal((await ask({ ':authority': `LOCALHOST:${port}`, host: `localhost:${port}` })).status, 404, 'host names compare case-insensitively')
   t.equal((await ask({})).status, 404, ':authority alone: served')
+})
+
+t.test('the access line names the protocol: proto h2 or http/1.1, and tls', async (t) => {
+  const s = await session(t)
+  const st = s.request({ ':method': 'GET', ':path': '/nowhere/h2-line' })
+  st.resume()
+  await new Promise<void>((resolve) => st.once('end', () => resolve()))
+  const agent = new Agent({ connect: { ca: ca.ca } })
+  t.teardown(async () => await agent.close())
+  const res = await request(`${gw.url}/nowhere/h1-line`, { dispatcher: agent })
+  await res.body.dump()
+  await waitUntil(() => gw.logs.lines.some((l) => l.msg === 'access' && l.path === '/nowhere/h1-line'))
+  t.match(gw.logs.lines.find((l) => l.msg === 'access' && l.path === '/nowhere/h2-line'), { proto: 'h2', tls: true, status: 404 })
+  t.match(gw.logs.lines.find((l) => l.msg === 'access' && l.path === '/nowhere/h1-line'), { proto: 'http/1.1', tls: true, status: 404 })
 })

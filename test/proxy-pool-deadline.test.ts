@@ -50,4 +50,7 @@ t.test('with the pool\'s only connection busy, a queued request gets 504 within 
   const after = await request(`${gw.url}/p/quick`)
   t.equal(await after.body.text(), 'quick', 'the connection serves the next request')
   t.equal(quick, 1, 'the timed-out request was never sent upstream')
+  const line = gw.logs.lines.find((l) => l.msg === 'access' && l.path === '/p/quick' && l.status === 504)
+  t.match(line, { proto: 'http/1.1', code: 50021 }, 'the access line')
+  t.notOk(line?.tls, 'plain HTTP: no tls')
 })

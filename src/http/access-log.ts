@@ -32,6 +32,17 @@ export interface Exchange {
   aborted: boolean
   /** A WebSocket handshake. */
   websocket: boolean
+  /** The client's protocol: 'h2', 'http/1.1' or 'http/1.0'. */
+  proto: Proto
+  /** The client connection is TLS (`listen.tls`); behind a terminating load balancer: false. */
+  tls: boolean
+}
+
+export type Proto = 'h2' | 'http/1.1' | 'http/1.0'
+
+/** The access line's protocol for Node's `httpVersion` ('2.0', '1.1', '1.0'). */
+export function protoOf (httpVersion: string): Proto {
+  return httpVersion === '2.0' ? 'h2' : httpVersion === '1.0' ? 'http/1.0' : 'http/1.1'
 }
 
 /** The path of a request target, without its query string (queries can carry secrets: never logged). */
@@ -59,6 +70,6 @@ export function createAccessLog (logger: Logger): AccessLog {
       lastMs = now
       lastIso = new Date(now).toISOString()
     }
-    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}"${e.traceId === '' ? '' : `,"traceId":"${e.traceId}"`}${e.linkedTraceId === undefined ? '' : `,"linkedTraceId":"${e.linkedTraceId}"`},"method":"${e.method}","path":${JSON.stringify(pathOf(e.url))},"route":"${route}","upstream":"${upstream}","status":${e.status}${e.code !== 0 ? `,"code":${e.code}` : ''},"ms":${Math.round(ms * 100) / 100}${e.aborted ? ',"aborted":true' : ''}${e.websocket ? ',"websocket":true' : ''},"msg":"access"}\n`)
+    stream.write(`{"level":${level},"time":"${lastIso}"${bindings},"reqId":"${e.reqId}"${e.traceId === '' ? '' : `,"traceId":"${e.traceId}"`}${e.linkedTraceId === undefined ? '' : `,"linkedTraceId":"${e.linkedTraceId}"`},"method":"${e.method}","path":${JSON.stringify(pathOf(e.url))},"route":"${route}","upstream":"${upstream}","status":${e.status}${e.code !== 0 ? `,"code":${e.code}` : ''},"ms":${Math.round(ms * 100) / 100},"proto":"${e.proto}"${e.tls ? ',"tls":true' : ''}${e.aborted ? ',"aborted":true' : ''}${e.websocket ? ',"websocket":true' : ''},"msg":"access"}\n`)
   }
 }

@@ -12,10 +12,16 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.js'
-import { createAccessLog, type Exchange } from './access-log.js'
+import { createAccessLog, protoOf, type Exchange } from './access-log.js'
 import { traceContext, type TraceContext } from './trace-context.js'
 
 export type { Exchange } from './access-log.js'
+export { protoOf } from './access-log.js'
+
+/** A TLS connection (an HTTP/1.1 request's or WebSocket handshake's socket). */
+export function isTls (socket: unknown): boolean {
+  return (socket as { encrypted?: boolean } | null)?.encrypted === true
+}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -77,7 +83,10 @@ export function createAccounting (logger: Logger | undefined, metrics: Metrics, 
       traceId: request.trace?.traceId ?? '',
       linkedTraceId: request.trace?.linkedTraceId,
       aborted: !this.writableFinished,
-      websocket: false
+      websocket: false,
+      proto: protoOf(request.raw.httpVersion),
+      // HTTP/2 is only served over TLS (no h2c); its socket proxy may be gone by now.
+      tls: request.raw.httpVersionMajor === 2 || isTls(request.raw.socket)
     })
   }
 

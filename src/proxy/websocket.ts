@@ -16,7 +16,7 @@ import type { Duplex } from 'node:stream'
 import proxyAddr from '@fastify/proxy-addr'
 import type { Logger } from 'pino'
 import { GatewayError } from '../errors.js'
-import { createAccounting, type Accounting } from '../http/accounting.js'
+import { createAccounting, isTls, type Accounting } from '../http/accounting.js'
 import type { RouteLimiter } from '../http/ratelimit.js'
 import { writeRawEnvelope } from '../http/raw-envelope.js'
 import { traceContext } from '../http/trace-context.js'
@@ -169,7 +169,9 @@ class Handshake {
       traceId: this.input.trace?.traceId ?? '',
       linkedTraceId: this.input.trace?.linkedTraceId,
       aborted: status === 499,
-      websocket: true
+      websocket: true,
+      proto: 'http/1.1',
+      tls: isTls(this.req.socket)
     })
   }
 
