@@ -71,26 +71,118 @@ export interface Sessions {
   logout (tokens: TokenService, cfg: TokensConfig, claims: AccessClaims, opts: { refreshToken?: string | undefined, all: boolean }): Promise<void>
 }
 
-export function createSessions (deps: {
-  store: SessionKeyPort & FamilyPort & RevocationPort & Pick<WebLoginPort, 'setWeChatGrant'>
-  metrics: Metrics
-  now: () => number
-}): Sessions {
-  const { store, metrics, now } = deps
-  // No access token of a family outlives its revocation by more than accessTtl + skew.
-  const familyDenyUntil = (cfg: TokensConfig, t: number): number => t + cfg.accessTtl + cfg.clockSkew
+type SessionStore = SessionKeyPort & FamilyPort & RevocationPort & Pick<WebLoginPort, 'setWeChatGrant'>
 
-  const revokeFamily = async (cfg: TokensConfig, fid: string, t: number): Promise<void> => {
-    await store.revokeFamily(fid, familyDenyUntil(cfg, t))
-    metrics.revocations.inc({ kind: 'family' })
+/** Create the session policy over the store's ports. */
+export function createSessions (deps: { store: SessionStore, metrics: Metrics, now: () => number }): Sessions {
+  const policy = new SessionPolicy(deps.store, deps.metrics, deps.now)
+  // A plain object, as before: its methods work detached.
+  return { start: policy.start.bind(policy), refresh: policy.refresh.bind(policy), logout: policy.logout.bind(policy) }
+}
+
+class SessionPolicy implements Sessions {
+  constructor (
+    private readonly store: SessionStore,
+    private readonly metrics: Metrics,
+    private readonly now: () => number
+  ) {}
+
+  async start (tokens: TokenService, cfg: TokensConfig, who: Principal, wechat: { sessionKey?: string, grant?: string }): Promise<IssuedPair & { fid: string }> {
+    const { store } = this
+    const t = this.now()
+    const refresh = tokens.newRefreshToken()
+    const expiresAt = t + Math.min(cfg.refreshTtl, cfg.sessionTtl)
+    if (wechat.sessionKey !== undefined) await store.setSessionKey(who.appid, who.openid, wechat.sessionKey, cfg.sessionKeyTtl)
+    if (wechat.grant !== undefined) await store.setWeChatGrant(who.appid, who.openid, wechat.grant, cfg.sessionKeyTtl)
+    await store.createFamily(refresh.hash, {
+      fid: refresh.fid,
+      openid: who.openid,
+      ...(who.unionid !== undefined ? { unionid: who.unionid } : {}),
+      appid: who.appid,
+      expiresAt,
+      familyExpiresAt: t + cfg.sessionTtl,
+      createdAt: t
+    })
+    return this.issue(tokens, who, refresh.fid, { token: refresh.token, expiresAt })
   }
 
-  const issue = (tokens: TokenService, who: Principal, fid: string, refresh: { token: string, expiresAt: number }): IssuedPair & { fid: string } => {
+  async refresh (tokens: TokenService, cfg: TokensConfig, presented: string, appids: readonly string[], log: SessionLog): Promise<IssuedPair & { fid: string }> {
+    const fid = tokens.refreshFamily(presented)
+    if (fid === null) return this.refused('invalid', 'REFRESH_INVALID')
+    const t = this.now()
+    const next = tokens.newRefreshToken(fid)
+    const result = await this.store.rotateRefresh({
+      fid,
+      hash: tokens.hashRefresh(presented),
+      nextHash: next.hash,
+      grace: tokens.sealGrace(presented, next.token),
+      nowMs: t,
+      refreshTtlMs: cfg.refreshTtl,
+      graceMs: cfg.refreshGrace,
+      appids
+    })
+    let record: RefreshRecord
+    let child: string | null
+    switch (result.status) {
+      case 'rotated': record = result.record; child = next.token; break
+      // The same child as the first answer: a client that retried gets a working pair.
+      case 'grace': record = result.record; child = tokens.openGrace(presented, result.grace); break
+      case 'reused':
+        // Two parties hold this family's tokens: end it, access tokens included.
+        await this.revokeFamily(cfg, fid, t)
+        log.warn({ fid }, 'refresh token reused outside a retry: session family revoked')
+        return this.refused('reused', 'REFRESH_REUSED')
+      case 'foreign':
+        this.metrics.refreshes.inc({ result: 'invalid' })
+        throw new GatewayError('SESSION_APP_UNKNOWN', { detail: `appid ${result.appid} is not in wechat.apps` })
+      case 'expired': return this.refused('expired', 'REFRESH_EXPIRED')
+      default: return this.refused('invalid', 'REFRESH_INVALID')
+    }
+    if (child === null) return this.refused('invalid', 'REFRESH_INVALID')
+    // Logout-all ends every family born before its cutoff.
+    if (record.createdAt < this.store.userCutoff(record.appid, record.openid)) {
+      await this.store.revokeFamily(fid, familyDenyUntil(cfg, t))
+      return this.refused('invalid', 'REFRESH_INVALID')
+    }
+    this.metrics.refreshes.inc({ result: result.status })
+    return this.issue(tokens, record, fid, { token: child, expiresAt: record.expiresAt })
+  }
+
+  async logout (tokens: TokenService, cfg: TokensConfig, claims: AccessClaims, opts: { refreshToken?: string | undefined, all: boolean }): Promise<void> {
+    const { store, metrics } = this
+    const t = this.now()
+    await store.revokeAccessToken(claims.jti, claims.exp * 1000 + cfg.clockSkew)
+    metrics.revocations.inc({ kind: 'token' })
+    await this.revokeFamily(cfg, claims.fid, t)
+    if (opts.refreshToken !== undefined) await this.endHeldFamily(tokens, cfg, claims, opts.refreshToken, t)
+    if (opts.all) {
+      await store.revokeUserBefore(claims.appid, claims.openid, t, t + cfg.sessionTtl)
+      metrics.revocations.inc({ kind: 'user' })
+    }
+  }
+
+  /** Logout with another refresh token: end that family too, if the caller really holds it. */
+  private async endHeldFamily (tokens: TokenService, cfg: TokensConfig, claims: AccessClaims, refreshToken: string, t: number): Promise<void> {
+    const other = tokens.refreshFamily(refreshToken)
+    // The family id is no proof (it is in every access token): only a token of the family
+    // the caller really holds (live, or spent and not expired) may end it.
+    if (other !== null && other !== claims.fid &&
+      await this.store.familyToken(other, tokens.hashRefresh(refreshToken), t) !== 'none') {
+      await this.revokeFamily(cfg, other, t)
+    }
+  }
+
+  private async revokeFamily (cfg: TokensConfig, fid: string, t: number): Promise<void> {
+    await this.store.revokeFamily(fid, familyDenyUntil(cfg, t))
+    this.metrics.revocations.inc({ kind: 'family' })
+  }
+
+  private issue (tokens: TokenService, who: Principal, fid: string, refresh: { token: string, expiresAt: number }): IssuedPair & { fid: string } {
     const access = tokens.signAccess({ openid: who.openid, unionid: who.unionid, appid: who.appid, fid })
     const p: IssuedPair & { fid: string } = {
       accessToken: access.token,
       expiresIn: access.expiresIn,
-      issuedAt: now(),
+      issuedAt: this.now(),
       refreshToken: refresh.token,
       refreshExpiresAt: refresh.expiresAt,
       openid: who.openid,
@@ -100,90 +192,13 @@ export function createSessions (deps: {
     return p
   }
 
-  const refused = (result: 'invalid' | 'expired' | 'reused', name: 'REFRESH_INVALID' | 'REFRESH_EXPIRED' | 'REFRESH_REUSED'): never => {
-    metrics.refreshes.inc({ result })
+  private refused (result: 'invalid' | 'expired' | 'reused', name: 'REFRESH_INVALID' | 'REFRESH_EXPIRED' | 'REFRESH_REUSED'): never {
+    this.metrics.refreshes.inc({ result })
     throw new GatewayError(name)
   }
+}
 
-  return {
-    async start (tokens, cfg, who, wechat) {
-      const t = now()
-      const refresh = tokens.newRefreshToken()
-      const expiresAt = t + Math.min(cfg.refreshTtl, cfg.sessionTtl)
-      if (wechat.sessionKey !== undefined) await store.setSessionKey(who.appid, who.openid, wechat.sessionKey, cfg.sessionKeyTtl)
-      if (wechat.grant !== undefined) await store.setWeChatGrant(who.appid, who.openid, wechat.grant, cfg.sessionKeyTtl)
-      await store.createFamily(refresh.hash, {
-        fid: refresh.fid,
-        openid: who.openid,
-        ...(who.unionid !== undefined ? { unionid: who.unionid } : {}),
-        appid: who.appid,
-        expiresAt,
-        familyExpiresAt: t + cfg.sessionTtl,
-        createdAt: t
-      })
-      return issue(tokens, who, refresh.fid, { token: refresh.token, expiresAt })
-    },
-
-    async refresh (tokens, cfg, presented, appids, log) {
-      const fid = tokens.refreshFamily(presented)
-      if (fid === null) return refused('invalid', 'REFRESH_INVALID')
-      const t = now()
-      const next = tokens.newRefreshToken(fid)
-      const result = await store.rotateRefresh({
-        fid,
-        hash: tokens.hashRefresh(presented),
-        nextHash: next.hash,
-        grace: tokens.sealGrace(presented, next.token),
-        nowMs: t,
-        refreshTtlMs: cfg.refreshTtl,
-        graceMs: cfg.refreshGrace,
-        appids
-      })
-      let record: RefreshRecord
-      let child: string | null
-      switch (result.status) {
-        case 'rotated': record = result.record; child = next.token; break
-        // The same child as the first answer: a client that retried gets a working pair.
-        case 'grace': record = result.record; child = tokens.openGrace(presented, result.grace); break
-        case 'reused':
-          // Two parties hold this family's tokens: end it, access tokens included.
-          await revokeFamily(cfg, fid, t)
-          log.warn({ fid }, 'refresh token reused outside a retry: session family revoked')
-          return refused('reused', 'REFRESH_REUSED')
-        case 'foreign':
-          metrics.refreshes.inc({ result: 'invalid' })
-          throw new GatewayError('SESSION_APP_UNKNOWN', { detail: `appid ${result.appid} is not in wechat.apps` })
-        case 'expired': return refused('expired', 'REFRESH_EXPIRED')
-        default: return refused('invalid', 'REFRESH_INVALID')
-      }
-      if (child === null) return refused('invalid', 'REFRESH_INVALID')
-      // Logout-all ends every family born before its cutoff.
-      if (record.createdAt < store.userCutoff(record.appid, record.openid)) {
-        await store.revokeFamily(fid, familyDenyUntil(cfg, t))
-        return refused('invalid', 'REFRESH_INVALID')
-      }
-      metrics.refreshes.inc({ result: result.status })
-      return issue(tokens, record, fid, { token: child, expiresAt: record.expiresAt })
-    },
-
-    async logout (tokens, cfg, claims, opts) {
-      const t = now()
-      await store.revokeAccessToken(claims.jti, claims.exp * 1000 + cfg.clockSkew)
-      metrics.revocations.inc({ kind: 'token' })
-      await revokeFamily(cfg, claims.fid, t)
-      if (opts.refreshToken !== undefined) {
-        const other = tokens.refreshFamily(opts.refreshToken)
-        // The family id is no proof (it is in every access token): only a token of the family
-        // the caller really holds (live, or spent and not expired) may end it.
-        if (other !== null && other !== claims.fid &&
-          await store.familyToken(other, tokens.hashRefresh(opts.refreshToken), t) !== 'none') {
-          await revokeFamily(cfg, other, t)
-        }
-      }
-      if (opts.all) {
-        await store.revokeUserBefore(claims.appid, claims.openid, t, t + cfg.sessionTtl)
-        metrics.revocations.inc({ kind: 'user' })
-      }
-    }
-  }
+/** No access token of a family outlives its revocation by more than accessTtl + skew. */
+function familyDenyUntil (cfg: TokensConfig, t: number): number {
+  return t + cfg.accessTtl + cfg.clockSkew
 }

@@ -15,6 +15,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { constants as h2constants, createServer as createH2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2'
+import { constants as cryptoConstants, randomBytes } from 'node:crypto'
 import type { Socket } from 'node:net'
 import { Readable, type Duplex } from 'node:stream'
 import { createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
@@ -170,7 +171,9 @@ export function secureContextOptions (material: TlsMaterial): SecureContextOptio
     key: material.key,
     minVersion: 'TLSv1.2',
     ciphers: TLS12_CIPHERS,
-    honorCipherOrder: true
+    honorCipherOrder: true,
+    // TLS 1.2 client-initiated renegotiation: a handshake's CPU cost on demand, for nothing we use.
+    secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION
   }
 }
 
@@ -182,7 +185,11 @@ export function secureContextOptions (material: TlsMaterial): SecureContextOptio
  * closeIdleConnections / closeAllConnections reach both protocols — idle HTTP/1.1
  * connections are closed, HTTP/2 sessions get GOAWAY (their open streams finish).
  */
-export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: Handler, log: RefusalLog, material: TlsMaterial): TlsServer {
+/** Session ticket keys are replaced this often (a stolen key decrypts at most this much recorded TLS 1.2 traffic). */
+export const TICKET_KEY_ROTATION_MS = 12 * 60 * 60 * 1000
+
+export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: Handler, log: RefusalLog, material: TlsMaterial,
+  opts: { ticketKeyRotationMs?: number } = {}): TlsServer {
   const h1 = createHttpServer(limits, handler, log)
   // Fastify registers its clientErrorHandler on the server it listens with (the TLS
   // listener, which never emits it); HTTP/1.1's parser errors come from here.
@@ -195,7 +202,11 @@ export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: H
       maxHeaderListSize: 2 * limits.headerSize,
       // Node's default is unbounded; 100 is what browsers and other servers (nginx 128) expect.
       maxConcurrentStreams: 100
-    }
+    },
+    // nghttp2's memory per session (header tables, queued frames), in MB: Node's default, stated
+    // here as the bound it is. 100 streams' 64 KiB receive windows (6.4 MB) fit; a session over
+    // it gets ENHANCE_YOUR_CALM on new streams.
+    maxSessionMemory: 10
   })
   h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
     // limits.headerSize, as HTTP/1.1's parser enforces it (nghttp2 only advertises the setting).
@@ -250,6 +261,11 @@ export function createTlsHttpServer (limits: GatewayConfig['limits'], handler: H
     // A client gets as long for the handshake as for its request headers.
     handshakeTimeout: limits.headersTimeout
   })
+  // Session tickets (resumption without a full handshake) are kept, with their keys replaced
+  // every 12 h: tickets older than that are refused (a full handshake), and a leaked key does not
+  // expose past TLS 1.2 sessions beyond it. TLS 1.3 resumption is forward-secret (PSK with ECDHE).
+  const rotation = setInterval(() => front.setTicketKeys(randomBytes(48)), opts.ticketKeyRotationMs ?? TICKET_KEY_ROTATION_MS).unref()
+  front.once('close', () => clearInterval(rotation))
   const sockets = new Set<Socket>()
   front.on('connection', (socket: Socket) => {
     sockets.add(socket)

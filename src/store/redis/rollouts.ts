@@ -5,6 +5,7 @@
  */
 import type { Cluster, Redis } from 'ioredis'
 import type { RolloutPort } from '../types.js'
+import { ms, type Op } from './context.js'
 import type { RedisKeys } from './keys.js'
 
 // KEYS: record. ARGV: expected version, value, ttl ms. Returns 1 when written.
@@ -21,10 +22,6 @@ local h = redis.call('GET', KEYS[1])
 if h and h ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1`
-
-type Op = <T>(name: string, fn: () => Promise<T>) => Promise<T>
-
-const ms = (n: number) => String(Math.max(1, Math.round(n)))
 
 export function createRedisRollouts (main: Redis | Cluster, keys: RedisKeys, op: Op): RolloutPort {
   return {
