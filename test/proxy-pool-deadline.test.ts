@@ -4,6 +4,7 @@
  * queued request gets the 504 envelope within the route timeout instead of
  * waiting for a connection indefinitely. A one-connection pool saturates it.
  */
+import { Readable } from 'node:stream'
 import t from 'tap'
 import { request } from 'undici'
 import { metric } from './helpers/auth.js'
@@ -14,6 +15,12 @@ import { startServer } from './helpers/upstream.js'
 const streams = new Set<() => void>()
 let quick = 0
 const up = await startServer(t, (req, res) => {
+  if (req.url?.includes('/upload') === true) {
+    let n = 0
+    req.on('data', (c: Buffer) => { n += c.length })
+    req.on('end', () => res.end(`got ${n}`))
+    return
+  }
   req.resume()
   if (req.url?.includes('/stream') === true) {
     res.writeHead(200, { 'content-type': 'text/plain' })
@@ -29,7 +36,7 @@ const up = await startServer(t, (req, res) => {
 t.teardown(() => { for (const release of streams) release() })
 
 const gw = await startGateway(t, {
-  routes: [{ name: 'p', prefix: '/p', auth: 'public', timeout: '500ms', upstreams: [{ name: 'v1', url: up.url, weight: 1 }] }]
+  routes: [{ name: 'p', prefix: '/p', auth: 'public', timeout: '500ms', bodyLimit: '1mb', upstreams: [{ name: 'v1', url: up.url, weight: 1 }] }]
 }, { upstreamConnections: 1 })
 
 t.test('with the pool\'s only connection busy, a queued request gets 504 within the route timeout', async (t) => {
@@ -53,4 +60,19 @@ t.test('with the pool\'s only connection busy, a queued request gets 504 within 
   const line = gw.logs.lines.find((l) => l.msg === 'access' && l.path === '/p/quick' && l.status === 504)
   t.match(line, { proto: 'http/1.1', code: 50021 }, 'the access line')
   t.notOk(line?.tls, 'plain HTTP: no tls')
+})
+
+t.test('regression: an upload slower than the route timeout is not an upstream timeout (the deadline covers the queue only)', async (t) => {
+  const before = await metric(gw.adminUrl, 'wegate_upstream_errors_total', { route: 'p', upstream: 'v1', kind: 'timeout' })
+  // 10 chunks of 1 kB, one every 120 ms: the upload takes ~1.2 s, over twice the 500 ms timeout.
+  const body = (async function * () {
+    for (let i = 0; i < 10; i++) {
+      yield Buffer.alloc(1000, 'x')
+      await new Promise((resolve) => setTimeout(resolve, 120))
+    }
+  })()
+  const r = await request(`${gw.url}/p/upload`, { method: 'POST', body: Readable.from(body), headers: { 'content-type': 'application/octet-stream' } })
+  t.equal(r.statusCode, 200)
+  t.equal(await r.body.text(), 'got 10000', 'the whole body reached the upstream')
+  t.equal(await metric(gw.adminUrl, 'wegate_upstream_errors_total', { route: 'p', upstream: 'v1', kind: 'timeout' }), before, 'no upstream timeout counted (no canary error)')
 })

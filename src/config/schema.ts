@@ -82,7 +82,7 @@ const Route = Strict({
   name: Name('Route name; used in logs and metric labels'),
   prefix: Type.String({ pattern: '^/', description: 'Path prefix, matched on segment boundaries; the longest prefix wins' }),
   auth: Type.Union([Type.Literal('required'), Type.Literal('optional'), Type.Literal('public')], { default: 'required', description: 'required: valid access token needed; optional: verified when present; public: none needed' }),
-  timeout: Duration('30s', 'Upstream response timeout (to response headers, waiting for a pooled connection included)'),
+  timeout: Duration('30s', 'Upstream response timeout: the longest wait for a pooled connection, then for the response headers once the request is on one (a slow client upload does not count against it)'),
   bodyLimit: Bytes('1mb', 'Largest request body accepted (413 beyond)'),
   stripPrefix: Type.Boolean({ default: false, description: 'Remove the prefix before forwarding' }),
   forwardAuthorization: Type.Boolean({ default: false, description: 'Forward the client\'s Authorization header upstream (off: identity travels only in X-OpenID/X-UnionID/X-AppID)' }),

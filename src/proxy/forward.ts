@@ -138,16 +138,13 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // socket): 'close' will not fire again, so do not start the upstream request at all.
     if (this.res.destroyed || reply.request.raw.socket.destroyed) this.gone = true
     // undici's headersTimeout starts when the request is written to a connection, not while it
-    // waits in the pool's queue: the route's timeout counts from here, queueing included.
+    // waits in the pool's queue: this bounds the queueing by the route's timeout too.
     this.deadline = setTimeout(() => this.timedOut(), route.config.timeout).unref()
   }
 
+  /** The route's timeout passed before a pooled connection took the request (onRequestStart clears it). */
   private timedOut (): void {
     if (this.status !== 0 || this.gone) return
-    if (this.controller !== undefined) {
-      this.controller.abort(new undiciErrors.HeadersTimeoutError())
-      return
-    }
     // Still queued (every connection to the origin busy): answer now; when a connection frees
     // up, onRequestStart aborts the request before anything is written.
     this.queuedOut = true
@@ -165,7 +162,14 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
     this.controller = controller
-    if (this.gone || this.queuedOut) controller.abort(new undiciErrors.RequestAbortedError())
+    if (this.gone || this.queuedOut) {
+      controller.abort(new undiciErrors.RequestAbortedError())
+      return
+    }
+    // On a connection: from here undici's headersTimeout (the route's timeout) runs, and it
+    // does not fire while the client's body is still being sent — a slow upload is not an
+    // upstream timeout (nor a canary error), however long it takes within the body limits.
+    clearTimeout(this.deadline)
   }
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {

@@ -32,6 +32,18 @@ export function withoutLoginCookie (cookie: string): string | undefined {
   return kept.length === 0 ? undefined : kept.join('; ')
 }
 
+/**
+ * Whether a Set-Cookie line (upstream → client) sets the login cookie: only the gateway may.
+ * A backend (or a Set-Cookie injection in one) could otherwise plant an attacker's login
+ * cookie — proxied responses come from the gateway's host, which `__Host-` does not stop —
+ * or clear a login in progress. Compared ignoring case, as some clients do.
+ */
+export function setsLoginCookie (line: string): boolean {
+  const eq = line.indexOf('=')
+  return (eq === -1 ? line : line.slice(0, eq)).trim().toLowerCase() === LOGIN_COOKIE_LOWER
+}
+const LOGIN_COOKIE_LOWER = LOGIN_COOKIE.toLowerCase()
+
 /** RFC 9110 §7.6.1 connection-specific fields, plus the proxy-* ones. */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
@@ -253,6 +265,13 @@ export function clientResponseHeaders (incoming: Record<string, string | string[
     if (value === undefined || HOP_BY_HOP.has(name)) continue
     if (listed !== undefined && listed.has(name)) continue
     out[name] = value
+  }
+  const setCookie = out['set-cookie']
+  if (setCookie !== undefined) {
+    // undici hands Set-Cookie over as an array (one entry a cookie) or, once, as a string.
+    const lines = (Array.isArray(setCookie) ? setCookie : [setCookie]).filter((line) => !setsLoginCookie(line))
+    if (lines.length === 0) delete out['set-cookie']
+    else out['set-cookie'] = lines
   }
   return out
 }

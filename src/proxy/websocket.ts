@@ -24,6 +24,7 @@ import { requestId as defaultRequestId } from '../http/request-id.js'
 import type { Metrics } from '../metrics/index.js'
 import { resolve, type PhoneLookup, type Pipeline, type PipelineInput, type Resolved } from './resolve.js'
 import type { CompiledRoute, CompiledUpstream } from './routes.js'
+import { setsLoginCookie } from './headers.js'
 import { errorKind } from './transport-errors.js'
 import { createTunnels, type Reservation, type Tunnels } from './tunnels.js'
 import type { ProxySnapshot, UpstreamOutcome } from './types.js'
@@ -273,6 +274,7 @@ class Handshake {
       // The body is re-framed by closing the connection: drop the upstream's framing and connection headers.
       const name = raw[i].toLowerCase()
       if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || name === 'upgrade' || name === 'x-request-id') continue
+      if (name === 'set-cookie' && setsLoginCookie(raw[i + 1])) continue // only the gateway sets its login cookie
       text += `${raw[i]}: ${raw[i + 1]}\r\n`
     }
     // The gateway's id, as in the access line (the upstream's own is dropped above).
@@ -294,6 +296,7 @@ class Handshake {
     const raw = res.rawHeaders
     for (let i = 0; i < raw.length; i += 2) {
       if (raw[i].length === 12 && raw[i].toLowerCase() === 'x-request-id') continue
+      if (raw[i].length === 10 && raw[i].toLowerCase() === 'set-cookie' && setsLoginCookie(raw[i + 1])) continue
       text += `${raw[i]}: ${raw[i + 1]}\r\n`
     }
     this.socket.write(text + `X-Request-Id: ${this.id}\r\n\r\n`)
