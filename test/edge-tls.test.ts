@@ -286,6 +286,8 @@ t.test('wss://: WebSocket over TLS (HTTP/1.1) through the gateway', async (t) =>
   t.equal(await reply, 'ws:hi')
   t.equal(wsUpstream.handshakes.at(-1)?.headers['x-forwarded-proto'], 'https')
   await closeWs(ws)
+  await waitUntil(() => logs.lines.some((l) => l.msg === 'access' && l.websocket === true && l.path === '/chat/room'))
+  t.match(logs.lines.find((l) => l.msg === 'access' && l.websocket === true && l.path === '/chat/room'), { proto: 'http/1.1', tls: true }, 'the handshake\'s access line')
 })
 
 t.test('the certificate expiry metric: notAfter of the served certificate, by serial', async (t) => {
