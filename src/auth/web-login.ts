@@ -23,7 +23,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { GatewayError } from '../errors.js'
-import { LOGIN_COOKIE } from '../proxy/headers.js'
+import { cookieName, LOGIN_COOKIE } from '../proxy/headers.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Store } from '../store/index.js'
 import { pickApp } from './channels.js'
@@ -134,9 +134,8 @@ function challengeOf (app: WeChatApp, challenge: string | undefined): string | u
 function browserSecret (request: FastifyRequest): string | undefined | 'conflict' {
   let found: string | undefined
   for (const part of (request.headers.cookie ?? '').split(';')) {
-    const eq = part.indexOf('=')
-    if (eq !== -1 && part.slice(0, eq).trim() === COOKIE) {
-      const v = part.slice(eq + 1).trim()
+    if (cookieName(part) === COOKIE) {
+      const v = part.slice(part.indexOf('=') + 1).trim()
       if (!SECRET.test(v)) continue
       if (found !== undefined && found !== v) return 'conflict'
       found = v

@@ -24,12 +24,16 @@ export function withoutLoginCookie (cookie: string): string | undefined {
   if (cookie.indexOf(LOGIN_COOKIE) === -1) return cookie
   const kept: string[] = []
   for (const part of cookie.split(';')) {
-    const eq = part.indexOf('=')
-    const name = (eq === -1 ? part : part.slice(0, eq)).trim()
-    if (name === LOGIN_COOKIE || part.trim() === '') continue
+    if (cookieName(part) === LOGIN_COOKIE || part.trim() === '') continue
     kept.push(part.trim())
   }
   return kept.length === 0 ? undefined : kept.join('; ')
+}
+
+/** The name of one `name=value` pair of a Cookie header, or of a Set-Cookie line (its first pair). */
+export function cookieName (pair: string): string {
+  const eq = pair.indexOf('=')
+  return (eq === -1 ? pair : pair.slice(0, eq)).trim()
 }
 
 /**
@@ -39,8 +43,7 @@ export function withoutLoginCookie (cookie: string): string | undefined {
  * or clear a login in progress. Compared ignoring case, as some clients do.
  */
 export function setsLoginCookie (line: string): boolean {
-  const eq = line.indexOf('=')
-  return (eq === -1 ? line : line.slice(0, eq)).trim().toLowerCase() === LOGIN_COOKIE_LOWER
+  return cookieName(line).toLowerCase() === LOGIN_COOKIE_LOWER
 }
 const LOGIN_COOKIE_LOWER = LOGIN_COOKIE.toLowerCase()
 
