@@ -188,7 +188,7 @@ async function wire (app: FastifyInstance, opts: WireOptions): Promise<Gateway> 
     done(lifecycle.closing ? new GatewayError('SHUTTING_DOWN') : undefined)
   })
 
-  registerHsts(app, () => snapshot().config)
+  registerHsts(app, config.listen.tls !== undefined, () => snapshot().config)
   // CORS preflights are answered here, before any token check or rate limit (http/cors.ts).
   registerCors(app, {
     config: () => snapshot().config,

@@ -3,7 +3,7 @@
  * sends over its TLS listener — its own answers and proxied ones (it replaces an
  * upstream's, as every header the gateway sets does). Never over plain http
  * (browsers ignore it there, RFC 6797 §8.1). Read from the snapshot: a reload
- * changes it; unset costs one property read per request.
+ * changes it; unset costs one property read per request on a TLS listener, nothing on plain http.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
@@ -21,13 +21,16 @@ export function hstsValue (h: Hsts): string {
   return v
 }
 
-export function registerHsts (app: FastifyInstance, config: () => GatewayConfig): void {
-  app.addHook('onRequest', function hsts (request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+/**
+ * On a TLS listener only (turning TLS on or off is restart-only): every connection it
+ * accepts is TLS — HTTP/1.1 over TLS, or HTTP/2 — so a plain-http gateway pays no hook at
+ * all, and the TLS one no per-request socket check.
+ */
+export function registerHsts (app: FastifyInstance, tlsListener: boolean, config: () => GatewayConfig): void {
+  if (!tlsListener) return
+  app.addHook('onRequest', function hsts (_request: FastifyRequest, reply: FastifyReply, done: () => void): void {
     const h = config().listen.tls?.hsts
-    // HTTP/1.1 over TLS and HTTP/2 (only ever offered over TLS here) both have an encrypted socket.
-    if (h !== undefined && (request.raw.socket as { encrypted?: boolean } | null)?.encrypted === true) {
-      reply.header('strict-transport-security', hstsValue(h))
-    }
+    if (h !== undefined) reply.header('strict-transport-security', hstsValue(h))
     done()
   })
 }
